@@ -1,0 +1,138 @@
+"""Find the Celery app and backend URL a command works on.
+
+Every command accepts a backend URL or ``-A/--app``; with neither it uses the
+embedded SQLite default.  :func:`resolve_target` turns those inputs into a
+:class:`Target`: a Celery app whose ``result_backend`` is the URL to use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+from .errors import AppNotFound, UsageError
+from .urls import DEFAULT_RESULT_BACKEND, Redactor, mask_url
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["Target", "app_for_url", "load_app", "resolve_target"]
+
+Origin = Literal["url", "app", "default"]
+
+
+@dataclass
+class Target:
+    """The result backend a command works on, and the app that configures it."""
+
+    app: Celery
+    #: The ``result_backend`` URL ('' when the app has none).
+    url: str
+    origin: Origin
+    #: What the user named: the module for ``-A``, the masked URL otherwise.
+    label: str
+    redactor: Redactor = field(default_factory=Redactor)
+
+    @property
+    def masked_url(self) -> str:
+        """The backend URL with its password hidden."""
+        return mask_url(self.url)
+
+
+def load_app(spec: str) -> Celery:
+    """Import the Celery app named *spec* (``proj``, ``proj.celery``, ``proj:app``).
+
+    The current folder is importable, as it is for ``celery -A``.
+    """
+    from celery import Celery
+    from celery.bin.celery import find_app
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        app = find_app(spec)
+    except (ImportError, AttributeError) as exc:
+        raise AppNotFound(
+            f"cannot load the Celery app {spec!r}: {exc}. "
+            "Give -A the module that defines it, e.g. -A proj or -A proj.celery:app"
+        ) from exc
+    if not isinstance(app, Celery):
+        raise AppNotFound(f"{spec!r} is a {type(app).__name__}, not a Celery app")
+    return app
+
+
+def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Celery:
+    """Build a throw-away Celery app whose result backend is *url*.
+
+    resultkit accepts ``?master_name=NAME`` on ``sentinel://`` URLs, since
+    Celery reads the master name only from the transport options; it is moved
+    there before Celery sees the URL.
+    """
+    from celery import Celery
+
+    app = Celery("resultkit", set_as_current=False)
+    url, transport_options = _split_sentinel_master(url)
+    conf: dict[str, Any] = {"result_backend": url}
+    if transport_options:
+        conf["result_backend_transport_options"] = transport_options
+    if broker:
+        conf["broker_url"] = broker
+    conf.update(settings)
+    app.conf.update(conf)
+    return app
+
+
+def _split_sentinel_master(url: str) -> tuple[str, dict[str, str]]:
+    if not url.lower().startswith("sentinel://") or "master_name=" not in url:
+        return url, {}
+    chunks = []
+    options: dict[str, str] = {}
+    for chunk in url.split(";"):
+        base, _, query = chunk.partition("?")
+        params = parse_qsl(query)
+        options.update((k, v) for k, v in params if k == "master_name")
+        rest = urlencode([(k, v) for k, v in params if k != "master_name"])
+        chunks.append(f"{base}?{rest}" if rest else base)
+    return ";".join(chunks), options
+
+
+def resolve_target(
+    url: str | None = None,
+    app: Celery | str | None = None,
+    *,
+    broker: str | None = None,
+) -> Target:
+    """Decide which backend a command works on.
+
+    *app* may be a Celery app or the ``-A`` string naming one.  Giving both a
+    URL and an app is a usage error: the app already names its backend.
+    """
+    if url and app is not None:
+        raise UsageError("give either a backend URL or -A/--app, not both")
+    redactor = Redactor()
+    if app is not None:
+        label = app if isinstance(app, str) else (app.main or "app")
+        celery_app = load_app(app) if isinstance(app, str) else app
+        if broker:
+            celery_app.conf.broker_url = broker
+        backend = celery_app.conf.result_backend
+        backend_url = backend if isinstance(backend, str) else ""
+        redactor.add_url(backend_url)
+        redactor.add_url(_broker_url(celery_app))
+        return Target(celery_app, backend_url, "app", label, redactor)
+    origin: Origin = "url" if url else "default"
+    backend_url = url or DEFAULT_RESULT_BACKEND
+    redactor.add_url(backend_url)
+    redactor.add_url(broker)
+    celery_app = app_for_url(backend_url, broker=broker)
+    return Target(celery_app, backend_url, origin, mask_url(backend_url), redactor)
+
+
+def _broker_url(app: Celery) -> str:
+    try:
+        return str(app.conf.broker_url or "")
+    except Exception:  # a broken broker setting is the doctor's to report
+        return ""

@@ -1,0 +1,425 @@
+"""The configuration audit: mistakes visible in the settings alone, no connection needed.
+
+Each rule is a small object with an ``id``, a test of whether it applies to a
+backend kind, and an ``evaluate`` method returning one :class:`CheckResult`
+(``pass`` when the setting is sound).  ``resultkit doctor`` and
+``resultkit config check`` run the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from ..durations import format_duration
+from ..report import CheckResult, Status
+from ..urls import BackendKind, BackendURL
+
+__all__ = ["RULES", "AuditContext", "Rule", "audit", "known_settings"]
+
+#: Settings resultkit itself reads from the app's configuration.
+RESULTKIT_SETTINGS = frozenset(
+    {
+        "resultkit_retention",
+        "resultkit_dual_write",
+        "resultkit_encryption_keys",
+        "resultkit_poll_interval",
+    }
+)
+
+#: Settings that only recent Celery releases read, with the release that added them.
+NEWER_CELERY_SETTINGS = {
+    "result_compression": "5.7",
+    "result_failure_expires": "5.7",
+    "result_chord_expires": "5.7",
+}
+
+#: Settings that are really Celery's but never in its defaults table.
+_EXTRA_KNOWN = frozenset({"deprecated_settings"})
+
+
+def known_settings() -> frozenset[str]:
+    """Every setting name this Celery understands, new and old style, plus resultkit's."""
+    from celery.app.defaults import _TO_OLD_KEY, NAMESPACES, flatten
+
+    names = {key for key, _ in flatten(NAMESPACES)}
+    names.update(old.lower() for old in _TO_OLD_KEY.values())
+    return frozenset(names | RESULTKIT_SETTINGS | _EXTRA_KNOWN)
+
+
+@dataclass
+class AuditContext:
+    """What the rules look at: the user's own settings and the effective ones."""
+
+    #: Settings the user set (no defaults), as the app holds them.
+    user_settings: Mapping[str, Any]
+    #: The effective configuration (``app.conf``), defaults included.
+    conf: Mapping[str, Any]
+    url: BackendURL | None
+    celery_version: str
+
+    @property
+    def kind(self) -> BackendKind | None:
+        return self.url.kind if self.url else None
+
+    @classmethod
+    def from_app(cls, app: Any, url: BackendURL | None) -> AuditContext:
+        """Audit the configuration of a Celery app."""
+        import celery
+
+        return cls(
+            user_settings=app.conf.table(with_defaults=False, censored=False),
+            conf=app.conf,
+            url=url,
+            celery_version=celery.__version__,
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.conf.get(key, default)
+        except Exception:  # a value Celery cannot even read is the rule's to report
+            return default
+
+
+class Rule:
+    """One audit rule."""
+
+    id: ClassVar[str]
+    #: Backend kinds the rule applies to; empty means every kind.
+    kinds: ClassVar[frozenset[BackendKind]] = frozenset()
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return not self.kinds or ctx.kind in self.kinds
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        raise NotImplementedError
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _looks_like_celery(key: str, known: Iterable[str]) -> bool:
+    prefix = key.split("_", 1)[0] + "_"
+    return any(k.startswith(prefix) for k in known)
+
+
+class UnknownSetting(Rule):
+    id = "config.unknown-setting"
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        known = known_settings()
+        problems: list[str] = []
+        fixes: list[str] = []
+        newer: list[str] = []
+        for key in sorted(ctx.user_settings):
+            if key.startswith("_"):
+                continue
+            name = key.lower()
+            if name.startswith("celery_") and name[7:] in known:
+                name = name[7:]  # Django-style CELERY_ namespace
+            if name in known:
+                continue
+            if name in NEWER_CELERY_SETTINGS:
+                newer.append(key)
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if close:
+                problems.append(f"{key} (did you mean {close[0]}?)")
+                fixes.append(f"rename {key} to {close[0]}")
+            elif _looks_like_celery(name, known):
+                problems.append(key)
+                fixes.append(f"remove {key}: Celery has no such setting and ignores it")
+        if newer:
+            problems.extend(
+                f"{key} (read by Celery {NEWER_CELERY_SETTINGS[key.lower()]}+, "
+                f"this is Celery {ctx.celery_version})"
+                for key in newer
+            )
+            fixes.append(f"upgrade Celery to {max(NEWER_CELERY_SETTINGS.values())} or remove it")
+        if problems:
+            return CheckResult.failed(
+                self.id,
+                "settings Celery does not know, so it ignores them: " + "; ".join(problems),
+                "; ".join(fixes),
+                settings=[p.split(" ")[0] for p in problems],
+            )
+        return CheckResult.passed(self.id, "every setting is one Celery knows")
+
+
+def _accept_content(ctx: AuditContext) -> set[str]:
+    from kombu.serialization import registry
+
+    accept = ctx.get("result_accept_content")
+    if accept is None:
+        accept = ctx.get("accept_content") or ["json"]
+    types = set()
+    for name in accept:
+        types.add(name if "/" in name else registry.name_to_type.get(name, name))
+    return types
+
+
+class PickleAccepted(Rule):
+    id = "config.pickle"
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        pickle_type = "application/x-python-serialize"
+        uses = ctx.get("result_serializer") == "pickle"
+        accepts = pickle_type in _accept_content(ctx)
+        if uses or accepts:
+            what = "results are serialized with pickle" if uses else "pickle results are accepted"
+            return CheckResult.warned(
+                self.id,
+                f"{what}: anyone who can write to the result backend can run code in every "
+                "client that reads a result",
+                "set result_serializer = 'json' and remove 'pickle' from result_accept_content "
+                "and accept_content",
+            )
+        return CheckResult.passed(self.id, "pickle is neither used nor accepted for results")
+
+
+class SerializerAccepted(Rule):
+    id = "config.serializer-accepted"
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from kombu.serialization import registry
+
+        serializer = ctx.get("result_serializer") or "json"
+        content_type = registry.name_to_type.get(serializer)
+        if content_type is None:
+            return CheckResult.failed(
+                self.id,
+                f"result_serializer {serializer!r} is not registered with kombu",
+                "use json, msgpack, yaml or pickle, or import the module that registers it "
+                "in every worker and client",
+            )
+        accepted = _accept_content(ctx)
+        if content_type not in accepted:
+            return CheckResult.failed(
+                self.id,
+                f"results are written as {serializer} but clients accept only "
+                f"{', '.join(sorted(accepted))}: every AsyncResult.get() raises ContentDisallowed",
+                f"add {serializer!r} to result_accept_content",
+            )
+        return CheckResult.passed(self.id, f"result_serializer {serializer!r} is accepted")
+
+
+class RedisExpiry(Rule):
+    id = "config.result-expires"
+    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        seconds = _seconds(ctx.get("result_expires"))
+        if not seconds:
+            return CheckResult.warned(
+                self.id,
+                "result_expires is disabled: result keys never expire and Redis memory "
+                "grows until it evicts or refuses writes",
+                "set result_expires = 86400 (seconds, or a timedelta) or a retention policy",
+            )
+        return CheckResult.passed(
+            self.id, f"result keys expire after {format_duration(seconds)}", seconds=seconds
+        )
+
+
+class SqlCleanup(Rule):
+    id = "config.sql-cleanup"
+    kinds = frozenset({BackendKind.SQL})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        seconds = _seconds(ctx.get("result_expires"))
+        cron = "or run `resultkit cleanup` from cron"
+        if not seconds:
+            return CheckResult.warned(
+                self.id,
+                "result_expires is disabled: rows in the results table are never deleted",
+                f"set result_expires = 86400 and run celery beat, {cron}",
+            )
+        if not ctx.get("beat_schedule"):
+            return CheckResult.warned(
+                self.id,
+                f"result_expires is {format_duration(seconds)} but no beat schedule is "
+                "configured: Celery deletes expired rows only from beat's "
+                "celery.backend_cleanup task, so the table grows without bound",
+                f"run `celery beat` alongside the workers, {cron}",
+            )
+        return CheckResult.passed(
+            self.id,
+            "a beat schedule is configured: beat runs celery.backend_cleanup daily "
+            "(make sure beat is running)",
+        )
+
+
+class RpcChords(Rule):
+    id = "config.rpc-chords"
+    kinds = frozenset({BackendKind.RPC})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        return CheckResult.warned(
+            self.id,
+            "rpc:// does not support chords (a group chained to a task becomes a chord), "
+            "and only the client that sent a task can read its result",
+            "use redis:// or db+postgresql+psycopg:// if you use chords or read results "
+            "from another process",
+        )
+
+
+class MysqlIsolation(Rule):
+    id = "config.mysql-isolation"
+    kinds = frozenset({BackendKind.SQL})
+
+    def applies(self, ctx: AuditContext) -> bool:
+        url = ctx.url
+        return (
+            super().applies(ctx)
+            and url is not None
+            and (url.sqlalchemy_url or "").startswith(("mysql", "mariadb"))
+        )
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        options = ctx.get("database_engine_options") or {}
+        level = str(options.get("isolation_level", "")).upper().replace("-", " ").replace("_", " ")
+        if level != "READ COMMITTED":
+            return CheckResult.warned(
+                self.id,
+                "MySQL's default REPEATABLE READ isolation can keep a polling "
+                "AsyncResult.get() seeing PENDING after the result is stored",
+                "set database_engine_options = {'isolation_level': 'READ COMMITTED'}",
+            )
+        return CheckResult.passed(self.id, "MySQL sessions use READ COMMITTED")
+
+
+class RedisMaxConnections(Rule):
+    id = "config.redis-max-connections"
+    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        limit = ctx.get("redis_max_connections")
+        concurrency = ctx.get("worker_concurrency") or os.cpu_count() or 1
+        if limit is not None and int(limit) < int(concurrency):
+            return CheckResult.warned(
+                self.id,
+                f"redis_max_connections is {limit}, below the worker concurrency of "
+                f"{concurrency}: busy workers fail with 'Too many connections'",
+                f"set redis_max_connections to at least {concurrency} (or leave it unset)",
+            )
+        return CheckResult.passed(
+            self.id,
+            "redis_max_connections is unset (no limit)"
+            if limit is None
+            else f"redis_max_connections ({limit}) covers the worker concurrency ({concurrency})",
+        )
+
+
+class ResultCompression(Rule):
+    id = "config.result-compression"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return bool(ctx.get("result_compression"))
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        import celery.backends.base as base
+
+        method = ctx.get("result_compression")
+        if not hasattr(base, "COMPRESSED_PAYLOAD_MAGIC"):
+            return CheckResult.warned(
+                self.id,
+                f"result_compression = {method!r} is ignored by Celery {ctx.celery_version}: "
+                "results are stored uncompressed",
+                "upgrade Celery to 5.7 or later, or remove result_compression",
+            )
+        from kombu.compression import encoders
+
+        if method not in encoders():
+            return CheckResult.failed(
+                self.id,
+                f"result_compression = {method!r} is not a kombu compression method: "
+                "the backend refuses to start",
+                f"use one of {', '.join(sorted(encoders()))}",
+            )
+        backend_cls = _backend_class(ctx)
+        if backend_cls is not None and not getattr(
+            backend_cls, "supports_result_compression", False
+        ):
+            return CheckResult.warned(
+                self.id,
+                f"result_compression = {method!r} is ignored by {backend_cls.__name__}: "
+                "results are stored uncompressed",
+                "remove result_compression, or use a backend that stores bytes (Redis, file)",
+            )
+        return CheckResult.passed(self.id, f"results are compressed with {method}")
+
+
+def _backend_class(ctx: AuditContext) -> type | None:
+    if ctx.url is None:
+        return None
+    from celery.app.backends import by_url
+
+    try:
+        cls, _ = by_url(ctx.url.raw)
+    except Exception:  # the URL check reports an unusable URL
+        return None
+    return cls  # type: ignore[no-any-return]
+
+
+class ResultExtended(Rule):
+    id = "config.result-extended"
+    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.SQL, BackendKind.FILE})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        if ctx.get("result_extended"):
+            return CheckResult.passed(
+                self.id, "result_extended is on: task name, args, worker and queue are stored"
+            )
+        return CheckResult(
+            self.id,
+            Status.PASS,
+            "info: result_extended is off, so results carry no task name, args or worker "
+            "(filters by task name and per-task retention need it)",
+            "set result_extended = True to store them",
+            {"info": True},
+        )
+
+
+RULES: Sequence[Rule] = (
+    UnknownSetting(),
+    SerializerAccepted(),
+    PickleAccepted(),
+    RedisExpiry(),
+    SqlCleanup(),
+    MysqlIsolation(),
+    RedisMaxConnections(),
+    RpcChords(),
+    ResultCompression(),
+    ResultExtended(),
+)
+
+
+def audit(ctx: AuditContext, rules: Sequence[Rule] = RULES) -> list[CheckResult]:
+    """Run every rule that applies to *ctx* and return their findings, in order."""
+    results = []
+    for rule in rules:
+        if not rule.applies(ctx):
+            continue
+        try:
+            results.append(rule.evaluate(ctx))
+        except Exception as exc:  # a malformed setting must not abort the audit
+            results.append(
+                CheckResult.failed(
+                    rule.id,
+                    f"cannot read the settings this rule checks: {type(exc).__name__}: {exc}",
+                    "correct the type of the setting named above",
+                )
+            )
+    return results

@@ -1,0 +1,144 @@
+"""``resultkit doctor``: does this result backend work, and is it configured well?"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from ..apps import resolve_target
+from ..checks import Deadline, StepTimeout, run_bounded
+from ..checks.audit import AuditContext, audit
+from ..checks.probe import (
+    Probe,
+    check_connect,
+    check_latency,
+    check_roundtrip,
+    check_server,
+    check_url,
+    cleanup,
+)
+from ..report import CheckResult, Status
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["DEFAULT_TIMEOUT_S", "DoctorReport", "doctor"]
+
+#: The whole run, connection attempts included, ends within this many seconds.
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class DoctorReport:
+    """The outcome of ``doctor``: every check, in the order they ran."""
+
+    backend: str
+    checks: list[CheckResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (warnings do not make a run fail)."""
+        return not any(c.status is Status.FAIL for c in self.checks)
+
+    def by_id(self, check_id: str) -> CheckResult:
+        """The check with *check_id* (``KeyError`` when it did not run)."""
+        for check in self.checks:
+            if check.id == check_id:
+                return check
+        raise KeyError(check_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "backend": self.backend,
+            "checks": [c.as_dict() for c in self.checks],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def doctor(
+    url: str | None = None,
+    *,
+    app: Celery | str | None = None,
+    broker: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> DoctorReport:
+    """Check the result backend at *url* (or *app*'s, or the embedded default).
+
+    Runs, within *timeout* seconds in total: the URL and driver checks, a
+    connection, the server's state, a round trip through Celery's own backend
+    class (success, failure, group, forget), a latency sample, and the
+    configuration audit.  Never raises for a problem with the backend: every
+    problem is a failing check.  Raises :class:`~resultkit.errors.UsageError`
+    or :class:`~resultkit.errors.AppNotFound` for inputs that cannot work.
+    """
+    started = time.monotonic()
+    target = resolve_target(url, app, broker=broker)
+    probe = Probe(target, Deadline(timeout))
+    report = DoctorReport(backend=target.masked_url)
+
+    report.checks.extend(check_url(probe))
+    network_ok = not any(c.status is Status.FAIL for c in report.checks)
+    steps: Sequence[tuple[str, Callable[[], list[CheckResult]]]] = (
+        ("connect", lambda: [check_connect(probe)]),
+        ("server", lambda: check_server(probe)),
+        ("roundtrip", lambda: check_roundtrip(probe)),
+        ("latency", lambda: [check_latency(probe)]),
+    )
+    for step_id, step in steps:
+        if not network_ok:
+            report.checks.append(CheckResult.skipped(step_id, _skip_reason(report)))
+            continue
+        results, network_ok = _run_step(probe, step_id, step)
+        report.checks.extend(results)
+    if probe.backend is not None and network_ok:
+        try:
+            run_bounded(lambda: cleanup(probe), max(0.5, probe.deadline.remaining()))
+        except Exception:  # the probe's own keys expire with result_expires anyway
+            pass
+    report.checks.extend(audit(AuditContext.from_app(target.app, probe.url)))
+    report.checks = [_redacted(c, target.redactor.redact) for c in report.checks]
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _run_step(
+    probe: Probe, step_id: str, step: Callable[[], list[CheckResult]]
+) -> tuple[list[CheckResult], bool]:
+    """Run one network step within the time left; report a timeout or error as a failure."""
+    remaining = probe.deadline.remaining()
+    if remaining <= 0:
+        return [
+            CheckResult.failed(
+                step_id,
+                f"no time left: the run is limited to {probe.deadline.total_s:g} s",
+                "allow more time with --timeout",
+            )
+        ], False
+    try:
+        results = run_bounded(step, remaining)
+    except StepTimeout:
+        return [
+            CheckResult.failed(
+                step_id,
+                f"no answer from {probe.where} within {probe.deadline.total_s:g} s",
+                "check that the server is reachable (firewall, host, port) and not overloaded, "
+                "or allow more time with --timeout",
+                reason="timeout",
+            )
+        ], False
+    except Exception as exc:
+        return [probe.fail(step_id, exc)], False
+    return results, not any(r.status is Status.FAIL for r in results)
+
+
+def _skip_reason(report: DoctorReport) -> str:
+    failed = next((c.id for c in report.checks if c.status is Status.FAIL), "an earlier check")
+    return f"skipped: {failed} failed"
+
+
+def _redacted(check: CheckResult, redact: Callable[[str], str]) -> CheckResult:
+    return replace(check, message=redact(check.message), fix=redact(check.fix))

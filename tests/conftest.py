@@ -1,0 +1,284 @@
+"""Fixtures: real Redis, PostgreSQL, MariaDB/MySQL, SQLite and RabbitMQ, each test isolated.
+
+A test that needs a server takes its fixture; when the server does not answer
+the test is skipped on a developer machine and *fails* under ``CI=true``.
+Isolation: each test gets its own Redis database number, its own PostgreSQL
+schema, its own MySQL database and its own SQLite file, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def require(name: str) -> None:
+    """Skip (or fail under CI) when the service *name* does not answer."""
+    if services.reachable(name):
+        return
+    message = (
+        f"{name} is not reachable at {services.SERVICES[name]}: start it "
+        "(see CONTRIBUTING.md) or set RESULTKIT_TEST_{name.upper()}_URL"
+    )
+    if services.in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def check(self, check_id: str) -> dict[str, Any]:
+        for check in self.json["checks"]:
+            if check["id"] == check_id:
+                return check  # type: ignore[no-any-return]
+        raise AssertionError(f"no check {check_id!r} in {[c['id'] for c in self.json['checks']]}")
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> CliResult:
+    """Run a console script of this virtualenv (``resultkit``, ``celery``) in a subprocess."""
+    command = [str(BIN / args[0]), *args[1:]]
+    full_env = {**os.environ, "PYTHONPATH": str(cwd or ROOT), **(env or {})}
+    done = subprocess.run(
+        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    """Run ``resultkit ARGS`` in a fresh folder."""
+
+    def invoke(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+        return run("resultkit", *args, cwd=tmp_path, env=env, timeout=timeout)
+
+    return invoke
+
+
+# ------------------------------------------------------------------- Redis
+
+REDIS_DATABASES = range(1, 16)
+_LOCK = "resultkit-test:lock:db:{}"
+
+
+@dataclass
+class RedisDB:
+    """One Redis database number, claimed for one test."""
+
+    url: str
+    number: int
+    client: Any
+
+
+@pytest.fixture
+def redis_db() -> Iterator[RedisDB]:
+    """A Redis database of this test's own (flushed before and after)."""
+    import redis
+
+    require("redis")
+    base = services.REDIS_URL.rstrip("/")
+    locks = redis.Redis.from_url(f"{base}/0")
+    token = f"{os.getpid()}-{uuid.uuid4()}"
+    deadline = time.monotonic() + 60
+    while True:
+        number = next(
+            (n for n in REDIS_DATABASES if locks.set(_LOCK.format(n), token, nx=True, ex=900)),
+            None,
+        )
+        if number is not None:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail("no free Redis database number for this test")
+        time.sleep(0.1)
+    client = redis.Redis.from_url(f"{base}/{number}")
+    client.flushdb()
+    try:
+        yield RedisDB(f"{base}/{number}", number, client)
+    finally:
+        client.flushdb()
+        client.close()
+        if locks.get(_LOCK.format(number)) == token.encode():
+            locks.delete(_LOCK.format(number))
+        locks.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process of this test's own, for server-wide settings."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+
+def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed; the tests that need a server of their own fail"
+        if services.in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(port, process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if server.client(socket_connect_timeout=0.2).ping():
+                return server
+        except Exception:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"redis-server on port {port} did not start")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """Start redis-server processes of this test's own; all stopped afterwards."""
+    started: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        server = start_redis_server(tmp_path, *extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+# -------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class SqlDB:
+    """A database slice of this test's own: a schema (PostgreSQL) or a database (MySQL)."""
+
+    #: The SQLAlchemy URL (no ``db+``).
+    sqlalchemy_url: str
+    engine: sa.Engine
+    name: str
+
+    @property
+    def url(self) -> str:
+        """The Celery result_backend URL."""
+        return f"db+{self.sqlalchemy_url}"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def _with_query(url: str, **params: str) -> str:
+    parsed = sa.make_url(url)
+    return parsed.update_query_dict(params).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[SqlDB]:
+    """A PostgreSQL schema of this test's own, first on the search_path of every connection."""
+    require("postgres")
+    schema = _unique("rk")
+    admin = sa.create_engine(services.POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = _with_query(services.POSTGRES_URL, options=f"-csearch_path={schema}")
+    engine = sa.create_engine(url)
+    try:
+        yield SqlDB(url, engine, schema)
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def mysql_db() -> Iterator[SqlDB]:
+    """A MySQL/MariaDB database of this test's own."""
+    require("mysql")
+    name = _unique("rk")
+    admin = sa.create_engine(services.MYSQL_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    url = sa.make_url(services.MYSQL_URL).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    try:
+        yield SqlDB(url, engine, name)
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[SqlDB]:
+    """A SQLite database file in this test's own folder."""
+    url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    engine = sa.create_engine(url)
+    try:
+        yield SqlDB(url, engine, "main")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    """The RabbitMQ broker (tests isolate themselves by unique queue names)."""
+    require("rabbitmq")
+    return services.AMQP_URL
