@@ -168,8 +168,20 @@ def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
         pytest.skip(message)
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path), *extra],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -177,9 +189,11 @@ def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            if server.client(socket_connect_timeout=0.2).ping():
-                return server
-        except Exception:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(64):  # +PONG, or -NOAUTH from a server with a password
+                    return server
+        except OSError:
             time.sleep(0.05)
     process.kill()
     pytest.fail(f"redis-server on port {port} did not start")

@@ -29,12 +29,15 @@ def test_parse_duration_accepts_seconds_and_units(text: object, seconds: float) 
 
 @pytest.mark.parametrize("text", ["soon", "7x", "-5", "1h and a bit", True, ""])
 def test_parse_duration_rejects_anything_else_with_the_accepted_forms(text: object) -> None:
-    with pytest.raises(ConfigurationError, match="30s, 15m, 12h, 7d|cannot be negative|not a duration"):
+    with pytest.raises(
+        ConfigurationError, match=r"30s, 15m, 12h, 7d|cannot be negative|not a duration"
+    ):
         parse_duration(text)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0s"), (45, "45s"), (5400, "1h30m"), (86400, "1d"), (90061, "1d1h1m1s")]
+    ("seconds", "text"),
+    [(0, "0s"), (45, "45s"), (5400, "1h30m"), (86400, "1d"), (90061, "1d1h1m1s")],
 )
 def test_format_duration_writes_the_short_form(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -13,13 +13,19 @@ from resultkit.urls import BackendKind, Redactor, mask_url, parse_backend_url
     [
         ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
         ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
-        ("db+postgresql+psycopg://app:p%40ss@db/results", "db+postgresql+psycopg://app:***@db/results"),
+        (
+            "db+postgresql+psycopg://app:p%40ss@db/results",
+            "db+postgresql+psycopg://app:***@db/results",
+        ),
         ("db+mysql+pymysql://root@127.0.0.1/test", "db+mysql+pymysql://root@127.0.0.1/test"),
         (
             "sentinel://:pw1@h1:26379/0;sentinel://:pw2@h2:26379/0",
             "sentinel://:***@h1:26379/0;sentinel://:***@h2:26379/0",
         ),
-        ("rediss://h:6380/0?ssl_cert_reqs=required&password=abc", "rediss://h:6380/0?ssl_cert_reqs=required&password=***"),
+        (
+            "rediss://h:6380/0?ssl_cert_reqs=required&password=abc",
+            "rediss://h:6380/0?ssl_cert_reqs=required&password=***",
+        ),
         ("amqp://guest:guest@localhost:5672//", "amqp://guest:***@localhost:5672//"),
         ("db+sqlite:///results.sqlite3", "db+sqlite:///results.sqlite3"),
         ("rpc://", "rpc://"),

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
@@ -41,7 +42,9 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _die(message: str, code: int) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {Redactor().redact(message)}", markup=True)
+    _console(stderr=True).print(
+        f"[bold red]error:[/] {escape(Redactor().redact(message))}", markup=True, soft_wrap=True
+    )
     sys.exit(code)
 
 

@@ -339,14 +339,17 @@ class ResultCompression(Rule):
                 "results are stored uncompressed",
                 "upgrade Celery to 5.7 or later, or remove result_compression",
             )
-        from kombu.compression import encoders
+        import kombu.compression
 
-        if method not in encoders():
+        try:
+            kombu.compression.get_encoder(method)
+        except KeyError:
+            names = sorted(getattr(kombu.compression, "_aliases", {}))
             return CheckResult.failed(
                 self.id,
                 f"result_compression = {method!r} is not a kombu compression method: "
                 "the backend refuses to start",
-                f"use one of {', '.join(sorted(encoders()))}",
+                f"use one of {', '.join(names or kombu.compression.encoders())}",
             )
         backend_cls = _backend_class(ctx)
         if backend_cls is not None and not getattr(

@@ -53,16 +53,26 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
     """Explain *exc*, raised while talking to *where* (a masked URL or host)."""
     chain = _chain(exc)
     detail = _text(chain[-1] if len(chain) > 1 else exc)
-    if _has(chain, "access denied", "authentication failed", "wrongpass", "noauth",
-            "invalid username-password", "access_refused", "accessrefused",
-            "authenticationerror", "password authentication", "invalid password"):
+    if _has(
+        chain,
+        "access denied",
+        "authentication failed",
+        "wrongpass",
+        "noauth",
+        "invalid username-password",
+        "access_refused",
+        "accessrefused",
+        "authenticationerror",
+        "password authentication",
+        "invalid password",
+    ):
         return Explanation(
             "auth",
             f"authentication failed at {where}: {detail}",
             "check the user name and password in the URL (or the app's settings); "
             "resultkit never prints the password",
         )
-    if _has(chain, "role \""):
+    if _has(chain, 'role "'):
         return Explanation(
             "auth",
             f"the database user does not exist at {where}: {detail}",
@@ -90,17 +100,23 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
             "for rediss:// set ssl_cert_reqs=required and ssl_ca_certs=/path/to/ca.pem in the "
             "URL (or redis_backend_use_ssl); if the server does not speak TLS, use redis://",
         )
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or _has(
+    refused = any(isinstance(e, ConnectionRefusedError) for e in chain) or _has(
         chain, "connection refused", "error 111", "errno 111", "(2003"
-    ) and not _has(chain, "name or service", "nodename"):
+    )
+    if refused and not _has(chain, "name or service", "nodename"):
         return Explanation(
             "refused",
             f"connection refused by {where}: nothing is listening there",
             "start the server, or correct the host and port in the URL",
         )
     if any(isinstance(e, socket.gaierror) for e in chain) or _has(
-        chain, "name or service not known", "nodename nor servname", "could not translate host",
-        "temporary failure in name resolution", "no address associated", "getaddrinfo",
+        chain,
+        "name or service not known",
+        "nodename nor servname",
+        "could not translate host",
+        "temporary failure in name resolution",
+        "no address associated",
+        "getaddrinfo",
     ):
         return Explanation(
             "dns",

@@ -27,14 +27,21 @@ from ..urls import BackendKind, BackendURL, parse_backend_url
 from . import Deadline
 from .explain import explain
 
-__all__ = ["Probe", "check_connect", "check_latency", "check_roundtrip", "check_server", "check_url"]
+__all__ = [
+    "Probe",
+    "check_connect",
+    "check_latency",
+    "check_roundtrip",
+    "check_server",
+    "check_url",
+]
 
 #: Upper bound for one connection attempt, whatever time is left overall.
 CONNECT_TIMEOUT_S = 5.0
 #: Store/fetch pairs timed by the latency check.
 LATENCY_SAMPLES = 20
 #: A p50 above this makes the latency check warn.
-SLOW_P50_MS = 50.0
+SLOW_P50_MS = 100.0
 #: Result keys SCAN visits before the count becomes an estimate.
 SCAN_LIMIT_KEYS = 200_000
 #: Result keys whose TTL is read to find keys that never expire.
@@ -110,7 +117,7 @@ def check_url(probe: Probe) -> list[CheckResult]:
     except ConfigurationError as exc:
         return [CheckResult.failed("url", str(exc), _fix_from(str(exc)))]
     probe.url = url
-    results = [CheckResult.passed("url", f"{url.masked} is a {url.kind.value} result backend")]
+    results = [CheckResult.passed("url", f"{url.masked}: {_KIND_LABELS[url.kind]}")]
     try:
         require_driver(url)
     except MissingDriver as exc:
@@ -121,6 +128,17 @@ def check_url(probe: Probe) -> list[CheckResult]:
         return results
     results.append(CheckResult.passed("driver", "the driver for this URL is installed"))
     return results
+
+
+_KIND_LABELS = {
+    BackendKind.REDIS: "a Redis result backend",
+    BackendKind.SENTINEL: "a Redis Sentinel result backend",
+    BackendKind.SQL: "a SQL result backend (SQLAlchemy)",
+    BackendKind.RPC: "the RPC result backend (results travel as broker messages)",
+    BackendKind.FILE: "the filesystem result backend",
+    BackendKind.DUAL: "the resultkit dual-write backend",
+    BackendKind.OTHER: "a Celery result backend",
+}
 
 
 def _fix_from(message: str) -> str:
@@ -207,7 +225,8 @@ def _sql_engine(probe: Probe) -> Any:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    assert probe.url is not None and probe.url.sqlalchemy_url is not None
+    assert probe.url is not None
+    assert probe.url.sqlalchemy_url is not None
     options = dict(probe.target.app.conf.database_engine_options or {})
     for pool_only in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
         options.pop(pool_only, None)
@@ -549,7 +568,8 @@ def check_roundtrip(probe: Probe) -> list[CheckResult]:
     )
     results.append(
         CheckResult.passed(
-            "roundtrip.failure", "a FAILURE was stored and read back with its exception type and message"
+            "roundtrip.failure",
+            "a FAILURE was stored and read back with its exception type and message",
         )
     )
 

@@ -1,0 +1,268 @@
+"""``resultkit doctor`` against the real servers: the pass path on every backend, and
+the specific failing check for each way a backend can be unreachable or wrong."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resultkit import Status, doctor
+from tests.conftest import RedisDB, SqlDB
+from tests.netutil import black_hole
+
+ROUNDTRIP = ("roundtrip.success", "roundtrip.failure", "roundtrip.group", "roundtrip.forget")
+
+
+def assert_healthy(result: Any) -> None:
+    assert result.code == 0, result.output
+    document = result.json
+    assert document["ok"] is True
+    statuses = {c["id"]: c["status"] for c in document["checks"]}
+    for check_id in ("url", "driver", "connect", "latency"):
+        assert statuses[check_id] == "pass", document
+    assert not [c for c in document["checks"] if c["status"] == "fail"]
+
+
+# ----------------------------------------------------------------- pass path
+
+
+def test_doctor_without_arguments_checks_the_embedded_sqlite_default(
+    cli: Any, tmp_path: Path
+) -> None:
+    # Given a folder with nothing in it
+    # When the user runs `resultkit doctor` with no URL and no app
+    result = cli("doctor", "--json")
+    # Then the embedded SQLite default works end to end
+    assert_healthy(result)
+    assert result.json["backend"] == "db+sqlite:///celery-results.sqlite3"
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+    assert (tmp_path / "celery-results.sqlite3").exists()
+
+
+def test_doctor_prints_a_readable_report_by_default(cli: Any) -> None:
+    result = cli("doctor")
+    assert result.code == 0, result.output
+    assert "resultkit doctor" in result.stdout
+    assert "roundtrip.success" in result.stdout
+    assert "passed" in result.stdout
+    assert "failed" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_doctor_passes_on_redis(cli: Any, redis_db: RedisDB) -> None:
+    result = cli("doctor", redis_db.url, "--json")
+    assert_healthy(result)
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+    # the probe leaves nothing behind
+    assert redis_db.client.dbsize() == 0
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_doctor_passes_on_postgresql_with_either_driver(
+    cli: Any, postgres_db: SqlDB, driver: str
+) -> None:
+    url = postgres_db.url.replace("postgresql+psycopg://", f"postgresql+{driver}://")
+    result = cli("doctor", url, "--json")
+    assert_healthy(result)
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+
+
+def test_doctor_passes_on_mariadb(cli: Any, mysql_db: SqlDB) -> None:
+    result = cli("doctor", mysql_db.url, "--json")
+    assert_healthy(result)
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+
+
+def test_doctor_passes_on_sqlite(cli: Any, sqlite_db: SqlDB) -> None:
+    result = cli("doctor", sqlite_db.url, "--json")
+    assert_healthy(result)
+
+
+def test_doctor_passes_on_the_filesystem_backend(cli: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    result = cli("doctor", f"file://{folder}", "--json")
+    assert_healthy(result)
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+    assert result.check("file.results")["status"] == "pass"
+    assert not [p for p in folder.iterdir() if p.name.startswith("celery-task-meta-")]
+
+
+def test_doctor_sends_a_real_result_through_rabbitmq_for_rpc(cli: Any, amqp_url: str) -> None:
+    result = cli("doctor", "rpc://", "--broker", amqp_url, "--json")
+    assert_healthy(result)
+    assert result.check("roundtrip.success")["status"] == "pass"
+    assert result.check("roundtrip.failure")["status"] == "pass"
+    assert result.check("roundtrip.group")["status"] == "skip"
+    assert result.check("config.rpc-chords")["status"] == "warn"
+    assert "guest:guest" not in result.output
+
+
+def test_doctor_is_a_library_function_returning_a_report(redis_db: RedisDB) -> None:
+    report = doctor(redis_db.url, timeout=10)
+    assert report.ok
+    assert report.by_id("roundtrip.group").status is Status.PASS
+    assert report.as_dict()["backend"] == redis_db.url
+
+
+# ----------------------------------------------------------------- fail path
+
+
+def failing(result: Any, check_id: str) -> dict[str, Any]:
+    assert result.code == 1, result.output
+    assert result.json["ok"] is False
+    check = result.check(check_id)
+    assert check["status"] == "fail", check
+    assert check["fix"], check
+    assert "Traceback" not in result.output
+    return check
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}/0",
+        "db+postgresql+psycopg://postgres@127.0.0.1:{port}/test",
+        "db+mysql+pymysql://root@127.0.0.1:{port}/test",
+    ],
+)
+def test_doctor_fails_connect_on_a_closed_port(cli: Any, url: str) -> None:
+    from tests.conftest import free_port
+
+    result = cli("doctor", url.format(port=free_port()), "--json")
+    check = failing(result, "connect")
+    assert "connection refused" in check["message"]
+    assert result.check("roundtrip")["status"] == "skip"
+
+
+def test_doctor_fails_connect_on_a_wrong_mariadb_password_without_showing_it(
+    cli: Any, mysql_db: SqlDB
+) -> None:
+    import sqlalchemy as sa
+
+    # Given a MariaDB user with a password
+    user = f"u{mysql_db.name[-8:]}"
+    with mysql_db.engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-pass-1'"))
+    try:
+        # When doctor connects with another password
+        url = f"db+mysql+pymysql://{user}:Wr0ng-Passw0rd@127.0.0.1:3306/{mysql_db.name}"
+        result = cli("doctor", url, "--json")
+        # Then connect fails as an authentication failure, and the password is never shown
+        check = failing(result, "connect")
+        assert "authentication failed" in check["message"]
+        assert "Wr0ng-Passw0rd" not in result.output
+        assert result.json["backend"].startswith(f"db+mysql+pymysql://{user}:***@")
+    finally:
+        with mysql_db.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
+
+
+def test_doctor_fails_connect_on_a_wrong_redis_password(cli: Any, own_redis: Any) -> None:
+    server = own_redis("--requirepass", "the-right-one")
+    result = cli("doctor", f"redis://:n0t-the-right-one@127.0.0.1:{server.port}/0", "--json")
+    check = failing(result, "connect")
+    assert "authentication failed" in check["message"]
+    assert "n0t-the-right-one" not in result.output
+
+
+def test_doctor_fails_connect_on_a_wrong_broker_password_for_rpc(cli: Any, amqp_url: str) -> None:
+    broker = amqp_url.replace("guest:guest@", "guest:Wr0ngGuest@")
+    result = cli("doctor", "rpc://", "--broker", broker, "--json")
+    check = failing(result, "connect")
+    assert "authentication failed" in check["message"]
+    assert "Wr0ngGuest" not in result.output
+
+
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_doctor_fails_connect_on_a_missing_database(cli: Any, server: str, request: Any) -> None:
+    db: SqlDB = request.getfixturevalue(f"{server}_db")
+    import sqlalchemy as sa
+
+    url = "db+" + sa.make_url(db.sqlalchemy_url).set(
+        database="no_such_db_rk", query={}
+    ).render_as_string(hide_password=False)
+    result = cli("doctor", url, "--json")
+    check = failing(result, "connect")
+    assert "database does not exist" in check["message"]
+    assert "CREATE DATABASE" in check["fix"]
+
+
+def test_doctor_fails_driver_check_when_the_driver_is_not_installed(cli: Any) -> None:
+    # mysqlclient (MySQLdb), the default driver of mysql:// URLs, is not a dependency
+    result = cli("doctor", "db+mysql://root@127.0.0.1:3306/test", "--json")
+    check = failing(result, "driver")
+    assert "'MySQLdb'" in check["message"]
+    assert "pip install 'celery-resultkit[mysql]'" in check["fix"]
+    assert "db+mysql+pymysql://" in check["fix"]
+
+
+def test_doctor_names_the_extra_when_psycopg_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given psycopg cannot be imported (None in sys.modules makes any import fail)
+    monkeypatch.setitem(__import__("sys").modules, "psycopg", None)
+    report = doctor("db+postgresql+psycopg://postgres@127.0.0.1/test", timeout=5)
+    check = report.by_id("driver")
+    assert check.status is Status.FAIL
+    assert check.fix == "pip install 'celery-resultkit[postgres]'"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("foo://somewhere", "no result backend is registered for the scheme 'foo://'"),
+        ("postgres://app:S3cretPw@db/results", "needs the db+ prefix"),
+        ("amqp://guest@localhost//", "removed in Celery 5"),
+        ("sentinel://127.0.0.1:26379/mymaster", "not a database number"),
+        ("rediss://127.0.0.1:6379/0", "needs ssl_cert_reqs"),
+    ],
+)
+def test_doctor_fails_the_url_check_for_unknown_schemes_and_common_mistakes(
+    cli: Any, url: str, words: str
+) -> None:
+    result = cli("doctor", url, "--json")
+    check = failing(result, "url")
+    assert words in check["message"]
+    assert "S3cretPw" not in result.output
+    assert result.check("connect")["status"] == "skip"
+
+
+def test_doctor_stays_within_its_timeout_when_the_server_never_answers(cli: Any) -> None:
+    # Given a port that accepts connections and never replies
+    with black_hole() as port:
+        started = time.monotonic()
+        result = cli("doctor", f"redis://127.0.0.1:{port}/0", "--timeout", "2", "--json")
+        elapsed = time.monotonic() - started
+    # Then doctor gives up within its time budget (plus interpreter start-up) and says why
+    check = failing(result, "connect")
+    assert "no answer" in check["message"]
+    assert "--timeout" in check["fix"]
+    assert elapsed < 2 + 6
+
+
+def test_doctor_fails_roundtrip_when_the_user_may_not_write(cli: Any, own_redis: Any) -> None:
+    # Given a Redis user that may read but not write
+    server = own_redis()
+    server.client().execute_command(
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">reader-pass",
+        "~*",
+        "+@read",
+        "+ping",
+        "+info",
+        "+config|get",
+        "+scan",
+        "+ttl",
+        "+hello",
+        "+client",
+    )
+    result = cli("doctor", f"redis://reader:reader-pass@127.0.0.1:{server.port}/0", "--json")
+    # Then the connection passes and the round trip fails, saying why
+    assert result.check("connect")["status"] == "pass"
+    check = failing(result, "roundtrip")
+    assert "NOPERM" in check["message"] or "permission" in check["message"].lower()
