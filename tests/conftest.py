@@ -296,3 +296,38 @@ def amqp_url() -> str:
     """The RabbitMQ broker (tests isolate themselves by unique queue names)."""
     require("rabbitmq")
     return services.AMQP_URL
+
+
+@pytest.fixture
+def sentinel(own_redis: Any, tmp_path: Path) -> Iterator[tuple[int, RedisServer]]:
+    """A Redis Sentinel of this test's own watching a master of its own (``mymaster``)."""
+    master = own_redis()
+    port = free_port()
+    config = tmp_path / f"sentinel-{port}.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+    )
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    process = subprocess.Popen(
+        [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    import redis
+
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                masters = redis.Redis(port=port, socket_connect_timeout=0.2).sentinel_masters()
+                if "mymaster" in masters:
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("redis sentinel did not start")
+            time.sleep(0.1)
+        yield port, master
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -266,3 +266,47 @@ def test_doctor_fails_roundtrip_when_the_user_may_not_write(cli: Any, own_redis:
     assert result.check("connect")["status"] == "pass"
     check = failing(result, "roundtrip")
     assert "NOPERM" in check["message"] or "permission" in check["message"].lower()
+
+
+def test_doctor_passes_on_redis_sentinel(cli: Any, sentinel: Any) -> None:
+    # Given a sentinel watching a master named mymaster
+    port, master = sentinel
+    # When doctor is given the sentinel URL with the master name
+    result = cli("doctor", f"sentinel://127.0.0.1:{port}/0?master_name=mymaster", "--json")
+    # Then the round trip goes through the sentinel to the master
+    assert_healthy(result)
+    assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+    assert master.client().dbsize() == 0
+
+
+def test_doctor_reads_the_sentinel_master_name_from_the_app(
+    cli: Any, sentinel: Any, tmp_path: Path
+) -> None:
+    port, _ = sentinel
+    (tmp_path / "watched.py").write_text(
+        "from celery import Celery\n"
+        f"app = Celery('watched', backend='sentinel://127.0.0.1:{port}/0')\n"
+        "app.conf.result_backend_transport_options = {'master_name': 'mymaster'}\n"
+    )
+    assert_healthy(cli("doctor", "-A", "watched", "--json"))
+
+
+def test_doctor_fails_a_sentinel_url_without_a_master_name(cli: Any) -> None:
+    check = failing(cli("doctor", "sentinel://127.0.0.1:26379/0", "--json"), "url")
+    assert "master_name" in check["fix"]
+
+
+def test_doctor_explains_a_host_name_that_does_not_resolve(cli: Any) -> None:
+    result = cli("doctor", "redis://no-such-host.invalid:6379/0", "--json")
+    check = failing(result, "connect")
+    assert check["data"]["reason"] in {"dns", "timeout"}
+    assert "host" in check["message"]
+
+
+def test_doctor_explains_tls_to_a_server_without_tls(cli: Any, redis_db: RedisDB) -> None:
+    # Given a plain Redis server addressed with rediss://
+    url = redis_db.url.replace("redis://", "rediss://") + "?ssl_cert_reqs=required"
+    # Then connect fails as a TLS failure with the fix for both directions
+    check = failing(cli("doctor", url, "--json"), "connect")
+    assert check["data"]["reason"] == "tls"
+    assert "use redis://" in check["fix"]
