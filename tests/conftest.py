@@ -331,3 +331,29 @@ def sentinel(own_redis: Any, tmp_path: Path) -> Iterator[tuple[int, RedisServer]
     finally:
         process.terminate()
         process.wait(10)
+
+
+# ------------------------------------------------------------------ stores
+
+STORE_KINDS = ("redis", "postgres", "mysql", "sqlite", "django", "file", "archive")
+
+
+def store_url_for(kind: str, request: Any, tmp_path: Path) -> str:
+    """A fresh, isolated URL of the given store kind."""
+    if kind == "redis":
+        return str(request.getfixturevalue("redis_db").url)
+    if kind in ("postgres", "mysql", "sqlite"):
+        return str(request.getfixturevalue(f"{kind}_db").url)
+    if kind == "django":
+        return "django+" + request.getfixturevalue("postgres_db").sqlalchemy_url
+    if kind == "file":
+        return f"file://{tmp_path / 'results'}"
+    if kind == "archive":
+        return f"jsonl://{tmp_path / 'archive.jsonl.gz'}"
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: Any, tmp_path: Path) -> str:
+    """Each store in turn: the contract suite runs on every one."""
+    return store_url_for(request.param, request, tmp_path / "store")

@@ -7,10 +7,11 @@ URL and ``-A`` given together).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -129,7 +130,165 @@ def doctor_command(
     sys.exit(0 if report.ok else 1)
 
 
-COMMANDS: tuple[click.Command, ...] = (doctor_command,)
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from .durations import parse_when
+    from .errors import ConfigurationError
+
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("migrate")
+@click.argument("source", metavar="SOURCE")
+@click.argument("target", metavar="TARGET")
+@click.option(
+    "-A",
+    "--app",
+    "app",
+    metavar="MODULE",
+    help="A Celery app lending its settings "
+    "(serializer, table names, key prefix, result_expires) to both sides.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Records per batch (one transaction, one checkpoint).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be copied; write nothing.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
+@click.option(
+    "--verify", is_flag=True, help="Read every copied record back through Celery and compare it."
+)
+@click.option(
+    "--move", is_flag=True, help="Delete from the source the records verified in the target."
+)
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["skip", "overwrite", "newer"]),
+    default="skip",
+    show_default=True,
+    help="When the target already has a result with the same id.",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="Only results in this state (repeatable).",
+)
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    metavar="GLOB",
+    help="Only tasks whose name matches (needs result_extended; repeatable).",
+)
+@click.option(
+    "--since",
+    callback=_when,
+    metavar="WHEN",
+    help="Only results done at or after WHEN (ISO time, or 7d for 7 days ago).",
+)
+@click.option("--until", callback=_when, metavar="WHEN", help="Only results done before WHEN.")
+@click.option(
+    "--source-serializer",
+    metavar="NAME",
+    help="Serializer the source was written with, when it cannot be recognised.",
+)
+@click.option("--target-serializer", metavar="NAME", help="Transcode results to this serializer.")
+@click.option(
+    "--target-compression",
+    metavar="NAME",
+    help="Compress results with this method (gzip, bzip2, lzma...); 'none' to remove.",
+)
+@click.option(
+    "--accept-pickle",
+    is_flag=True,
+    help="Decode pickle payloads (only if you trust everyone who can write them).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Where to keep the checkpoint (default: .resultkit/ in this folder).",
+)
+@json_option
+@handle_errors
+def migrate_command(
+    source: str,
+    target: str,
+    app: str | None,
+    as_json: bool,
+    target_compression: str | None,
+    **options: Any,
+) -> None:
+    """Copy stored task and group results from SOURCE to TARGET.
+
+    Without --move the source is never modified.  Every batch is one
+    transaction and a checkpoint: an interrupted run loses nothing and
+    --resume continues it; running the same migration twice is harmless.
+    """
+    from .commands import migrate
+    from .render import render_migration
+
+    celery_app = _app_from_context(app)
+    if isinstance(celery_app, str):
+        from .apps import load_app
+
+        celery_app = load_app(celery_app)
+    if target_compression == "none":
+        target_compression = ""
+    with _progress_bar("migrating") as progress:
+        report = migrate(
+            source,
+            target,
+            app=celery_app,
+            target_compression=target_compression,
+            progress=progress,
+            **options,
+        )
+    if as_json:
+        click.echo(dumps_json(report.as_dict()))
+    else:
+        render_migration(report, _console())
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command("stats")
+@target_options
+@json_option
+@handle_errors
+def stats_command(url: str | None, app: str | None, as_json: bool) -> None:
+    """Count the stored results: total, by state, groups."""
+    from .commands import stats
+    from .render import render_stats
+
+    report = stats(url, app=_app_from_context(app))
+    if as_json:
+        click.echo(dumps_json(report.as_dict()))
+    else:
+        render_stats(report, _console())
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[Any], None] | None]:
+    """A progress bar with rate and ETA on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from .render import progress_bar
+
+    with progress_bar(_console(stderr=True), label) as update:
+        yield update
+
+
+COMMANDS: tuple[click.Command, ...] = (doctor_command, migrate_command, stats_command)
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.
 

@@ -8,7 +8,7 @@ from types import ModuleType
 from .errors import ConfigurationError, MissingDriver
 from .urls import BackendKind, BackendURL
 
-__all__ = ["import_driver", "require_driver"]
+__all__ = ["import_driver", "require_driver", "require_sql_driver"]
 
 #: SQLAlchemy dialect+driver → (module, extra that installs it, better URL to use).
 _SQL_DRIVERS: dict[str, tuple[str, str, str | None]] = {
@@ -35,10 +35,11 @@ def require_driver(url: BackendURL) -> None:
     if url.kind in (BackendKind.REDIS, BackendKind.SENTINEL):
         import_driver("redis", "redis", f"{url.scheme}://")
     elif url.kind is BackendKind.SQL:
-        _require_sql_driver(url)
+        require_sql_driver(url)
 
 
-def _require_sql_driver(url: BackendURL) -> None:
+def require_sql_driver(url: BackendURL) -> None:
+    """Make sure the DB-API driver of a ``db+`` URL imports."""
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from .errors import ConfigurationError
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "parse_duration", "parse_when"]
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -51,3 +51,23 @@ def format_duration(seconds: float) -> str:
         if count:
             out.append(f"{count}{unit}")
     return "".join(out)
+
+
+def parse_when(value: str, now: datetime | None = None) -> datetime:
+    """A point in time: ISO 8601 (``2026-01-31``, ``2026-01-31T12:00:00+01:00``,
+    UTC when no zone is given) or a duration back from now (``7d`` = 7 days ago)."""
+    from datetime import timezone
+
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{value!r} is not a time: write 2026-01-31, 2026-01-31T12:00:00Z or a "
+                "duration back from now such as 7d"
+            ) from None
+        return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -13,8 +24,10 @@ from .report import Status
 
 if TYPE_CHECKING:
     from .commands.doctor import DoctorReport
+    from .commands.migrate import MigrationReport
+    from .commands.stats import StatsReport
 
-__all__ = ["render_doctor"]
+__all__ = ["progress_bar", "render_doctor", "render_migration", "render_stats"]
 
 _STYLE = {
     Status.PASS: ("✔ pass", "green"),
@@ -49,3 +62,87 @@ def render_doctor(report: DoctorReport, console: Console) -> None:
             f"in {report.seconds:.1f} s",
         )
     )
+
+
+def render_migration(report: MigrationReport, console: Console) -> None:
+    """Print a migration summary, then the records that failed or differ."""
+    title = "resultkit migrate (dry run)" if report.dry_run else "resultkit migrate"
+    console.print(Text.assemble((title, "bold"), f"  {report.source} → {report.target}"))
+    if report.dry_run:
+        would = sum(report.by_state.values())
+        console.print(
+            f"would copy {would:,} results ({report.bytes:,} bytes), "
+            f"about {report.estimated_seconds or 0:.0f} s; nothing was written"
+        )
+        table = Table("state", "results", box=None)
+        for state, count in report.by_state.items():
+            table.add_row(state, f"{count:,}")
+        console.print(table)
+    else:
+        line = (
+            f"copied {report.copied:,}, skipped {report.skipped:,} (already there), "
+            f"expired {report.expired:,}, failed {report.failed:,}"
+        )
+        if report.verified or report.mismatched:
+            line += f"; verified {report.verified:,}, mismatched {report.mismatched:,}"
+        if report.deleted:
+            line += f"; deleted {report.deleted:,} from the source"
+        console.print(line + f" in {report.seconds:.1f} s")
+    for failure in report.failures:
+        console.print(
+            Text.assemble(
+                ("failed ", "bold red"), f"{failure['kind']} {failure['id']}: ", failure["error"]
+            )
+        )
+    for mismatch in report.mismatches:
+        console.print(
+            Text.assemble(
+                ("mismatch ", "bold red"),
+                f"{mismatch['kind']} {mismatch['id']}: ",
+                ", ".join(mismatch["fields"]),
+            )
+        )
+    if not report.ok and not report.dry_run:
+        console.print("the records above were not copied as they are; the rest were")
+
+
+def render_stats(report: StatsReport, console: Console) -> None:
+    """Print the counts of stored results."""
+    console.print(Text.assemble(("resultkit stats", "bold"), "  ", report.backend))
+    table = Table("state", "results", box=None)
+    for state, count in report.by_state.items():
+        table.add_row(state, f"{count:,}")
+    if report.unreadable:
+        table.add_row("(unreadable)", f"{report.unreadable:,}")
+    table.add_row(Text("total", style="bold"), Text(f"{report.total:,}", style="bold"))
+    console.print(table)
+    console.print(f"{report.groups:,} group results")
+
+
+class RateColumn(ProgressColumn):
+    """Records per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="cyan")
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, label: str) -> Iterator[Callable[[Any], None]]:
+    """A transient progress bar: one line per kind, with count, rate and ETA."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[Any, Any] = {}
+
+        def update(event: Any) -> None:
+            if event.kind not in tasks:
+                tasks[event.kind] = bar.add_task(f"{label} {event.kind.value}s", total=event.total)
+            bar.update(tasks[event.kind], completed=event.done, total=event.total)
+
+        yield update

@@ -1,0 +1,326 @@
+"""``resultkit migrate``: copy stored results from one backend to another, verified."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import Checkpoint, default_checkpoint_path
+from ..compare import differences
+from ..errors import MigrationError, UsageError
+from ..records import Filters, Kind, Record
+from ..stores import Codec, OnConflict, Store, WriteResult, open_store
+from ..urls import mask_url
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["DEFAULT_BATCH_SIZE", "MigrationReport", "Progress", "migrate"]
+
+#: Records read, written and checkpointed together.
+DEFAULT_BATCH_SIZE = 1000
+#: Problems listed in the report (all are counted).
+MAX_LISTED = 1000
+
+
+@dataclass
+class Progress:
+    """What a progress callback is told after each batch."""
+
+    kind: Kind
+    done: int
+    total: int | None
+
+
+@dataclass
+class MigrationReport:
+    """The outcome of a migration (or of a dry run)."""
+
+    source: str
+    target: str
+    dry_run: bool = False
+    copied: int = 0
+    skipped: int = 0
+    expired: int = 0
+    failed: int = 0
+    verified: int = 0
+    mismatched: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+    checkpoint: str | None = None
+    #: Dry run: records that would be copied, by state, and their payload bytes.
+    by_state: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    estimated_seconds: float | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.mismatched)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "ok": self.ok,
+            "source": self.source,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "expired": self.expired,
+            "failed": self.failed,
+            "verified": self.verified,
+            "mismatched": self.mismatched,
+            "deleted": self.deleted,
+            "seconds": round(self.seconds, 3),
+            "resumed": self.resumed,
+            "checkpoint": self.checkpoint,
+            "failures": self.failures,
+            "mismatches": self.mismatches,
+        }
+        if self.dry_run:
+            out.update(
+                by_state=self.by_state, bytes=self.bytes, estimated_seconds=self.estimated_seconds
+            )
+        return out
+
+
+def migrate(
+    source: str,
+    target: str,
+    *,
+    app: Celery | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    resume: bool = False,
+    verify: bool = False,
+    move: bool = False,
+    on_conflict: OnConflict | str = OnConflict.SKIP,
+    states: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    source_serializer: str | None = None,
+    target_serializer: str | None = None,
+    target_compression: str | None = None,
+    accept_pickle: bool = False,
+    checkpoint: str | Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> MigrationReport:
+    """Copy the task and group results of *source* into *target*.
+
+    Without *move* the source is never modified.  Records are written in
+    batches, each one transaction (or pipeline); after each batch a
+    checkpoint is saved, so a crash loses nothing and *resume* continues
+    after the last finished batch.  Writing is idempotent, so running the same
+    migration twice is harmless.  *verify* reads every copied record back
+    through Celery's backend class for the target and compares it; *move*
+    deletes from the source only records verified in the target.
+    """
+    started = time.monotonic()
+    on_conflict = OnConflict(on_conflict)
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if source == target:
+        raise UsageError("the source and the target are the same: nothing to migrate")
+    filters = Filters.build(states, tasks, since, until)
+    hint = source_serializer or (app.conf.result_serializer if app is not None else "json")
+    src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle))
+    if target_serializer is None and app is not None and source_serializer is not None:
+        target_serializer = app.conf.result_serializer
+    dst = open_store(
+        target,
+        app,
+        Codec(
+            serializer=target_serializer,
+            compression=target_compression,
+            accept_pickle=accept_pickle,
+            hint=target_serializer or hint,
+        ),
+    )
+    if move and not src.deletable:
+        raise UsageError(
+            f"--move cannot delete from {src.masked_url}: {src.layout}s are append-only"
+        )
+    report = MigrationReport(mask_url(source), mask_url(target), dry_run=dry_run)
+    identity = "\x00".join(
+        [
+            source,
+            target,
+            repr(sorted(filters.describe().items())),
+            on_conflict.value,
+            str(target_serializer),
+            str(target_compression),
+            str(move),
+        ]
+    )
+    path = Path(checkpoint) if checkpoint else default_checkpoint_path(identity)
+    state = Checkpoint.load(path, identity) if resume and not dry_run else None
+    report.resumed = state is not None
+    if state is None:
+        state = Checkpoint(path, identity)
+    else:
+        _restore_counters(report, state.counters)
+    report.checkpoint = None if dry_run else str(path)
+    try:
+        _run(src, dst, report, state, filters, batch_size, on_conflict, verify, move, progress)
+    finally:
+        src.close()
+        dst.close()
+    if not dry_run:
+        state.remove()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+_COUNTERS = ("copied", "skipped", "expired", "failed", "verified", "mismatched", "deleted")
+
+
+def _restore_counters(report: MigrationReport, counters: dict[str, int]) -> None:
+    for name in _COUNTERS:
+        setattr(report, name, int(counters.get(name, 0)))
+
+
+def _run(
+    src: Store,
+    dst: Store,
+    report: MigrationReport,
+    state: Checkpoint,
+    filters: Filters,
+    batch_size: int,
+    on_conflict: OnConflict,
+    verify: bool,
+    move: bool,
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    read_seconds = 0.0
+    by_state: Counter[str] = Counter()
+    for kind in (Kind.TASK, Kind.GROUP):
+        if kind not in filters.kinds or kind.value in state.finished:
+            continue
+        total = src.count(kind)
+        done = 0
+        cursor = state.cursors.get(kind.value)
+        while True:
+            began = time.monotonic()
+            page = src.scan(kind, cursor, batch_size)
+            read_seconds += time.monotonic() - began
+            done += len(page.records)
+            selected = [r for r in page.records if _selected(r, filters)]
+            if report.dry_run:
+                for record in selected:
+                    if record.error and record.serializer != "pickle":
+                        report.failed += 1
+                        _note_failure(report, record, record.error)
+                        continue
+                    by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
+                    report.bytes += len(record.raw or b"") or len(repr(record.meta))
+            elif selected:
+                outcome = _write(dst, selected, on_conflict)
+                _account(report, selected, outcome)
+                if verify or move:
+                    kept = _verify(dst, selected, outcome, report)
+                    if move:
+                        report.deleted += src.delete_many(kind, kept)
+            if progress is not None:
+                progress(Progress(kind, done, total))
+            cursor = page.cursor
+            if not report.dry_run:
+                state.cursors[kind.value] = cursor
+                if cursor is None:
+                    state.finished.append(kind.value)
+                state.counters = {name: getattr(report, name) for name in _COUNTERS}
+                state.save()
+            if cursor is None:
+                break
+    if report.dry_run:
+        report.by_state = dict(sorted(by_state.items()))
+        copied = sum(by_state.values())
+        # Writing costs about what reading does on every store measured; a rough guide.
+        report.estimated_seconds = round(read_seconds * 2 + copied / 20000, 1)
+
+
+def _selected(record: Record, filters: Filters) -> bool:
+    # An unreadable record cannot be filtered; it is reported unless a filter excludes all else.
+    return filters.empty if record.error else filters.matches(record)
+
+
+def _write(dst: Store, records: list[Record], on_conflict: OnConflict) -> WriteResult:
+    """Write a batch; when the batch as a whole is refused, isolate the records at fault."""
+    try:
+        return dst.write_many(records, on_conflict)
+    except Exception as batch_error:
+        merged = WriteResult()
+        for record in records:
+            try:
+                single = dst.write_many([record], on_conflict)
+            except Exception as exc:
+                merged.failed[record.id] = f"{type(exc).__name__}: {_first_line(exc)}"
+                continue
+            merged.written += single.written
+            merged.skipped += single.skipped
+            merged.expired += single.expired
+            merged.failed.update(single.failed)
+        if records and len(merged.failed) == len(records):
+            raise MigrationError(
+                f"the target refused a whole batch: {_first_line(batch_error)}. Nothing of this "
+                "batch was written; fix the target and run again with --resume"
+            ) from batch_error
+        return merged
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _account(report: MigrationReport, records: list[Record], outcome: WriteResult) -> None:
+    report.copied += len(outcome.written)
+    report.skipped += len(outcome.skipped)
+    report.expired += len(outcome.expired)
+    report.failed += len(outcome.failed)
+    if outcome.failed:
+        by_id = {r.id: r for r in records}
+        for result_id, error in outcome.failed.items():
+            _note_failure(report, by_id[result_id], error)
+
+
+def _note_failure(report: MigrationReport, record: Record, error: str) -> None:
+    if len(report.failures) < MAX_LISTED:
+        report.failures.append({"id": record.id, "kind": record.kind.value, "error": error})
+
+
+def _verify(
+    dst: Store, records: list[Record], outcome: WriteResult, report: MigrationReport
+) -> list[str]:
+    """Read the batch back from the target; return the ids verified equal."""
+    present = set(outcome.written) | set(outcome.skipped)
+    candidates = [r for r in records if r.id in present and r.meta is not None]
+    if not candidates:
+        return []
+    kind = candidates[0].kind
+    ids = [r.id for r in candidates]
+    fields = dst.extended_fields
+    if dst.celery_readable:
+        seen = dst.celery_read_many(kind, ids)
+    else:
+        seen = {i: r.meta for i, r in dst.read_many(kind, ids).items() if r.meta is not None}
+    verified = []
+    for record in candidates:
+        diffs = differences(record, seen.get(record.id), fields)
+        if diffs:
+            report.mismatched += 1
+            if len(report.mismatches) < MAX_LISTED:
+                report.mismatches.append(
+                    {"id": record.id, "kind": record.kind.value, "fields": diffs}
+                )
+        else:
+            report.verified += 1
+            verified.append(record.id)
+    return verified

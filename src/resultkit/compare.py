@@ -1,0 +1,77 @@
+"""Compare a source record with what Celery reads back from the target."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from .records import EXTENDED_FIELDS, Kind, Record, as_datetime
+
+__all__ = ["differences"]
+
+#: MySQL's DATETIME keeps whole seconds; dates closer than this are equal.
+DATE_TOLERANCE = timedelta(seconds=1)
+
+
+def _plain(value: Any) -> Any:
+    """Lists for tuples, recursively, and exceptions as (type, message)."""
+    if isinstance(value, BaseException):
+        return ("exception", type(value).__name__, str(value))
+    if isinstance(value, dict):
+        if {"exc_type", "exc_message"} <= set(value):
+            args = value["exc_message"]
+            if isinstance(args, (list, tuple)):
+                message = str(args[0]) if len(args) == 1 else str(tuple(args)) if args else ""
+            else:
+                message = str(args)
+            return ("exception", str(value["exc_type"]).rsplit(".", 1)[-1], message)
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _group_members(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    results = getattr(value, "results", None)
+    if results is not None:
+        return [r.id for r in results]
+    try:
+        return [item[0][0] for item in value[1]]
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def differences(
+    record: Record, target_meta: dict[str, Any] | None, fields: tuple[str, ...] = EXTENDED_FIELDS
+) -> list[str]:
+    """Names of the fields that differ between *record* and *target_meta* (empty: equal)."""
+    if target_meta is None:
+        return ["missing"]
+    source = record.meta or {}
+    if record.kind is Kind.GROUP:
+        if _group_members(source.get("result")) != _group_members(target_meta.get("result")):
+            return ["members"]
+        return []
+    diffs = []
+    for name in ("status", "traceback"):
+        if source.get(name) != target_meta.get(name):
+            diffs.append(name)
+    if _plain(source.get("result")) != _plain(target_meta.get("result")):
+        diffs.append("result")
+    if _plain(source.get("children") or []) != _plain(target_meta.get("children") or []):
+        diffs.append("children")
+    left, right = as_datetime(source.get("date_done")), as_datetime(target_meta.get("date_done"))
+    if (left is None) != (right is None) or (
+        left is not None and right is not None and abs(left - right) > DATE_TOLERANCE
+    ):
+        diffs.append("date_done")
+    for name in fields:
+        if source.get(name) is not None and _plain(source.get(name)) != _plain(
+            target_meta.get(name)
+        ):
+            diffs.append(name)
+    return diffs

@@ -1,0 +1,163 @@
+"""The record: one stored task or group result, independent of where it is stored.
+
+A record carries the fields every layout can hold (status, result, traceback,
+children, date_done, the extended fields), the serializer and compression its
+payload was written with, and its remaining lifetime.  A store turns its
+native layout into records and back; migrations, cleanups and statistics
+work on records only.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record"]
+
+#: Fields Celery stores only when ``result_extended`` is on.
+EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
+
+
+class Kind(str, enum.Enum):
+    """What a record holds."""
+
+    TASK = "task"
+    GROUP = "group"
+
+
+@dataclass
+class Record:
+    """One stored result.
+
+    ``meta`` is Celery's meta dictionary in its stored form: exceptions are
+    the ``{"exc_type", "exc_message", "exc_module"}`` dictionaries Celery
+    writes, ``children`` are result tuples, a group's ``result`` is its
+    ``as_tuple()``.  ``meta`` is None when the payload could not be decoded,
+    or was not decoded because it is pickle and pickle was not accepted; then
+    ``raw`` holds the stored bytes and ``error`` says why.
+    """
+
+    kind: Kind
+    id: str
+    meta: dict[str, Any] | None
+    #: kombu serializer name of the stored payload (``json``, ``msgpack``, ``pickle``...).
+    serializer: str = "json"
+    #: kombu compression name, when the payload carries Celery's compression marker.
+    compression: str | None = None
+    #: When the result expires (UTC epoch seconds); None when it never does or the
+    #: store does not know (SQL keeps no lifetime).
+    expires_at: float | None = None
+    #: True when the source knows the lifetime (Redis TTL): ``expires_at`` None then
+    #: means "never expires" rather than "unknown".
+    expires_known: bool = False
+    #: The exact stored payload, when the source layout has one blob per result.
+    raw: bytes | None = None
+    #: Why the payload could not be read, when it could not.
+    error: str | None = None
+    #: Store-specific position, for checkpoints (e.g. a SQL primary key).
+    position: Any = field(default=None, compare=False)
+
+    # ------------------------------------------------------------ accessors
+    @property
+    def status(self) -> str | None:
+        return None if self.meta is None else self.meta.get("status")
+
+    @property
+    def date_done(self) -> datetime | None:
+        value = None if self.meta is None else self.meta.get("date_done")
+        return as_datetime(value)
+
+    @property
+    def name(self) -> str | None:
+        return None if self.meta is None else self.meta.get("name")
+
+    def ttl_s(self, now: float | None = None) -> float | None:
+        """Seconds left to live, None when unbounded or unknown."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at - (time.time() if now is None else now)
+
+    def expired(self, now: float | None = None) -> bool:
+        left = self.ttl_s(now)
+        return left is not None and left <= 0
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A timezone-aware UTC datetime from what stores hold (ISO text, naive UTC, aware)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which records an operation applies to; an empty filter matches everything."""
+
+    states: frozenset[str] = frozenset()
+    #: Glob patterns on the task name (needs ``result_extended``).
+    tasks: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    kinds: frozenset[Kind] = frozenset({Kind.TASK, Kind.GROUP})
+
+    @classmethod
+    def build(
+        cls,
+        states: Iterable[str] = (),
+        tasks: Iterable[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Filters:
+        states = frozenset(s.upper() for s in states)
+        tasks = tuple(tasks)
+        # Groups have no state and no task name: a filter on either means tasks only.
+        kinds = frozenset({Kind.TASK}) if states or tasks else frozenset({Kind.TASK, Kind.GROUP})
+        return cls(states, tasks, since, until, kinds)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.states or self.tasks or self.since or self.until)
+
+    def matches(self, record: Record) -> bool:
+        if record.kind not in self.kinds:
+            return False
+        if self.empty:
+            return True
+        if record.meta is None:
+            return False
+        if self.states and record.status not in self.states:
+            return False
+        if self.tasks:
+            name = record.name
+            if not name or not any(fnmatch.fnmatchcase(name, p) for p in self.tasks):
+                return False
+        if self.since or self.until:
+            done = record.date_done
+            if done is None:
+                return False
+            if self.since and done < self.since:
+                return False
+            if self.until and done >= self.until:
+                return False
+        return True
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "state": sorted(self.states),
+            "task": list(self.tasks),
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }

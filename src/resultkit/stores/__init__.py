@@ -1,0 +1,79 @@
+"""Stores: results in each backend's native layout, behind one contract.
+
+:func:`open_store` picks the store for a URL:
+
+==========================================  =========================
+``redis://``, ``rediss://``, ``sentinel://``  :class:`RedisStore`
+``db+<SQLAlchemy URL>``                       :class:`SqlStore`
+``django+<SQLAlchemy URL>``                   :class:`DjangoStore`
+``file:///folder``                            :class:`FilesystemStore`
+``jsonl:///path/archive.jsonl.gz``            :class:`ArchiveStore`
+==========================================  =========================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..drivers import require_driver
+from ..errors import ConfigurationError
+from ..urls import BackendKind, mask_url, parse_backend_url
+from .base import Codec, OnConflict, Page, Store, WriteResult
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["Codec", "OnConflict", "Page", "Store", "WriteResult", "open_store"]
+
+RPC_REFUSAL = (
+    "rpc:// keeps no stored results (each result is a message to the client that sent the "
+    "task), so there is nothing to read or write: migrate from or to a stored backend"
+)
+
+
+def _settings_of(app: Celery | None) -> dict[str, Any]:
+    if app is None:
+        return {}
+    settings = dict(app.conf.table(with_defaults=False, censored=False))
+    for key in ("result_backend", "CELERY_RESULT_BACKEND", "deprecated_settings"):
+        settings.pop(key, None)
+    return settings
+
+
+def open_store(url: str, app: Celery | None = None, codec: Codec | None = None) -> Store:
+    """Open the store for *url*; *app* lends its settings (table names, key prefix,
+    serializer, ``result_expires``)."""
+    from ..apps import app_for_url
+
+    scheme = url.partition("://")[0].lower()
+    if scheme == "jsonl" or scheme.startswith("jsonl+"):
+        from .archive import ArchiveStore
+
+        return ArchiveStore(url, app_for_url("cache+memory://", **_settings_of(app)), codec)
+    if scheme.startswith("django+"):
+        from ..drivers import require_sql_driver
+        from .django import DjangoStore
+
+        require_sql_driver(parse_backend_url("db+" + url.split("+", 1)[1]))
+        return DjangoStore(url, app_for_url("cache+memory://", **_settings_of(app)), codec)
+    parsed = parse_backend_url(url)
+    require_driver(parsed)
+    store_app = app_for_url(url, **_settings_of(app))
+    if parsed.kind is BackendKind.RPC:
+        raise ConfigurationError(RPC_REFUSAL)
+    if parsed.kind in (BackendKind.REDIS, BackendKind.SENTINEL):
+        from .redis import RedisStore
+
+        return RedisStore(url, store_app, codec)
+    if parsed.kind is BackendKind.SQL:
+        from .sql import SqlStore
+
+        return SqlStore(url, store_app, codec)
+    if parsed.kind is BackendKind.FILE:
+        from .filesystem import FilesystemStore
+
+        return FilesystemStore(url, store_app, codec)
+    raise ConfigurationError(
+        f"resultkit cannot read or write {mask_url(url)} yet: stores exist for redis://, "
+        "rediss://, sentinel://, db+..., django+..., file:// and jsonl://"
+    )

@@ -1,0 +1,242 @@
+"""The store contract: a few primitives per layout, the bulk logic once.
+
+A store reads and writes results in the exact layout of one Celery backend
+(or an archive).  Subclasses implement the primitives — :meth:`Store.scan`,
+:meth:`Store.read_many`, :meth:`Store.write_many`, :meth:`Store.delete_many` —
+natively (a Redis pipeline, one SQL statement per batch); batching,
+filtering and checkpoints live in the commands, over these primitives.
+Capabilities are class attributes, so callers ask ``store.native_ttl``
+rather than ``isinstance``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..codec import PickleRefused, decode_payload, encode_payload
+from ..errors import SerializationError
+from ..records import EXTENDED_FIELDS, Kind, Record
+from ..urls import mask_url
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["OnConflict", "Page", "Store", "WriteResult"]
+
+
+class OnConflict(str, enum.Enum):
+    """What to do when the target already holds a result with the same id."""
+
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+    NEWER = "newer"
+
+
+@dataclass
+class Page:
+    """One batch of records and the cursor to continue after it (None: the end)."""
+
+    records: list[Record]
+    cursor: Any
+
+
+@dataclass
+class WriteResult:
+    """Which ids a write stored, which it left alone, and which it could not store."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    #: Ids left out because their lifetime had already ended.
+    expired: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Codec:
+    """How a store encodes payloads it writes."""
+
+    #: Serializer to (re)encode with; None keeps each record's own.
+    serializer: str | None = None
+    #: Compression to (re)encode with; "" forces none, None keeps each record's own.
+    compression: str | None = None
+    accept_pickle: bool = False
+    #: Serializer assumed when a payload's first bytes do not tell.
+    hint: str = "json"
+
+    def transcodes(self, record: Record) -> bool:
+        if self.serializer is not None and self.serializer != record.serializer:
+            return True
+        return self.compression is not None and (self.compression or None) != record.compression
+
+    def target_format(self, record: Record) -> tuple[str, str | None]:
+        serializer = self.serializer or record.serializer
+        compression = record.compression if self.compression is None else (self.compression or None)
+        return serializer, compression
+
+    def encode(self, value: Any, record: Record) -> bytes:
+        serializer, compression = self.target_format(record)
+        return encode_payload(value, serializer, compression)
+
+    def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
+        return decode_payload(payload, hint=self.hint, accept_pickle=self.accept_pickle)
+
+
+class Store(ABC):
+    """Results stored in one layout (see the module docstring)."""
+
+    #: Short name of the layout, for messages.
+    layout: ClassVar[str] = "store"
+    #: The store keeps a lifetime per result (Redis TTL).
+    native_ttl: ClassVar[bool] = False
+    #: Each result is one blob in Celery's meta form, which can be copied as is.
+    meta_blobs: ClassVar[bool] = False
+    #: Records can be deleted (archives are append-only).
+    deletable: ClassVar[bool] = True
+    #: Celery has a backend class that reads this layout (for ``--verify``).
+    celery_readable: ClassVar[bool] = True
+
+    def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
+        self.url = url
+        self.app = app
+        self.codec = codec or Codec(hint=app.conf.result_serializer or "json")
+
+    # ----------------------------------------------------------- properties
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def expires_s(self) -> float | None:
+        """The app's ``result_expires`` in seconds (None: never)."""
+        value = self.app.conf.result_expires
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        return float(value) if value else None
+
+    # ----------------------------------------------------------- primitives
+    @abstractmethod
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        """Return up to about *limit* records of *kind* after *cursor* (None: the start)."""
+
+    @abstractmethod
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        """Return the records of *ids* that exist."""
+
+    @abstractmethod
+    def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        """Store *records* all at once or not at all (one transaction or pipeline)."""
+
+    @abstractmethod
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        """Delete the results of *ids*; return how many existed."""
+
+    def count(self, kind: Kind) -> int:
+        """How many records of *kind* are stored (exact)."""
+        total = 0
+        for page in self.pages(kind, 1000):
+            total += len(page.records)
+        return total
+
+    def state_counts(self) -> dict[str | None, int]:
+        """Task results by state (None: records whose payload cannot be read), exact."""
+        counts: dict[str | None, int] = {}
+        for page in self.pages(Kind.TASK, 5000):
+            for record in page.records:
+                counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Read *ids* through Celery's own backend class, as an application would."""
+        backend = self.app.backend
+        out: dict[str, dict[str, Any]] = {}
+        for result_id in ids:
+            if kind is Kind.TASK:
+                meta = backend.get_task_meta(result_id, cache=False)
+                if meta.get("status") != "PENDING" or meta.get("date_done"):
+                    out[result_id] = meta
+            else:
+                group = backend.restore_group(result_id, cache=False)
+                if group is not None:
+                    # Keep the member ids only: result objects left alive until
+                    # interpreter exit try to unsubscribe from a dead connection.
+                    out[result_id] = {"result": [member.id for member in group.results]}
+        return out
+
+    @property
+    def extended_fields(self) -> tuple[str, ...]:
+        """Extended fields this layout keeps (compared by ``--verify``)."""
+        return EXTENDED_FIELDS
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release connections."""
+
+    # ------------------------------------------------------------- helpers
+    def pages(self, kind: Kind, batch_size: int, cursor: Any = None) -> Iterator[Page]:
+        """Every page of *kind*, from *cursor* on."""
+        while True:
+            page = self.scan(kind, cursor, batch_size)
+            yield page
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def record_from_payload(
+        self,
+        kind: Kind,
+        result_id: str,
+        payload: bytes | None,
+        *,
+        expires_at: float | None = None,
+        position: Any = None,
+    ) -> Record:
+        """Decode a Celery meta blob into a record; a bad payload becomes a record with an error."""
+        raw = bytes(payload) if payload is not None else None
+        record = Record(kind, result_id, None, expires_at=expires_at, raw=raw, position=position)
+        if raw is None:
+            record.error = "empty payload"
+            return record
+        try:
+            meta, record.serializer, record.compression = self.codec.decode(raw)
+        except PickleRefused as exc:
+            record.serializer, record.error = "pickle", str(exc)
+            return record
+        except SerializationError as exc:
+            record.error = str(exc)
+            return record
+        if not isinstance(meta, dict):
+            record.error = f"the payload is a {type(meta).__name__}, not Celery's result meta"
+            return record
+        record.meta = meta
+        return record
+
+    def reusable_raw(self, record: Record) -> bytes | None:
+        """The record's stored bytes, when they can be written here unchanged.
+
+        Only meta-blob layouts take them, only without a transcode, and never a
+        blob that failed to decode (that is bad data) unless it is pickle that
+        was not decoded on purpose: pickle is copied, never unpickled.
+        """
+        if not self.meta_blobs or record.raw is None or self.codec.transcodes(record):
+            return None
+        if record.meta is None and record.serializer != "pickle":
+            return None
+        return record.raw
+
+    def lifetime_for(self, record: Record, now: float | None = None) -> float | None:
+        """When a record written here should expire: kept from a store that knows,
+        otherwise ``date_done + result_expires`` (None: never)."""
+        if record.expires_known:
+            return record.expires_at
+        expires = self.expires_s
+        done = record.date_done
+        if expires is None:
+            return None
+        if done is None:
+            return (time.time() if now is None else now) + expires
+        return done.timestamp() + expires

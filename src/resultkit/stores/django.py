@@ -1,0 +1,314 @@
+"""Results in django-celery-results' tables, read and written without Django.
+
+URL: ``django+<SQLAlchemy URL>``, e.g.
+``django+postgresql+psycopg://app@db/site``.  The tables are
+``django_celery_results_taskresult`` and ``django_celery_results_groupresult``
+as its migrations create them; the result is stored as text with its
+``content_type`` and ``content_encoding`` (base64 for binary serializers),
+children in the ``meta`` column, and args/kwargs as their ``repr``.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..codec import PickleRefused, content_type_of, serializer_of
+from ..errors import SerializationError
+from ..records import Kind, Record, as_datetime
+from .base import OnConflict, Page, Store, WriteResult
+
+__all__ = ["DjangoStore"]
+
+TASK_TABLE = "django_celery_results_taskresult"
+GROUP_TABLE = "django_celery_results_groupresult"
+IN_CHUNK_ROWS = 1000
+_BINARY = {"pickle", "msgpack"}
+
+
+def _tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
+    when = sa.DateTime(timezone=True)
+    task = sa.Table(
+        TASK_TABLE,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(255), nullable=False, unique=True),
+        sa.Column("periodic_task_name", sa.String(255), nullable=True),
+        sa.Column("task_name", sa.String(255), nullable=True),
+        sa.Column("task_args", sa.Text, nullable=True),
+        sa.Column("task_kwargs", sa.Text, nullable=True),
+        sa.Column("status", sa.String(50), nullable=False),
+        sa.Column("worker", sa.String(100), nullable=True),
+        sa.Column("content_type", sa.String(128), nullable=False),
+        sa.Column("content_encoding", sa.String(64), nullable=False),
+        sa.Column("result", sa.Text, nullable=True),
+        sa.Column("date_created", when, nullable=False),
+        sa.Column("date_started", when, nullable=True),
+        sa.Column("date_done", when, nullable=False, index=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+        sa.Column("meta", sa.Text, nullable=True),
+    )
+    group = sa.Table(
+        GROUP_TABLE,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("group_id", sa.String(255), nullable=False, unique=True),
+        sa.Column("date_created", when, nullable=False),
+        sa.Column("date_done", when, nullable=False, index=True),
+        sa.Column("content_type", sa.String(128), nullable=False),
+        sa.Column("content_encoding", sa.String(64), nullable=False),
+        sa.Column("result", sa.Text, nullable=True),
+    )
+    return {Kind.TASK: task, Kind.GROUP: group}
+
+
+def _from_repr(value: Any) -> Any:
+    """django-celery-results stores ``argsrepr``; give back the value when it is a literal."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+    return list(parsed) if isinstance(parsed, tuple) else parsed
+
+
+class DjangoStore(Store):
+    layout = "django-celery-results"
+    celery_readable = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sqlalchemy_url = self.url.split("+", 1)[1]
+        self.engine = sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True)
+        self.tables = _tables(sa.MetaData())
+        self._present: bool | None = None
+
+    @property
+    def extended_fields(self) -> tuple[str, ...]:
+        return ("name", "args", "kwargs", "worker")
+
+    def present(self) -> bool:
+        if self._present is None:
+            self._present = sa.inspect(self.engine).has_table(TASK_TABLE)
+        return self._present
+
+    def ensure_tables(self) -> None:
+        if not self.present():
+            self.tables[Kind.TASK].metadata.create_all(self.engine, checkfirst=True)
+            self._present = True
+
+    def _id_column(self, kind: Kind) -> sa.Column[Any]:
+        table = self.tables[kind]
+        return table.c.task_id if kind is Kind.TASK else table.c.group_id
+
+    # ------------------------------------------------------------ decoding
+    def _decode(self, text: Any, content_type: str, encoding: str) -> Any:
+        if text is None or text == "":
+            return None
+        payload = base64.b64decode(text) if encoding == "binary" else str(text).encode("utf-8")
+        value, _, _ = self.codec.decode(payload)
+        return value
+
+    def _record(self, kind: Kind, row: Any) -> Record:
+        m = row._mapping
+        serializer = serializer_of(m["content_type"])
+        result_id = m["task_id"] if kind is Kind.TASK else m["group_id"]
+        record = Record(kind, result_id, None, serializer=serializer, position=m["id"])
+        try:
+            result = self._decode(m["result"], m["content_type"], m["content_encoding"])
+            if kind is Kind.GROUP:
+                record.meta = {"result": result, "date_done": as_datetime(m["date_done"])}
+                return record
+            extra = self._decode(m["meta"], m["content_type"], m["content_encoding"]) or {}
+            args = self._decode(m["task_args"], m["content_type"], m["content_encoding"])
+            kwargs = self._decode(m["task_kwargs"], m["content_type"], m["content_encoding"])
+        except SerializationError as exc:
+            record.error = str(exc)
+            if isinstance(exc, PickleRefused):
+                record.serializer = "pickle"
+            return record
+        meta = dict(extra) if isinstance(extra, dict) else {}
+        meta.update(
+            task_id=result_id,
+            status=m["status"],
+            result=result,
+            traceback=m["traceback"],
+            children=meta.get("children"),
+            date_done=as_datetime(m["date_done"]),
+            name=m["task_name"],
+            args=_from_repr(args),
+            kwargs=_from_repr(kwargs),
+            worker=m["worker"],
+            retries=None,
+            queue=None,
+        )
+        if m["periodic_task_name"]:
+            meta["periodic_task_name"] = m["periodic_task_name"]
+        record.meta = meta
+        return record
+
+    # ------------------------------------------------------------ encoding
+    def _encode(self, value: Any, record: Record) -> tuple[str, str, str]:
+        serializer, _ = self.codec.target_format(record)
+        from ..codec import encode_payload
+
+        payload = encode_payload(value, serializer, None)
+        if serializer in _BINARY:
+            return content_type_of(serializer), "binary", base64.b64encode(payload).decode()
+        return content_type_of(serializer), "utf-8", payload.decode("utf-8")
+
+    def _row(self, record: Record) -> dict[str, Any]:
+        if record.meta is None:
+            raise ValueError(record.error or "the record has no readable payload")
+        meta = record.meta
+        done = as_datetime(meta.get("date_done")) or datetime.now(timezone.utc)
+        content_type, encoding, result = self._encode(meta.get("result"), record)
+        if record.kind is Kind.GROUP:
+            return {
+                "group_id": record.id,
+                "date_created": done,
+                "date_done": done,
+                "content_type": content_type,
+                "content_encoding": encoding,
+                "result": result,
+            }
+        args, kwargs = meta.get("args"), meta.get("kwargs")
+        return {
+            "task_id": record.id,
+            "periodic_task_name": meta.get("periodic_task_name"),
+            "task_name": meta.get("name"),
+            "task_args": None
+            if args is None
+            else self._encode(args if isinstance(args, str) else repr(tuple(args)), record)[2],
+            "task_kwargs": None
+            if kwargs is None
+            else self._encode(kwargs if isinstance(kwargs, str) else repr(kwargs), record)[2],
+            "status": meta.get("status") or "PENDING",
+            "worker": meta.get("worker"),
+            "content_type": content_type,
+            "content_encoding": encoding,
+            "result": result,
+            "date_created": done,
+            "date_started": None,
+            "date_done": done,
+            "traceback": meta.get("traceback"),
+            "meta": self._encode({"children": meta.get("children") or []}, record)[2],
+        }
+
+    # ---------------------------------------------------------- primitives
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        if not self.present():
+            return Page([], None)
+        table = self.tables[kind]
+        query = sa.select(table).order_by(table.c.id).limit(limit)
+        if cursor is not None:
+            query = query.where(table.c.id > cursor)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        records = [self._record(kind, row) for row in rows]
+        return Page(records, records[-1].position if len(rows) == limit else None)
+
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        if not self.present() or not ids:
+            return {}
+        table, column = self.tables[kind], self._id_column(kind)
+        out: dict[str, Record] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), IN_CHUNK_ROWS):
+                chunk = list(ids[start : start + IN_CHUNK_ROWS])
+                for row in conn.execute(sa.select(table).where(column.in_(chunk))):
+                    record = self._record(kind, row)
+                    out[record.id] = record
+        return out
+
+    def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        outcome = WriteResult()
+        if not records:
+            return outcome
+        self.ensure_tables()
+        with self.engine.begin() as conn:
+            for kind in (Kind.TASK, Kind.GROUP):
+                batch = [r for r in records if r.kind is kind]
+                if batch:
+                    self._write_kind(conn, kind, batch, on_conflict, outcome)
+        return outcome
+
+    def _write_kind(
+        self,
+        conn: sa.Connection,
+        kind: Kind,
+        batch: list[Record],
+        on_conflict: OnConflict,
+        outcome: WriteResult,
+    ) -> None:
+        table, column = self.tables[kind], self._id_column(kind)
+        key = column.name
+        rows: dict[str, dict[str, Any]] = {}
+        for record in batch:
+            try:
+                rows[record.id] = self._row(record)
+            except Exception as exc:
+                outcome.failed[record.id] = str(exc)
+        ids = list(rows)
+        existing: dict[str, Any] = {}
+        for start in range(0, len(ids), IN_CHUNK_ROWS):
+            chunk = ids[start : start + IN_CHUNK_ROWS]
+            query = sa.select(column, table.c.date_done).where(column.in_(chunk))
+            existing.update({r[0]: as_datetime(r[1]) for r in conn.execute(query)})
+        inserts = [row for rid, row in rows.items() if rid not in existing]
+        updates = [
+            row
+            for rid, row in rows.items()
+            if rid in existing
+            and (
+                on_conflict is OnConflict.OVERWRITE
+                or (on_conflict is OnConflict.NEWER and row["date_done"] > existing[rid])
+            )
+        ]
+        outcome.skipped.extend(rid for rid in rows if rid in existing and rows[rid] not in updates)
+        if inserts:
+            conn.execute(sa.insert(table), inserts)
+        if updates:
+            columns = [c for c in updates[0] if c != key]
+            statement = (
+                sa.update(table)
+                .where(column == sa.bindparam("_key"))
+                .values({c: sa.bindparam(c) for c in columns})
+            )
+            conn.execute(statement, [{**row, "_key": row[key]} for row in updates])
+        outcome.written.extend(row[key] for row in inserts + updates)
+
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        if not self.present() or not ids:
+            return 0
+        table, column = self.tables[kind], self._id_column(kind)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), IN_CHUNK_ROWS):
+                chunk = list(ids[start : start + IN_CHUNK_ROWS])
+                deleted += conn.execute(sa.delete(table).where(column.in_(chunk))).rowcount
+        return deleted
+
+    def count(self, kind: Kind) -> int:
+        if not self.present():
+            return 0
+        with self.engine.connect() as conn:
+            table = self.tables[kind]
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def state_counts(self) -> dict[str | None, int]:
+        if not self.present():
+            return {}
+        table = self.tables[Kind.TASK]
+        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query)}
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,129 @@
+"""Results in Celery's filesystem backend (``file:///folder``).
+
+One file per result, named like the Redis key (``celery-task-meta-<id>``,
+``celery-taskset-meta-<id>``) and holding the same serialized meta.  Files
+are written to a temporary name and renamed, so a reader never sees half a
+result, and their modification time is set to ``date_done``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import Kind, Record
+from .base import OnConflict, Page, Store, WriteResult
+from .redis import RedisStore
+
+__all__ = ["FilesystemStore"]
+
+_PREFIX = {Kind.TASK: "celery-task-meta-", Kind.GROUP: "celery-taskset-meta-"}
+
+
+class FilesystemStore(Store):
+    layout = "filesystem"
+    meta_blobs = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        path = self.url.partition("://")[2]
+        if path.startswith("localhost/"):
+            path = path[len("localhost") :]
+        self.folder = path
+
+    def path(self, kind: Kind, result_id: str) -> str:
+        return os.path.join(self.folder, _PREFIX[kind] + result_id)
+
+    def _names(self, kind: Kind) -> list[str]:
+        prefix = _PREFIX[kind]
+        try:
+            with os.scandir(self.folder) as entries:
+                return sorted(e.name for e in entries if e.name.startswith(prefix))
+        except FileNotFoundError:
+            return []
+
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        names = [n for n in self._names(kind) if cursor is None or n > cursor]
+        chosen = names[:limit]
+        prefix_len = len(_PREFIX[kind])
+        records = list(self.read_many(kind, [n[prefix_len:] for n in chosen]).values())
+        for record in records:
+            record.position = _PREFIX[kind] + record.id
+        return Page(records, chosen[-1] if len(names) > limit else None)
+
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        for result_id in ids:
+            try:
+                with open(self.path(kind, result_id), "rb") as handle:
+                    payload = handle.read()
+            except FileNotFoundError:
+                continue
+            out[result_id] = self.record_from_payload(kind, result_id, payload)
+        return out
+
+    def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        outcome = WriteResult()
+        os.makedirs(self.folder, exist_ok=True)
+        staged: list[tuple[Record, str]] = []
+        try:
+            for record in records:
+                target = self.path(record.kind, record.id)
+                if os.path.exists(target) and not self._replaces(record, target, on_conflict):
+                    outcome.skipped.append(record.id)
+                    continue
+                try:
+                    payload = self._payload(record)
+                except Exception as exc:
+                    outcome.failed[record.id] = str(exc)
+                    continue
+                fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".resultkit-")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                staged.append((record, temp))
+            for record, temp in staged:
+                os.replace(temp, self.path(record.kind, record.id))
+                done = record.date_done
+                if done is not None:
+                    stamp = done.timestamp()
+                    os.utime(self.path(record.kind, record.id), (stamp, stamp))
+                outcome.written.append(record.id)
+        finally:
+            for _, temp in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+        return outcome
+
+    def _replaces(self, record: Record, target: str, on_conflict: OnConflict) -> bool:
+        if on_conflict is OnConflict.OVERWRITE:
+            return True
+        if on_conflict is OnConflict.SKIP:
+            return False
+        with open(target, "rb") as handle:
+            current = self.record_from_payload(record.kind, record.id, handle.read())
+        new, old = record.date_done, current.date_done
+        return new is not None and (old is None or new > old)
+
+    def _payload(self, record: Record) -> bytes:
+        raw = self.reusable_raw(record)
+        if raw is not None:
+            return raw
+        if record.meta is None:
+            raise ValueError(record.error or "the record has no readable payload")
+        return self.codec.encode(RedisStore.meta_for(record), record)
+
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        deleted = 0
+        for result_id in ids:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(kind, result_id))
+                deleted += 1
+        return deleted
+
+    def count(self, kind: Kind) -> int:
+        return len(self._names(kind))

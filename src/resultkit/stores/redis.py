@@ -1,0 +1,180 @@
+"""Results in Redis, as Celery's RedisBackend stores them.
+
+Keys ``celery-task-meta-<id>`` and ``celery-taskset-meta-<id>`` (after the
+``global_keyprefix`` of the transport options, when set) each hold Celery's
+meta dictionary, serialized and optionally compressed, with a TTL.  The
+client, key prefixes and connection options come from Celery's own backend,
+so ``redis://``, ``rediss://``, ``sentinel://`` and ``socket://`` behave
+exactly as they do in Celery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import Kind, Record, as_datetime
+from .base import OnConflict, Page, Store, WriteResult
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore(Store):
+    layout = "redis"
+    native_ttl = True
+    meta_blobs = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backend = self.app.backend
+        self.client = self.backend.client
+
+    def prefix(self, kind: Kind) -> bytes:
+        raw = self.backend.task_keyprefix if kind is Kind.TASK else self.backend.group_keyprefix
+        return raw if isinstance(raw, bytes) else str(raw).encode()
+
+    def key(self, kind: Kind, result_id: str) -> bytes:
+        return self.prefix(kind) + result_id.encode()
+
+    def _pattern(self, kind: Kind) -> bytes:
+        escaped = bytearray()
+        for byte in self.prefix(kind):
+            if chr(byte) in "*?[]\\":
+                escaped += b"\\"
+            escaped.append(byte)
+        return bytes(escaped) + b"*"
+
+    # ----------------------------------------------------------- primitives
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        next_cursor, keys = self.client.scan(
+            cursor=int(cursor or 0), match=self._pattern(kind), count=limit
+        )
+        prefix_len = len(self.prefix(kind))
+        ids = [k[prefix_len:].decode() for k in keys]
+        records = list(self._fetch(kind, ids).values())
+        return Page(records, None if int(next_cursor) == 0 else int(next_cursor))
+
+    def _fetch(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        if not ids:
+            return {}
+        keys = [self.key(kind, i) for i in ids]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(keys)
+        for key in keys:
+            pipe.pttl(key)
+        replies = pipe.execute()
+        values, ttls = replies[0], replies[1:]
+        now = time.time()
+        out: dict[str, Record] = {}
+        for result_id, value, pttl in zip(ids, values, ttls, strict=True):
+            if value is None or pttl == -2:
+                continue  # vanished (expired or deleted) between SCAN and GET
+            expires_at = now + pttl / 1000 if pttl >= 0 else None
+            record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
+            record.expires_known = True
+            out[result_id] = record
+        return out
+
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        return self._fetch(kind, ids)
+
+    def payload_for(self, record: Record) -> bytes:
+        """The bytes to store for *record*: its own blob when nothing changes."""
+        raw = self.reusable_raw(record)
+        if raw is not None:
+            return raw
+        if record.meta is None:
+            raise ValueError(record.error or "the record has no readable payload")
+        return self.codec.encode(self.meta_for(record), record)
+
+    @staticmethod
+    def meta_for(record: Record) -> dict[str, Any]:
+        """Celery's key-value meta for a record: ISO dates, the task id inside."""
+        assert record.meta is not None
+        meta = dict(record.meta)
+        if record.kind is Kind.TASK:
+            meta["task_id"] = record.id
+            done = as_datetime(meta.get("date_done"))
+            meta["date_done"] = done.isoformat() if done else None
+        else:
+            meta.pop("date_done", None)
+        return meta
+
+    def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        outcome = WriteResult()
+        now = time.time()
+        planned: list[tuple[Record, bytes, float | None]] = []
+        for record in records:
+            expires_at = self.lifetime_for(record, now)
+            if expires_at is not None and expires_at <= now:
+                outcome.expired.append(record.id)
+                continue
+            try:
+                planned.append((record, self.payload_for(record), expires_at))
+            except Exception as exc:
+                outcome.failed[record.id] = str(exc)
+        if on_conflict is OnConflict.NEWER and planned:
+            existing = self._fetch_dates(planned)
+            keep = []
+            for item in planned:
+                record = item[0]
+                current = existing.get((record.kind, record.id), "absent")
+                if current == "absent" or (
+                    record.date_done is not None and (current is None or record.date_done > current)
+                ):
+                    keep.append(item)
+                else:
+                    outcome.skipped.append(record.id)
+            planned = keep
+        if not planned:
+            return outcome
+        pipe = self.client.pipeline(transaction=True)
+        for record, payload, expires_at in planned:
+            options: dict[str, Any] = {}
+            if expires_at is not None:
+                options["pxat"] = int(expires_at * 1000)
+            if on_conflict is OnConflict.SKIP:
+                options["nx"] = True
+            pipe.set(self.key(record.kind, record.id), payload, **options)
+        for (record, _, _), reply in zip(planned, pipe.execute(), strict=True):
+            (outcome.written if reply else outcome.skipped).append(record.id)
+        return outcome
+
+    def _fetch_dates(self, planned: Sequence[tuple[Record, bytes, float | None]]) -> dict[Any, Any]:
+        keys = [self.key(r.kind, r.id) for r, _, _ in planned]
+        values = self.client.mget(keys)
+        out: dict[Any, Any] = {}
+        for (record, _, _), value in zip(planned, values, strict=True):
+            if value is None:
+                continue
+            existing = self.record_from_payload(record.kind, record.id, value)
+            out[(record.kind, record.id)] = existing.date_done
+        return out
+
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        return int(self.client.delete(*[self.key(kind, i) for i in ids]))
+
+    def count(self, kind: Kind) -> int:
+        total = 0
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(cursor=cursor, match=self._pattern(kind), count=5000)
+            total += len(keys)
+            if int(cursor) == 0:
+                return total
+
+    def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if kind is Kind.GROUP:
+            return super().celery_read_many(kind, ids)
+        values = self.client.mget([self.key(kind, i) for i in ids]) if ids else []
+        return {
+            i: self.backend.decode_result(v)
+            for i, v in zip(ids, values, strict=True)
+            if v is not None
+        }
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,377 @@
+"""Results in Celery's SQL tables (PostgreSQL, MySQL/MariaDB, SQLite).
+
+The tables are Celery's ``celery_taskmeta`` and ``celery_tasksetmeta``, with
+the names and schemas of ``database_table_names`` and
+``database_table_schemas``.  Existing tables are reflected, so every layout
+Celery 5.4 to 5.7 created is read and written as it is: with or without the
+extended columns, and the older layout whose ``result`` column holds a pickle
+and which has no ``children`` column.  Missing tables are created from
+Celery's own model definitions.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from datetime import timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..codec import PickleRefused
+from ..errors import SerializationError
+from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
+from .base import OnConflict, Page, Store, WriteResult
+
+__all__ = ["SqlStore"]
+
+#: Rows read per round trip by ``read_many`` (bounded IN lists).
+IN_CHUNK_ROWS = 1000
+
+
+def _naive_utc(value: Any) -> Any:
+    done = as_datetime(value)
+    return done.astimezone(timezone.utc).replace(tzinfo=None) if done else None
+
+
+class SqlStore(Store):
+    layout = "sql"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        url = self.url.split("+", 1)[1] if self.url.startswith(("db+", "database+")) else self.url
+        url = url.split("+", 1)[1] if url.startswith("resultkit-db+") else url
+        self.sqlalchemy_url = url
+        options = dict(self.app.conf.database_engine_options or {})
+        options.setdefault("pool_pre_ping", True)
+        self.engine = sa.create_engine(url, **options)
+        conf = self.app.conf
+        names = conf.database_table_names or {}
+        schemas = conf.database_table_schemas or {}
+        self.names = {
+            Kind.TASK: (schemas.get("task"), names.get("task", "celery_taskmeta")),
+            Kind.GROUP: (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
+        }
+        self._tables: dict[Kind, sa.Table | None] = {}
+
+    # -------------------------------------------------------------- tables
+    def table(self, kind: Kind) -> sa.Table | None:
+        """The reflected table of *kind*, or None when it does not exist."""
+        if kind not in self._tables:
+            self._tables[kind] = self._reflect(kind)
+        return self._tables[kind]
+
+    def _reflect(self, kind: Kind) -> sa.Table | None:
+        schema, name = self.names[kind]
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(name, schema=schema):
+            return None
+        reflected = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=self.engine)
+        # Write through Celery's own column definitions (they carry the id
+        # sequence Celery uses), restricted to the columns this table has.
+        model = self._model_table(kind)
+        sequence_name = "task_id_sequence" if kind is Kind.TASK else "taskset_id_sequence"
+        has_sequence = self.engine.dialect.supports_sequences and inspector.has_sequence(
+            sequence_name, schema=schema
+        )
+        columns = []
+        for column in reflected.columns:
+            if column.name in model.c:
+                copy = model.c[column.name]._copy()
+                if column.name == "id" and not has_sequence:
+                    copy = sa.Column("id", column.type, primary_key=True, autoincrement=True)
+                columns.append(copy)
+            else:
+                columns.append(column._copy())
+        return sa.Table(name, sa.MetaData(), *columns, schema=schema)
+
+    def _model_table(self, kind: Kind) -> sa.Table:
+        from celery.backends.database.models import TaskExtended, TaskSet
+
+        schema, name = self.names[kind]
+        source = TaskExtended.__table__ if kind is Kind.TASK else TaskSet.__table__
+        table: sa.Table = source.to_metadata(sa.MetaData(), schema=schema, name=name)
+        id_default = table.c.id.default
+        if isinstance(id_default, sa.Sequence):
+            id_default.schema = schema
+        return table
+
+    def ensure_tables(self) -> None:
+        """Create the tables (Celery's extended layout, with the date_done index) if missing."""
+        for kind in (Kind.TASK, Kind.GROUP):
+            if self.table(kind) is None:
+                model = self._model_table(kind)
+                model.metadata.create_all(self.engine, checkfirst=True)
+                self._tables.pop(kind, None)
+
+    @property
+    def legacy(self) -> bool:
+        """True for the older layout: a pickled ``result`` and no ``children`` column."""
+        table = self.table(Kind.TASK)
+        return table is not None and "children" not in table.c
+
+    @property
+    def extended(self) -> bool:
+        table = self.table(Kind.TASK)
+        return table is not None and "name" in table.c
+
+    @property
+    def extended_fields(self) -> tuple[str, ...]:
+        return EXTENDED_FIELDS if self.extended else ()
+
+    # ---------------------------------------------------------- decoding
+    def _decode_column(self, value: Any) -> tuple[Any, str, str | None]:
+        payload = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
+        try:
+            return self.codec.decode(payload)
+        except PickleRefused:
+            raise
+        except SerializationError:
+            if self.legacy and isinstance(payload, bytes) and payload[:1] == b"\x80":
+                if not self.codec.accept_pickle:
+                    raise PickleRefused() from None
+                return pickle.loads(payload), "pickle", None
+            raise
+
+    def _record(self, kind: Kind, row: Any) -> Record:
+        mapping = row._mapping
+        if kind is Kind.GROUP:
+            record = Record(Kind.GROUP, mapping["taskset_id"], None, position=mapping["id"])
+            try:
+                value, record.serializer, record.compression = self._decode_column(
+                    mapping["result"]
+                )
+                record.meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
+            except SerializationError as exc:
+                record.error = str(exc)
+            return record
+        record = Record(Kind.TASK, mapping["task_id"], None, position=mapping["id"])
+        meta: dict[str, Any] = {
+            "task_id": mapping["task_id"],
+            "status": mapping["status"],
+            "traceback": mapping["traceback"],
+            "date_done": as_datetime(mapping["date_done"]),
+            "children": None,
+        }
+        try:
+            result = mapping["result"]
+            if result is not None:
+                meta["result"], record.serializer, record.compression = self._decode_column(result)
+            else:
+                meta["result"] = None
+            if mapping.get("children") is not None:
+                meta["children"] = self._decode_column(mapping["children"])[0]
+            if "name" in mapping:
+                for name in EXTENDED_FIELDS:
+                    value = mapping.get(name)
+                    if name in ("args", "kwargs") and value is not None:
+                        value = self._decode_column(value)[0]
+                    meta[name] = value
+        except SerializationError as exc:
+            record.error = str(exc)
+            if isinstance(exc, PickleRefused):
+                record.serializer = "pickle"
+            return record
+        record.meta = meta
+        return record
+
+    # ---------------------------------------------------------- encoding
+    def _encode(self, value: Any, record: Record) -> bytes:
+        if self.legacy:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.codec.encode(value, record)
+
+    def _row(self, record: Record, table: sa.Table) -> dict[str, Any]:
+        if record.meta is None:
+            raise ValueError(record.error or "the record has no readable payload")
+        meta = record.meta
+        if record.kind is Kind.GROUP:
+            return {
+                "taskset_id": record.id,
+                "result": self._encode(meta.get("result"), record),
+                "date_done": _naive_utc(meta.get("date_done")),
+            }
+        row: dict[str, Any] = {
+            "task_id": record.id,
+            "status": meta.get("status"),
+            "result": self._encode(meta.get("result"), record),
+            "traceback": meta.get("traceback"),
+            "date_done": _naive_utc(meta.get("date_done")),
+        }
+        if "children" in table.c:
+            children = meta.get("children")
+            row["children"] = self._encode(children, record) if children else None
+        for name in EXTENDED_FIELDS:
+            if name in table.c:
+                value = meta.get(name)
+                if name in ("args", "kwargs") and value is not None:
+                    value = self._encode(value, record)
+                row[name] = value
+        stamped = meta.get("stamped_headers")
+        if "stamps" in table.c and stamped:
+            stamps = {"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}}
+            row["stamps"] = self._encode(stamps, record)
+        self._check_sizes(row, table)
+        return row
+
+    @staticmethod
+    def _check_sizes(row: dict[str, Any], table: sa.Table) -> None:
+        for name, value in row.items():
+            length = getattr(table.c[name].type, "length", None)
+            if length and isinstance(value, str) and len(value) > length:
+                raise ValueError(
+                    f"{name} is {len(value)} characters, longer than the {length} of "
+                    f"{table.name}.{name}"
+                )
+
+    # ----------------------------------------------------------- primitives
+    def _id_column(self, kind: Kind, table: sa.Table) -> sa.Column[Any]:
+        return table.c.task_id if kind is Kind.TASK else table.c.taskset_id
+
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        table = self.table(kind)
+        if table is None:
+            return Page([], None)
+        query = sa.select(table).order_by(table.c.id).limit(limit)
+        if cursor is not None:
+            query = query.where(table.c.id > cursor)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        records = [self._record(kind, row) for row in rows]
+        next_cursor = records[-1].position if len(rows) == limit else None
+        return Page(records, next_cursor)
+
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        table = self.table(kind)
+        if table is None or not ids:
+            return {}
+        id_column = self._id_column(kind, table)
+        out: dict[str, Record] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), IN_CHUNK_ROWS):
+                chunk = list(ids[start : start + IN_CHUNK_ROWS])
+                for row in conn.execute(sa.select(table).where(id_column.in_(chunk))):
+                    record = self._record(kind, row)
+                    out[record.id] = record
+        return out
+
+    def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        outcome = WriteResult()
+        if not records:
+            return outcome
+        self.ensure_tables()
+        by_kind: dict[Kind, list[Record]] = {}
+        for record in records:
+            by_kind.setdefault(record.kind, []).append(record)
+        with self.engine.begin() as conn:
+            for kind, batch in by_kind.items():
+                self._write_kind(conn, kind, batch, on_conflict, outcome)
+        return outcome
+
+    def _write_kind(
+        self,
+        conn: sa.Connection,
+        kind: Kind,
+        batch: list[Record],
+        on_conflict: OnConflict,
+        outcome: WriteResult,
+    ) -> None:
+        table = self.table(kind)
+        assert table is not None
+        id_column = self._id_column(kind, table)
+        rows: dict[str, dict[str, Any]] = {}
+        for record in batch:
+            try:
+                rows[record.id] = self._row(record, table)
+            except Exception as exc:
+                outcome.failed[record.id] = str(exc)
+        if not rows:
+            return
+        existing: dict[str, Any] = {}
+        ids = list(rows)
+        for start in range(0, len(ids), IN_CHUNK_ROWS):
+            chunk = ids[start : start + IN_CHUNK_ROWS]
+            query = sa.select(id_column, table.c.date_done).where(id_column.in_(chunk))
+            existing.update({row[0]: row[1] for row in conn.execute(query)})
+        inserts = [row for rid, row in rows.items() if rid not in existing]
+        updates = []
+        for rid, row in rows.items():
+            if rid not in existing:
+                continue
+            if on_conflict is OnConflict.OVERWRITE or (
+                on_conflict is OnConflict.NEWER
+                and row["date_done"] is not None
+                and (existing[rid] is None or row["date_done"] > existing[rid])
+            ):
+                updates.append(row)
+            else:
+                outcome.skipped.append(rid)
+        if inserts:
+            conn.execute(sa.insert(table), inserts)
+        if updates:
+            key = "task_id" if kind is Kind.TASK else "taskset_id"
+            columns = [c for c in updates[0] if c != key]
+            statement = (
+                sa.update(table)
+                .where(id_column == sa.bindparam("_key"))
+                .values({c: sa.bindparam(c) for c in columns})
+            )
+            conn.execute(statement, [{**row, "_key": row[key]} for row in updates])
+        outcome.written.extend(
+            row["task_id" if kind is Kind.TASK else "taskset_id"] for row in inserts + updates
+        )
+
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        table = self.table(kind)
+        if table is None or not ids:
+            return 0
+        id_column = self._id_column(kind, table)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), IN_CHUNK_ROWS):
+                chunk = list(ids[start : start + IN_CHUNK_ROWS])
+                deleted += conn.execute(sa.delete(table).where(id_column.in_(chunk))).rowcount
+        return deleted
+
+    def count(self, kind: Kind) -> int:
+        table = self.table(kind)
+        if table is None:
+            return 0
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def state_counts(self) -> dict[str | None, int]:
+        table = self.table(Kind.TASK)
+        if table is None:
+            return {}
+        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query)}
+
+    def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Read through Celery's DatabaseBackend: its session, its model, its decoding."""
+        if kind is Kind.GROUP:
+            return super().celery_read_many(kind, ids)
+        # Celery reads the extended columns only with result_extended on.
+        self.app.conf.result_extended = self.extended
+        backend = self.app.backend
+        session = backend.ResultSession()
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            for start in range(0, len(ids), IN_CHUNK_ROWS):
+                chunk = list(ids[start : start + IN_CHUNK_ROWS])
+                query = session.query(backend.task_cls).filter(backend.task_cls.task_id.in_(chunk))
+                for task in query:
+                    data = task.to_dict()
+                    data["result"] = backend._decode_stored_result(data["result"])
+                    for name in ("args", "kwargs", "children"):
+                        if data.get(name) is not None:
+                            data[name] = backend.decode(data[name])
+                    data.pop("stamps", None)
+                    out[task.task_id] = backend.meta_from_decoded(data)
+        finally:
+            session.close()
+        return out
+
+    def close(self) -> None:
+        self.engine.dispose()
