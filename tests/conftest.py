@@ -8,6 +8,7 @@ schema, its own MySQL database and its own SQLite file, removed afterwards.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -210,6 +211,8 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
         return server
 
     yield start
+    # Result objects still alive would unsubscribe from these servers when collected.
+    gc.collect()
     for server in started:
         server.process.terminate()
         server.process.wait(10)

@@ -7,6 +7,7 @@ from typing import Any
 
 from resultkit.records import Kind, Record
 
+TRACEBACK = 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: bad input 42\n'
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
@@ -49,7 +50,7 @@ def failure(task_id: str, **kwargs: Any) -> Record:
         task_id,
         "FAILURE",
         {"exc_type": "ValueError", "exc_message": ["bad input 42"], "exc_module": "builtins"},
-        traceback='Traceback (most recent call last):\n  File "t.py", line 1\nValueError: bad input 42\n',
+        traceback=TRACEBACK,
         **kwargs,
     )
 

@@ -51,6 +51,8 @@ def differences(
     """Names of the fields that differ between *record* and *target_meta* (empty: equal)."""
     if target_meta is None:
         return ["missing"]
+    if "unreadable" in target_meta:
+        return [f"unreadable ({target_meta['unreadable'][:200]})"]
     source = record.meta or {}
     if record.kind is Kind.GROUP:
         if _group_members(source.get("result")) != _group_members(target_meta.get("result")):

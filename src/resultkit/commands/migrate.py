@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..compare import differences
-from ..errors import MigrationError, UsageError
+from ..errors import ConfigurationError, MigrationError, UsageError
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Store, WriteResult, open_store
 from ..urls import mask_url
@@ -130,6 +130,8 @@ def migrate(
     if source == target:
         raise UsageError("the source and the target are the same: nothing to migrate")
     filters = Filters.build(states, tasks, since, until)
+    for name in filter(None, (source_serializer, target_serializer)):
+        _require_serializer(name)
     hint = source_serializer or (app.conf.result_serializer if app is not None else "json")
     src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle))
     if target_serializer is None and app is not None and source_serializer is not None:
@@ -324,3 +326,16 @@ def _verify(
             report.verified += 1
             verified.append(record.id)
     return verified
+
+
+def _require_serializer(name: str) -> None:
+    """Fail before any work when a serializer is unknown or its library is missing."""
+    from kombu.serialization import dumps
+
+    try:
+        dumps({"probe": 1}, serializer=name)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"the {name!r} serializer cannot be used here ({exc}); install its library "
+            "or pick json, msgpack, yaml or pickle"
+        ) from exc

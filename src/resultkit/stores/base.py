@@ -161,6 +161,9 @@ class Store(ABC):
                 if meta.get("status") != "PENDING" or meta.get("date_done"):
                     out[result_id] = meta
             else:
+                stored = self.read_many(kind, [result_id]).get(result_id)
+                if stored is not None:
+                    backend = self.celery_backend_for(stored.raw, serializer=stored.serializer)
                 group = backend.restore_group(result_id, cache=False)
                 if group is not None:
                     # Keep the member ids only: result objects left alive until
@@ -172,6 +175,39 @@ class Store(ABC):
     def extended_fields(self) -> tuple[str, ...]:
         """Extended fields this layout keeps (compared by ``--verify``)."""
         return EXTENDED_FIELDS
+
+    def celery_backend_for(
+        self, payload: Any = None, *, extended: bool = True, serializer: str | None = None
+    ) -> Any:
+        """Celery's backend for this store, configured for the serializer *payload* uses.
+
+        Celery decodes with the serializer it is configured with, so a store
+        holding results of several serializers (after a transcode, or mixed
+        workers) is read by one backend per serializer.
+        """
+        from ..apps import app_for_url
+        from ..codec import sniff_serializer, split_compression
+
+        serializer = serializer or self.codec.hint
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            try:
+                body, _ = split_compression(bytes(payload))
+                serializer = sniff_serializer(body, self.codec.hint)
+            except SerializationError:
+                pass
+        key = (serializer, extended)
+        cache: dict[Any, Any] = self.__dict__.setdefault("_celery_backends", {})
+        if key not in cache:
+            settings = dict(self.app.conf.table(with_defaults=False, censored=False))
+            settings.pop("result_backend", None)
+            settings.pop("deprecated_settings", None)
+            settings.update(
+                result_serializer=serializer,
+                result_accept_content=[serializer],
+                result_extended=extended,
+            )
+            cache[key] = app_for_url(self.url, **settings).backend
+        return cache[key]
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections."""

@@ -170,11 +170,15 @@ class RedisStore(Store):
         if kind is Kind.GROUP:
             return super().celery_read_many(kind, ids)
         values = self.client.mget([self.key(kind, i) for i in ids]) if ids else []
-        return {
-            i: self.backend.decode_result(v)
-            for i, v in zip(ids, values, strict=True)
-            if v is not None
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for result_id, value in zip(ids, values, strict=True):
+            if value is None:
+                continue
+            try:
+                out[result_id] = self.celery_backend_for(value).decode_result(value)
+            except Exception as exc:
+                out[result_id] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+        return out
 
     def close(self) -> None:
         self.client.close()

@@ -157,6 +157,10 @@ class SqlStore(Store):
             result = mapping["result"]
             if result is not None:
                 meta["result"], record.serializer, record.compression = self._decode_column(result)
+                if self.legacy and record.serializer == "pickle":
+                    # The old PickleType column pickled every result, whatever the
+                    # app's serializer; the result itself was never "a pickle result".
+                    record.serializer = self.codec.hint
             else:
                 meta["result"] = None
             if mapping.get("children") is not None:
@@ -363,12 +367,17 @@ class SqlStore(Store):
                 query = session.query(backend.task_cls).filter(backend.task_cls.task_id.in_(chunk))
                 for task in query:
                     data = task.to_dict()
-                    data["result"] = backend._decode_stored_result(data["result"])
-                    for name in ("args", "kwargs", "children"):
-                        if data.get(name) is not None:
-                            data[name] = backend.decode(data[name])
+                    reader = self.celery_backend_for(data["result"], extended=self.extended)
+                    try:
+                        data["result"] = reader._decode_stored_result(data["result"])
+                        for name in ("args", "kwargs", "children"):
+                            if data.get(name) is not None:
+                                data[name] = reader.decode(data[name])
+                    except Exception as exc:
+                        out[task.task_id] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+                        continue
                     data.pop("stamps", None)
-                    out[task.task_id] = backend.meta_from_decoded(data)
+                    out[task.task_id] = reader.meta_from_decoded(data)
         finally:
             session.close()
         return out
