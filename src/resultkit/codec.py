@@ -5,11 +5,20 @@ on, prefixes Celery's in-band compression marker.  A stored payload does not
 name its serializer, so :func:`sniff_serializer` recognises the four that
 kombu ships from their first bytes.  Pickle is never decoded unless the
 caller explicitly accepts it.
+
+JSON is kept as a *tree*: decoded with orjson and without kombu's object
+hook, so kombu's type tags (``{"__type__": "datetime", ...}``) stay as the
+dictionaries they are on the wire and are written back unchanged.  Moving JSON
+results is then lossless and fast; only a transcode to another serializer
+turns the tags into Python values (:func:`materialize`).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import orjson
 
 from .errors import SerializationError
 
@@ -121,6 +130,8 @@ def decode_payload(
     serializer = sniff_serializer(body, hint)
     if serializer == "pickle" and not accept_pickle:
         raise PickleRefused()
+    if serializer == "json":
+        return _json_tree(body, len(data)), serializer, compression
     content_type = content_type_of(serializer)
     accept = {content_type}
     try:
@@ -134,17 +145,67 @@ def decode_payload(
     return value, serializer, compression
 
 
-def encode_payload(value: Any, serializer: str = "json", compression: str | None = None) -> bytes:
-    """Encode *value* as Celery's backends do: kombu ``dumps`` and the optional marker."""
+def _json_tree(body: bytes, size: int) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # NaN, Infinity or integers past 64 bits: the standard library reads them
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SerializationError(
+            f"cannot decode a json payload of {size} bytes ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from exc
+
+
+def json_dumps(tree: Any) -> bytes:
+    """Encode a JSON tree (as :func:`decode_payload` returns it) back to JSON."""
+    try:
+        return orjson.dumps(tree)
+    except TypeError:
+        # Python values rather than a tree (datetimes, Decimals...): kombu tags them.
+        from kombu.utils.json import dumps
+
+        return str(dumps(tree)).encode("utf-8")
+
+
+def materialize(tree: Any) -> Any:
+    """Turn kombu's JSON type tags in a JSON tree into the Python values they stand for."""
+    from kombu.utils.json import object_hook
+
+    if isinstance(tree, dict):
+        return object_hook({k: materialize(v) for k, v in tree.items()})
+    if isinstance(tree, list):
+        return [materialize(v) for v in tree]
+    return tree
+
+
+def encode_payload(
+    value: Any,
+    serializer: str = "json",
+    compression: str | None = None,
+    *,
+    source_serializer: str = "json",
+) -> bytes:
+    """Encode *value* as Celery's backends do, with the optional compression marker.
+
+    *value* is in the form :func:`decode_payload` returned for
+    *source_serializer*: a JSON tree for json, Python values otherwise.
+    """
     from kombu.serialization import dumps
 
     try:
-        _, _, body = dumps(value, serializer=serializer)
+        if serializer == "json" and source_serializer == "json":
+            data = json_dumps(value)
+        else:
+            if source_serializer == "json":
+                value = materialize(value)
+            _, _, body = dumps(value, serializer=serializer)
+            data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     except Exception as exc:
         raise SerializationError(
             f"cannot encode as {serializer}: {type(exc).__name__}: {exc}"
         ) from exc
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     if compression:
         from kombu.compression import compress
 

@@ -14,10 +14,15 @@ DATE_TOLERANCE = timedelta(seconds=1)
 
 
 def _plain(value: Any) -> Any:
-    """Lists for tuples, recursively, and exceptions as (type, message)."""
+    """Lists for tuples, recursively, exceptions as (type, message), kombu's JSON
+    type tags as the values they stand for."""
     if isinstance(value, BaseException):
         return ("exception", type(value).__name__, str(value))
     if isinstance(value, dict):
+        if value.keys() == {"__type__", "__value__"}:
+            from .codec import materialize
+
+            return _plain(materialize(value))
         if {"exc_type", "exc_message"} <= set(value):
             args = value["exc_message"]
             if isinstance(args, (list, tuple)):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..compare import differences
 from ..errors import ConfigurationError, MigrationError, UsageError
 from ..records import Filters, Kind, Record
-from ..stores import Codec, OnConflict, Store, WriteResult, open_store
+from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
 from ..urls import mask_url
 
 if TYPE_CHECKING:
@@ -170,9 +172,13 @@ def migrate(
     else:
         _restore_counters(report, state.counters)
     report.checkpoint = None if dry_run else str(path)
+    # Each batch allocates many small containers; without this, the collector
+    # rescans every long-lived object (Celery, SQLAlchemy) over and over.
+    gc.freeze()
     try:
         _run(src, dst, report, state, filters, batch_size, on_conflict, verify, move, progress)
     finally:
+        gc.unfreeze()
         src.close()
         dst.close()
     if not dry_run:
@@ -209,10 +215,8 @@ def _run(
         total = src.count(kind)
         done = 0
         cursor = state.cursors.get(kind.value)
-        while True:
-            began = time.monotonic()
-            page = src.scan(kind, cursor, batch_size)
-            read_seconds += time.monotonic() - began
+        for page, seconds in _prefetch(src, kind, cursor, batch_size):
+            read_seconds += seconds
             done += len(page.records)
             selected = [r for r in page.records if _selected(r, filters)]
             if report.dry_run:
@@ -232,20 +236,35 @@ def _run(
                         report.deleted += src.delete_many(kind, kept)
             if progress is not None:
                 progress(Progress(kind, done, total))
-            cursor = page.cursor
             if not report.dry_run:
-                state.cursors[kind.value] = cursor
-                if cursor is None:
+                state.cursors[kind.value] = page.cursor
+                if page.cursor is None:
                     state.finished.append(kind.value)
                 state.counters = {name: getattr(report, name) for name in _COUNTERS}
                 state.save()
-            if cursor is None:
-                break
     if report.dry_run:
         report.by_state = dict(sorted(by_state.items()))
         copied = sum(by_state.values())
         # Writing costs about what reading does on every store measured; a rough guide.
         report.estimated_seconds = round(read_seconds * 2 + copied / 20000, 1)
+
+
+def _prefetch(src: Store, kind: Kind, cursor: Any, batch_size: int) -> Iterator[tuple[Page, float]]:
+    """Every page from *cursor* on, the next one read while the caller writes this one."""
+
+    def read(at: Any) -> tuple[Page, float]:
+        began = time.monotonic()
+        return src.scan(kind, at, batch_size), time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resultkit-read") as pool:
+        pending = pool.submit(read, cursor)
+        while True:
+            page, seconds = pending.result()
+            if page.cursor is not None:
+                pending = pool.submit(read, page.cursor)
+            yield page, seconds
+            if page.cursor is None:
+                return
 
 
 def _selected(record: Record, filters: Filters) -> bool:

@@ -81,7 +81,7 @@ class Codec:
 
     def encode(self, value: Any, record: Record) -> bytes:
         serializer, compression = self.target_format(record)
-        return encode_payload(value, serializer, compression)
+        return encode_payload(value, serializer, compression, source_serializer=record.serializer)
 
     def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
         return decode_payload(payload, hint=self.hint, accept_pickle=self.accept_pickle)

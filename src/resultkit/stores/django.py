@@ -158,7 +158,7 @@ class DjangoStore(Store):
         serializer, _ = self.codec.target_format(record)
         from ..codec import encode_payload
 
-        payload = encode_payload(value, serializer, None)
+        payload = encode_payload(value, serializer, None, source_serializer=record.serializer)
         if serializer in _BINARY:
             return content_type_of(serializer), "binary", base64.b64encode(payload).decode()
         return content_type_of(serializer), "utf-8", payload.decode("utf-8")

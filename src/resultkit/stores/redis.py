@@ -14,10 +14,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["RedisStore"]
+
+
+#: Returns the PTTL of every key given, in order.
+_PTTL_SCRIPT = (
+    "local out = {} for i, key in ipairs(KEYS) do out[i] = redis.call('PTTL', key) end return out"
+)
 
 
 class RedisStore(Store):
@@ -61,18 +69,27 @@ class RedisStore(Store):
         keys = [self.key(kind, i) for i in ids]
         pipe = self.client.pipeline(transaction=False)
         pipe.mget(keys)
-        for key in keys:
-            pipe.pttl(key)
-        replies = pipe.execute()
-        values, ttls = replies[0], replies[1:]
+        # One reply with every TTL, rather than one reply per key.
+        pipe.eval(_PTTL_SCRIPT, len(keys), *keys)
+        values, ttls = pipe.execute()
         now = time.time()
         out: dict[str, Record] = {}
+        loads = orjson.loads
         for result_id, value, pttl in zip(ids, values, ttls, strict=True):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
             expires_at = now + pttl / 1000 if pttl >= 0 else None
-            record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
-            record.expires_known = True
+            meta = None
+            if value[:1] == b"{":  # the common case, uncompressed JSON: decode it directly
+                try:
+                    meta = loads(value)
+                except orjson.JSONDecodeError:
+                    meta = None
+            if isinstance(meta, dict):
+                record = Record(kind, result_id, meta, "json", None, expires_at, True, value)
+            else:
+                record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
+                record.expires_known = True
             out[result_id] = record
         return out
 

@@ -12,13 +12,13 @@ Celery's own model definitions.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
-from datetime import timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..codec import PickleRefused
+from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
@@ -30,8 +30,20 @@ IN_CHUNK_ROWS = 1000
 
 
 def _naive_utc(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = as_datetime(value)  # type: ignore[assignment]
+        if parsed.tzinfo is None:
+            return parsed
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None)
     done = as_datetime(value)
     return done.astimezone(timezone.utc).replace(tzinfo=None) if done else None
+
+
+def _pickle(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class SqlStore(Store):
@@ -53,6 +65,8 @@ class SqlStore(Store):
             Kind.GROUP: (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
         }
         self._tables: dict[Kind, sa.Table | None] = {}
+        self._limits: dict[str, dict[str, int]] = {}
+        self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -180,49 +194,78 @@ class SqlStore(Store):
         return record
 
     # ---------------------------------------------------------- encoding
-    def _encode(self, value: Any, record: Record) -> bytes:
+    def _encoder(self, record: Record) -> Callable[[Any], bytes]:
+        """The function that encodes this record's values for a column."""
         if self.legacy:
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return self.codec.encode(value, record)
+            return _pickle
+        if (
+            record.serializer == "json"
+            and not record.compression
+            and not self.codec.transcodes(record)
+        ):
+            return json_dumps
+        return lambda value: self.codec.encode(value, record)
+
+    def _layout(self, table: sa.Table) -> tuple[bool, tuple[str, ...], bool]:
+        """Which optional columns the table has: children, extended fields, stamps."""
+        layout = self._layouts.get(table.name)
+        if layout is None:
+            names = set(table.c.keys())
+            layout = self._layouts[table.name] = (
+                "children" in names,
+                tuple(n for n in EXTENDED_FIELDS if n in names),
+                "stamps" in names,
+            )
+        return layout
 
     def _row(self, record: Record, table: sa.Table) -> dict[str, Any]:
-        if record.meta is None:
-            raise ValueError(record.error or "the record has no readable payload")
         meta = record.meta
+        if meta is None:
+            raise ValueError(record.error or "the record has no readable payload")
+        encode = self._encoder(record)
         if record.kind is Kind.GROUP:
             return {
                 "taskset_id": record.id,
-                "result": self._encode(meta.get("result"), record),
+                "result": encode(meta.get("result")),
                 "date_done": _naive_utc(meta.get("date_done")),
             }
         row: dict[str, Any] = {
             "task_id": record.id,
             "status": meta.get("status"),
-            "result": self._encode(meta.get("result"), record),
+            "result": encode(meta.get("result")),
             "traceback": meta.get("traceback"),
             "date_done": _naive_utc(meta.get("date_done")),
         }
-        if "children" in table.c:
+        has_children, extended, has_stamps = self._layout(table)
+        if has_children:
             children = meta.get("children")
-            row["children"] = self._encode(children, record) if children else None
-        for name in EXTENDED_FIELDS:
-            if name in table.c:
-                value = meta.get(name)
-                if name in ("args", "kwargs") and value is not None:
-                    value = self._encode(value, record)
-                row[name] = value
-        stamped = meta.get("stamped_headers")
-        if "stamps" in table.c and stamped:
-            stamps = {"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}}
-            row["stamps"] = self._encode(stamps, record)
+            row["children"] = encode(children) if children else None
+        for name in extended:
+            value = meta.get(name)
+            if value is not None and (name == "args" or name == "kwargs"):
+                value = encode(value)
+            row[name] = value
+        if has_stamps:
+            stamped = meta.get("stamped_headers")
+            row["stamps"] = (
+                encode({"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}})
+                if stamped
+                else None
+            )
         self._check_sizes(row, table)
         return row
 
-    @staticmethod
-    def _check_sizes(row: dict[str, Any], table: sa.Table) -> None:
-        for name, value in row.items():
-            length = getattr(table.c[name].type, "length", None)
-            if length and isinstance(value, str) and len(value) > length:
+    def _check_sizes(self, row: dict[str, Any], table: sa.Table) -> None:
+        limits = self._limits.get(table.name)
+        if limits is None:
+            limits = self._limits[table.name] = {
+                c.name: int(c.type.length)
+                for c in table.columns
+                if isinstance(c.type, sa.String) and c.type.length
+            }
+        for name, length in limits.items():
+            value = row.get(name)
+            if isinstance(value, str) and len(value) > length:
                 raise ValueError(
                     f"{name} is {len(value)} characters, longer than the {length} of "
                     f"{table.name}.{name}"
@@ -291,6 +334,9 @@ class SqlStore(Store):
                 outcome.failed[record.id] = str(exc)
         if not rows:
             return
+        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
+            self._copy_upsert(conn, kind, table, rows, on_conflict, outcome)
+            return
         existing: dict[str, Any] = {}
         ids = list(rows)
         for start in range(0, len(ids), IN_CHUNK_ROWS):
@@ -324,6 +370,109 @@ class SqlStore(Store):
         outcome.written.extend(
             row["task_id" if kind is Kind.TASK else "taskset_id"] for row in inserts + updates
         )
+
+    def _copy_upsert(
+        self,
+        conn: sa.Connection,
+        kind: Kind,
+        table: sa.Table,
+        rows: dict[str, dict[str, Any]],
+        on_conflict: OnConflict,
+        outcome: WriteResult,
+    ) -> None:
+        """PostgreSQL: COPY the batch into a temporary table, then one upsert from it."""
+        preparer = self.engine.dialect.identifier_preparer
+        key = "task_id" if kind is Kind.TASK else "taskset_id"
+        columns = list(next(iter(rows.values())))
+        quoted = ", ".join(preparer.quote(c) for c in columns)
+        target = preparer.format_table(table)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        id_default = table.c.id.default
+        sequence = (
+            preparer.format_sequence(id_default) if isinstance(id_default, sa.Sequence) else None
+        )
+        if on_conflict is OnConflict.SKIP and self._copy_direct(
+            conn, driver, target, sequence, columns, quoted, rows, outcome
+        ):
+            return
+        temp = preparer.quote(f"_resultkit_copy_{kind.value}")
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {temp} ON COMMIT DROP AS "
+            f"SELECT {quoted} FROM {target} WITH NO DATA"
+        )
+        with driver.cursor() as cursor, cursor.copy(f"COPY {temp} ({quoted}) FROM STDIN") as copy:
+            for row in rows.values():
+                copy.write_row([row[c] for c in columns])
+        id_column, id_value = "", ""
+        if sequence is not None:
+            id_column = "id, "
+            id_value = f"nextval('{sequence}'), "
+        statement = (
+            f"INSERT INTO {target} ({id_column}{quoted}) SELECT {id_value}{quoted} FROM {temp} "
+            f"ON CONFLICT ({preparer.quote(key)}) "
+        )
+        if on_conflict is OnConflict.SKIP:
+            statement += "DO NOTHING"
+        else:
+            assignments = ", ".join(
+                f"{preparer.quote(c)} = EXCLUDED.{preparer.quote(c)}" for c in columns if c != key
+            )
+            statement += f"DO UPDATE SET {assignments}"
+            if on_conflict is OnConflict.NEWER:
+                statement += (
+                    f" WHERE EXCLUDED.date_done IS NOT NULL AND ({target}.date_done IS NULL "
+                    f"OR EXCLUDED.date_done > {target}.date_done)"
+                )
+        written = {
+            r[0] for r in conn.exec_driver_sql(statement + f" RETURNING {preparer.quote(key)}")
+        }
+        for result_id in rows:
+            (outcome.written if result_id in written else outcome.skipped).append(result_id)
+
+    @staticmethod
+    def _copy_direct(
+        conn: sa.Connection,
+        driver: Any,
+        target: str,
+        sequence: str | None,
+        columns: list[str],
+        quoted: str,
+        rows: dict[str, dict[str, Any]],
+        outcome: WriteResult,
+    ) -> bool:
+        """COPY straight into the table when none of the batch is there yet.
+
+        The common case of a migration into a new table, at COPY speed.  Any
+        conflict (an id already stored, or stored meanwhile by a worker) rolls
+        back to the savepoint and returns False, and the caller upserts.
+        """
+        import psycopg
+
+        savepoint = conn.begin_nested()
+        try:
+            ids: list[Any] = []
+            if sequence is not None:
+                ids = [
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        f"SELECT nextval('{sequence}') FROM generate_series(1, {len(rows)})"
+                    )
+                ]
+            names = f"id, {quoted}" if ids else quoted
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy,
+            ):
+                for position, row in enumerate(rows.values()):
+                    values = [row[c] for c in columns]
+                    copy.write_row([ids[position], *values] if ids else values)
+        except psycopg.errors.UniqueViolation:
+            savepoint.rollback()
+            return False
+        savepoint.commit()
+        outcome.written.extend(rows)
+        return True
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         table = self.table(kind)
