@@ -276,6 +276,58 @@ def stats_command(url: str | None, app: str | None, as_json: bool) -> None:
         render_stats(report, _console())
 
 
+@click.command("cleanup")
+@target_options
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Delete every result older than this (30s, 15m, 12h, 7d), ignoring policies.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A retention policy file (TOML or JSON); default: the app's resultkit_retention.",
+)
+@click.option(
+    "--archive",
+    metavar="PATH",
+    help="Write every result to this gzip'd JSON-lines archive before deleting it.",
+)
+@click.option(
+    "--fix-missing-ttl",
+    is_flag=True,
+    help="Redis: give keys without a TTL the lifetime the policy gives them.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Results per delete (each its own short transaction).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would go, by state and task; delete nothing."
+)
+@json_option
+@handle_errors
+def cleanup_command(url: str | None, app: str | None, as_json: bool, **options: Any) -> None:
+    """Delete results past their lifetime, without beat; safe from cron.
+
+    Lifetimes come from --older-than, else --policy, else the app's
+    resultkit_retention, else result_expires.  Results stored while the
+    cleanup runs are never deleted by it.
+    """
+    from .commands import cleanup
+    from .render import render_cleanup
+
+    report = cleanup(url, app=_app_from_context(app), **options)
+    if as_json:
+        click.echo(dumps_json(report.as_dict()))
+    else:
+        render_cleanup(report, _console())
+
+
 @contextlib.contextmanager
 def _progress_bar(label: str) -> Iterator[Callable[[Any], None] | None]:
     """A progress bar with rate and ETA on a terminal; nothing otherwise."""
@@ -288,7 +340,12 @@ def _progress_bar(label: str) -> Iterator[Callable[[Any], None] | None]:
         yield update
 
 
-COMMANDS: tuple[click.Command, ...] = (doctor_command, migrate_command, stats_command)
+COMMANDS: tuple[click.Command, ...] = (
+    doctor_command,
+    migrate_command,
+    stats_command,
+    cleanup_command,
+)
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.
 

@@ -23,6 +23,10 @@ def parse_duration(value: str | float | timedelta) -> float:
     if isinstance(value, bool):
         raise ConfigurationError(f"{value!r} is not a duration: write seconds or 30s/15m/12h/7d")
     if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigurationError(
+                f"{value!r} is not a duration: write seconds or 30s/15m/12h/7d"
+            )
         if value < 0:
             raise ConfigurationError(f"a duration cannot be negative: {value!r}")
         return float(value)

@@ -23,11 +23,18 @@ from rich.text import Text
 from .report import Status
 
 if TYPE_CHECKING:
+    from .commands.cleanup import CleanupReport
     from .commands.doctor import DoctorReport
     from .commands.migrate import MigrationReport
     from .commands.stats import StatsReport
 
-__all__ = ["progress_bar", "render_doctor", "render_migration", "render_stats"]
+__all__ = [
+    "progress_bar",
+    "render_cleanup",
+    "render_doctor",
+    "render_migration",
+    "render_stats",
+]
 
 _STYLE = {
     Status.PASS: ("✔ pass", "green"),
@@ -146,3 +153,31 @@ def progress_bar(console: Console, label: str) -> Iterator[Callable[[Any], None]
             bar.update(tasks[event.kind], completed=event.done, total=event.total)
 
         yield update
+
+
+def render_cleanup(report: CleanupReport, console: Console) -> None:
+    """Print what a cleanup deleted (or would), by state and by task."""
+    title = "resultkit cleanup (dry run)" if report.dry_run else "resultkit cleanup"
+    console.print(Text.assemble((title, "bold"), "  ", report.backend))
+    console.print("policy: " + "; ".join(report.policy), style="dim")
+    if report.dry_run:
+        line = f"would delete {report.would_delete:,}, keep {report.kept:,}"
+    else:
+        line = f"deleted {report.deleted:,}, kept {report.kept:,}"
+        if report.archive:
+            line += f", archived {report.archived:,} to {report.archive}"
+    if report.ttl_fixed:
+        line += f", {'would give' if report.dry_run else 'gave'} {report.ttl_fixed:,} keys a TTL"
+    if report.unreadable:
+        line += f" ({report.unreadable:,} unreadable results kept)"
+    console.print(line + f" in {report.seconds:.1f} s")
+    if report.by_state:
+        table = Table("state", "results", box=None)
+        for state, count in report.by_state.items():
+            table.add_row(state, f"{count:,}")
+        console.print(table)
+    if report.by_task:
+        table = Table("task", "results", box=None)
+        for task, count in list(report.by_task.items())[:20]:
+            table.add_row(task, f"{count:,}")
+        console.print(table)

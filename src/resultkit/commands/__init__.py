@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
 from .stats import StatsReport, stats
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CLEANUP_BATCH_ROWS",
     "DEFAULT_TIMEOUT_S",
+    "CleanupReport",
     "DoctorReport",
     "MigrationReport",
     "Progress",
     "StatsReport",
+    "cleanup",
     "doctor",
     "migrate",
     "stats",

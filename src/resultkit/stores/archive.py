@@ -207,5 +207,8 @@ class ArchiveStore(Store):
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         raise ConfigurationError("archives are append-only: nothing can be deleted from them")
 
+    def purge(self, kind: Kind, plan: Any, before_delete: Any = None) -> Any:
+        raise ConfigurationError("archives are append-only: clean up the backend, not its archive")
+
     def count(self, kind: Kind) -> int:
         return len({r.id for page in self.pages(kind, 5000) for r in page.records})

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..codec import PickleRefused, decode_payload, encode_payload
 from ..errors import SerializationError
+from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
 from ..urls import mask_url
 
@@ -142,6 +143,65 @@ class Store(ABC):
         for page in self.pages(kind, 1000):
             total += len(page.records)
         return total
+
+    def purge(
+        self, kind: Kind, plan: PurgePlan, before_delete: BeforeDelete | None = None
+    ) -> PurgeOutcome:
+        """Delete the results of *kind* the plan says are expired (see :mod:`resultkit.purge`).
+
+        Records that cannot be read are kept: nothing is deleted that was not judged.
+        """
+        out = PurgeOutcome()
+        for page in self.pages(kind, plan.batch_size):
+            expired: list[Record] = []
+            fixes: list[tuple[Record, float]] = []
+            for record in page.records:
+                if record.meta is None:
+                    out.unreadable += 1
+                    out.kept += 1
+                elif plan.expired(record):
+                    expired.append(record)
+                    out.count(record)
+                else:
+                    out.kept += 1
+                    at = self._missing_ttl(record, plan)
+                    if at is not None:
+                        fixes.append((record, at))
+            if plan.dry_run:
+                out.ttl_fixed += len(fixes)
+                continue
+            if fixes:
+                out.ttl_fixed += self.set_expiry(kind, fixes)
+            if expired:
+                allowed = before_delete(expired) if before_delete else {r.id for r in expired}
+                if before_delete:
+                    out.archived += len(allowed)
+                chosen = [r for r in expired if r.id in allowed]
+                out.kept += len(expired) - len(chosen)
+                started = time.monotonic()
+                out.deleted += self.delete_unchanged(kind, chosen)
+                out.timed(started)
+        return out
+
+    def _missing_ttl(self, record: Record, plan: PurgePlan) -> float | None:
+        """When a key without a TTL should expire, if it should be given one."""
+        if not (plan.fix_missing_ttl and self.native_ttl and record.expires_known):
+            return None
+        if record.expires_at is not None:
+            return None
+        lifetime = plan.lifetime(record)
+        if lifetime is None:
+            return None
+        done = record.date_done
+        return (done.timestamp() if done else plan.now) + lifetime
+
+    def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
+        """Delete *records*, unless they changed since they were read (where the store can tell)."""
+        return self.delete_many(kind, [r.id for r in records])
+
+    def set_expiry(self, kind: Kind, items: Sequence[tuple[Record, float]]) -> int:
+        """Give records without a lifetime one (stores with native TTL)."""
+        return 0
 
     def state_counts(self) -> dict[str | None, int]:
         """Task results by state (None: records whose payload cannot be read), exact."""

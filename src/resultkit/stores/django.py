@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from ..codec import PickleRefused, content_type_of, serializer_of
 from ..errors import SerializationError
+from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
 
@@ -301,6 +302,34 @@ class DjangoStore(Store):
         with self.engine.connect() as conn:
             table = self.tables[kind]
             return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def purge(
+        self, kind: Kind, plan: PurgePlan, before_delete: BeforeDelete | None = None
+    ) -> PurgeOutcome:
+        if not self.present():
+            return PurgeOutcome()
+        table = self.tables[kind]
+        if kind is Kind.GROUP:
+            status = name = None
+            lifetime = plan.policy.lifetime(None, "SUCCESS")
+            predicate = (
+                sa.false()
+                if lifetime is None
+                else table.c.date_done < plan.aware().cutoff(lifetime)
+            )
+        else:
+            status, name = table.c.status, table.c.task_name
+            predicate = sql_expired(plan.aware(), table.c.date_done, status, name)
+        return sql_purge(
+            self.engine,
+            table,
+            predicate,
+            plan,
+            status=status,
+            name=name,
+            to_record=lambda row: self._record(kind, row),
+            before_delete=before_delete,
+        )
 
     def state_counts(self) -> dict[str | None, int]:
         if not self.present():

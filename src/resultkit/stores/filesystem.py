@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,9 +61,14 @@ class FilesystemStore(Store):
             try:
                 with open(self.path(kind, result_id), "rb") as handle:
                     payload = handle.read()
+                    modified = os.fstat(handle.fileno()).st_mtime
             except FileNotFoundError:
                 continue
-            out[result_id] = self.record_from_payload(kind, result_id, payload)
+            record = self.record_from_payload(kind, result_id, payload)
+            if kind is Kind.GROUP and record.meta is not None and not record.meta.get("date_done"):
+                # Celery stores no date in a group; its own cleanup goes by the file's age.
+                record.meta["date_done"] = datetime.fromtimestamp(modified, timezone.utc)
+            out[result_id] = record
         return out
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:

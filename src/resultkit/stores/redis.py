@@ -28,6 +28,21 @@ _PTTL_SCRIPT = (
 )
 
 
+#: Deletes each key whose value is still the one given (ARGV[i] for KEYS[i]).
+_DELETE_UNCHANGED_SCRIPT = (
+    "local n = 0 for i, key in ipairs(KEYS) do "
+    "if redis.call('GET', key) == ARGV[i] then n = n + redis.call('DEL', key) end end "
+    "return n"
+)
+
+#: Sets PEXPIREAT ARGV[i] on each key that still has no TTL.
+_EXPIRE_MISSING_SCRIPT = (
+    "local n = 0 for i, key in ipairs(KEYS) do "
+    "if redis.call('PTTL', key) == -1 then n = n + redis.call('PEXPIREAT', key, ARGV[i]) end end "
+    "return n"
+)
+
+
 class RedisStore(Store):
     layout = "redis"
     native_ttl = True
@@ -168,6 +183,23 @@ class RedisStore(Store):
             existing = self.record_from_payload(record.kind, record.id, value)
             out[(record.kind, record.id)] = existing.date_done
         return out
+
+    def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
+        """Delete each key only if it still holds the value read (a worker may rewrite it)."""
+        with_raw = [r for r in records if r.raw is not None]
+        if not with_raw:
+            return 0
+        keys = [self.key(kind, r.id) for r in with_raw]
+        return int(
+            self.client.eval(_DELETE_UNCHANGED_SCRIPT, len(keys), *keys, *[r.raw for r in with_raw])
+        )
+
+    def set_expiry(self, kind: Kind, items: Sequence[tuple[Record, float]]) -> int:
+        if not items:
+            return 0
+        keys = [self.key(kind, r.id) for r, _ in items]
+        stamps = [int(at * 1000) for _, at in items]
+        return int(self.client.eval(_EXPIRE_MISSING_SCRIPT, len(keys), *keys, *stamps))
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         if not ids:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
+from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
 
@@ -492,6 +493,33 @@ class SqlStore(Store):
             return 0
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def purge(
+        self, kind: Kind, plan: PurgePlan, before_delete: BeforeDelete | None = None
+    ) -> PurgeOutcome:
+        table = self.table(kind)
+        if table is None:
+            return PurgeOutcome()
+        if kind is Kind.GROUP:
+            status = name = None
+            lifetime = plan.policy.lifetime(None, "SUCCESS")
+            predicate = (
+                sa.false() if lifetime is None else table.c.date_done < plan.cutoff(lifetime)
+            )
+        else:
+            status = table.c.status
+            name = table.c.name if "name" in table.c else None
+            predicate = sql_expired(plan, table.c.date_done, status, name)
+        return sql_purge(
+            self.engine,
+            table,
+            predicate,
+            plan,
+            status=status,
+            name=name,
+            to_record=lambda row: self._record(kind, row),
+            before_delete=before_delete,
+        )
 
     def state_counts(self) -> dict[str | None, int]:
         table = self.table(Kind.TASK)

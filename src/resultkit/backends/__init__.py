@@ -1,0 +1,10 @@
+"""Celery result backends shipped by resultkit, selected by plain Celery configuration.
+
+``result_backend = "resultkit-redis+redis://..."`` picks
+:class:`~resultkit.backends.redis.ResultkitRedisBackend` through the
+``celery.result_backends`` entry point group.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

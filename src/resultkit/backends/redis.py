@@ -1,0 +1,80 @@
+"""``resultkit-redis``: Celery's Redis backend, with per-task retention policies.
+
+Selected with ``result_backend = "resultkit-redis+redis://host:6379/0"``
+(``rediss://`` and ``sentinel://`` likewise).  It is Celery's
+:class:`~celery.backends.redis.RedisBackend` in every respect but one: each
+result key gets the TTL that ``resultkit_retention`` gives its task name and
+state, instead of one ``result_expires`` for everything.  Group and chord keys
+get the policy's default lifetime.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+from celery.backends.redis import RedisBackend, SentinelBackend
+
+from ..retention import RetentionPolicy
+
+__all__ = ["ResultkitRedisBackend", "ResultkitSentinelBackend"]
+
+#: The name of the task whose result is being stored, for the duration of the store.
+_TASK_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "resultkit_task_name", default=None
+)
+
+
+def _redis_ttl(lifetime: float | None) -> int:
+    """Seconds for SETEX; 0 means no TTL (Celery's RedisBackend stores without one)."""
+    if lifetime is None:
+        return 0
+    return max(1, round(lifetime))
+
+
+class _RetentionMixin:
+    retention: RetentionPolicy
+
+    def _init_retention(self) -> None:
+        self.retention = RetentionPolicy.from_app(self.app)  # type: ignore[attr-defined]
+        default = _redis_ttl(self.retention.default)
+        # Group keys, chord counters and chord results follow the policy's default
+        # (Celery derives chord lifetimes from ``expires`` unless result_chord_expires is set).
+        self.expires = default or None
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        token = _TASK_NAME.set(getattr(request, "task", None))
+        try:
+            return super()._store_result(  # type: ignore[misc]
+                task_id, result, state, traceback=traceback, request=request, **kwargs
+            )
+        finally:
+            _TASK_NAME.reset(token)
+
+    def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
+        lifetime = self.retention.lifetime(_TASK_NAME.get(), state)
+        return self.set(key, value, expires=_redis_ttl(lifetime))  # type: ignore[attr-defined]
+
+
+class ResultkitRedisBackend(_RetentionMixin, RedisBackend):  # type: ignore[misc]
+    """Celery's RedisBackend with per-task, per-state result lifetimes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_retention()
+
+
+class ResultkitSentinelBackend(_RetentionMixin, SentinelBackend):  # type: ignore[misc]
+    """Celery's SentinelBackend with per-task, per-state result lifetimes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_retention()

@@ -1,0 +1,155 @@
+"""``resultkit cleanup``: delete results past their lifetime, archiving them first if asked."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..apps import resolve_target
+from ..durations import parse_duration
+from ..errors import UsageError
+from ..purge import PurgePlan
+from ..records import Kind, Record
+from ..retention import RetentionPolicy, describe
+from ..stores import OnConflict, Store, open_store
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["DEFAULT_CLEANUP_BATCH_ROWS", "CleanupReport", "cleanup"]
+
+#: Rows per delete transaction: small enough to stay well under a second.
+DEFAULT_CLEANUP_BATCH_ROWS = 5000
+
+
+@dataclass
+class CleanupReport:
+    """What a cleanup deleted (or, with ``dry_run``, would delete) and kept."""
+
+    backend: str
+    dry_run: bool = False
+    deleted: int = 0
+    would_delete: int = 0
+    archived: int = 0
+    ttl_fixed: int = 0
+    kept: int = 0
+    unreadable: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+    by_task: dict[str, int] = field(default_factory=dict)
+    policy: list[str] = field(default_factory=list)
+    archive: str | None = None
+    seconds: float = 0.0
+    longest_transaction_s: float = 0.0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "dry_run": self.dry_run,
+            "deleted": self.deleted,
+            "would_delete": self.would_delete,
+            "archived": self.archived,
+            "ttl_fixed": self.ttl_fixed,
+            "kept": self.kept,
+            "unreadable": self.unreadable,
+            "by_state": self.by_state,
+            "by_task": self.by_task,
+            "policy": self.policy,
+            "archive": self.archive,
+            "seconds": round(self.seconds, 3),
+            "longest_transaction_s": round(self.longest_transaction_s, 4),
+            "batches": self.batches,
+        }
+
+
+def cleanup(
+    url: str | None = None,
+    *,
+    app: Celery | str | None = None,
+    older_than: str | float | None = None,
+    policy: str | Path | RetentionPolicy | None = None,
+    archive: str | Path | None = None,
+    fix_missing_ttl: bool = False,
+    batch_size: int = DEFAULT_CLEANUP_BATCH_ROWS,
+    dry_run: bool = False,
+) -> CleanupReport:
+    """Delete the task and group results past their lifetime.
+
+    The lifetime comes from *older_than* (every result), else the *policy*
+    (a file or a :class:`RetentionPolicy`), else the app's
+    ``resultkit_retention``, else ``result_expires`` / ``result_failure_expires``.
+    A result stored after the cleanup started is never deleted by it.  With
+    *archive*, every result is written to that gzip'd JSON-lines archive before
+    it is deleted, and one that cannot be archived is kept.  With
+    *fix_missing_ttl* (Redis), kept keys that have no TTL get the one the
+    policy gives them.
+    """
+    started = time.monotonic()
+    if older_than is not None and policy is not None:
+        raise UsageError("give either --older-than or --policy, not both")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    target = resolve_target(url, app)
+    retention = _policy(target.app, older_than, policy)
+    store = open_store(target.url, target.app)
+    plan = PurgePlan(retention, time.time(), batch_size, dry_run, fix_missing_ttl)
+    report = CleanupReport(target.masked_url, dry_run, policy=list(describe(retention)))
+    archive_store = None
+    if archive is not None and not dry_run:
+        archive_url = (
+            str(archive) if "://" in str(archive) else f"jsonl://{Path(archive).resolve()}"
+        )
+        archive_store = open_store(archive_url, target.app)
+        report.archive = archive_url
+    by_state: Counter[str] = Counter()
+    by_task: Counter[str] = Counter()
+    try:
+        for kind in (Kind.TASK, Kind.GROUP):
+            before = _archiver(archive_store) if archive_store is not None else None
+            outcome = store.purge(kind, plan, before)
+            report.deleted += outcome.deleted
+            report.archived += outcome.archived
+            report.ttl_fixed += outcome.ttl_fixed
+            report.kept += outcome.kept
+            report.unreadable += outcome.unreadable
+            report.batches += outcome.batches
+            report.longest_transaction_s = max(
+                report.longest_transaction_s, outcome.longest_transaction_s
+            )
+            by_state.update(outcome.by_state)
+            by_task.update(outcome.by_task)
+    finally:
+        store.close()
+        if archive_store is not None:
+            archive_store.close()
+    report.by_state = dict(sorted(by_state.items()))
+    report.by_task = dict(by_task.most_common())
+    if dry_run:
+        report.would_delete = sum(by_state.values())
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _policy(
+    app: Celery, older_than: str | float | None, policy: str | Path | RetentionPolicy | None
+) -> RetentionPolicy:
+    if older_than is not None:
+        return RetentionPolicy.uniform(parse_duration(older_than))
+    if isinstance(policy, RetentionPolicy):
+        return policy
+    if policy is not None:
+        return RetentionPolicy.from_file(policy, **RetentionPolicy.celery_fallbacks(app))
+    return RetentionPolicy.from_app(app)
+
+
+def _archiver(archive: Store) -> Any:
+    """Write a batch to the archive; return the ids now safely in it."""
+
+    def before_delete(records: list[Record]) -> set[str]:
+        outcome = archive.write_many(records, OnConflict.SKIP)
+        return set(outcome.written) | set(outcome.skipped)
+
+    return before_delete
