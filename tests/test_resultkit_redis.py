@@ -4,6 +4,7 @@ proven with a real worker."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from celery import chord, group
 
 from tests.conftest import RedisDB
