@@ -27,7 +27,7 @@ def install_cleanup(app: Celery, *, every: float = 3600.0, **options: Any) -> An
     ``batch_size``, ``fix_missing_ttl``, ``policy``, ``older_than``).  Returns the task.
     """
 
-    @app.task(name=CLEANUP_TASK_NAME, ignore_result=True, shared=False)  # type: ignore[misc]
+    @app.task(name=CLEANUP_TASK_NAME, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def cleanup_results() -> dict[str, Any]:
         from .commands import cleanup
 
