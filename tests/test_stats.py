@@ -38,3 +38,36 @@ def test_stats_refuses_rpc(cli: Any) -> None:
     result = cli("stats", "rpc://")
     assert result.code == 2
     assert "keeps no stored results" in result.stderr
+
+
+def test_stats_details_match_the_data(cli: Any, request: Any, tmp_path: Any) -> None:
+    import json
+    from datetime import timedelta
+
+    from tests.conftest import store_url_for
+    from tests.samples import NOW
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"rules": [{"state": "FAILURE", "expires": "30d"}], "default": "1d"})
+    )
+    for kind in ("redis", "postgres", "mysql", "sqlite"):
+        url = store_url_for(kind, request, tmp_path / kind)
+        records = [
+            task("young", name="a.x", done=NOW - timedelta(minutes=5)),
+            task("day", name="a.x", done=NOW - timedelta(hours=5)),
+            task("week", name="b.y", done=NOW - timedelta(days=3)),
+            task("big", name="b.y", result="z" * 50_000, done=NOW - timedelta(days=10)),
+            failure("old-fail", name="c.z", done=NOW - timedelta(days=40)),
+        ]
+        for record in records:
+            record.expires_known, record.expires_at = True, None  # Redis keys without TTL
+        records[0].expires_at = NOW.timestamp() + 3600
+        open_store(url).write_many(records, OnConflict.SKIP)
+        document = cli("stats", url, "--policy", str(policy), "--json").json
+        assert document["by_task"] == {"a.x": 2, "b.y": 2, "c.z": 1}, kind
+        assert document["age"] == {"<1h": 1, "1h-1d": 1, "1d-7d": 1, "7d-30d": 1, ">30d": 1}, kind
+        assert document["largest"][0]["id"] == "big", kind
+        assert document["sizes"]["max"] >= 50_000, kind
+        assert document["past_lifetime"] == 3, kind  # week, big (1d) and old-fail (30d)
+        assert document["no_ttl"] == (4 if kind == "redis" else None), kind

@@ -262,14 +262,20 @@ def migrate_command(
 
 @click.command("stats")
 @target_options
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Retention policy for 'past lifetime' (default: the app's resultkit_retention).",
+)
 @json_option
 @handle_errors
-def stats_command(url: str | None, app: str | None, as_json: bool) -> None:
-    """Count the stored results: total, by state, groups."""
+def stats_command(url: str | None, app: str | None, as_json: bool, policy: str | None) -> None:
+    """What is stored: totals by state and task, ages, sizes, keys without TTL."""
     from .commands import stats
     from .render import render_stats
 
-    report = stats(url, app=_app_from_context(app))
+    report = stats(url, app=_app_from_context(app), policy=policy)
     if as_json:
         click.echo(dumps_json(report.as_dict()))
     else:

@@ -189,36 +189,73 @@ def sql_purge(
             total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
         out.kept = total - sum(out.by_state.values())
         return out
-    cursor = None
-    while True:
-        started = time.monotonic()
-        with engine.begin() as conn:
-            if before_delete is None:
-                ids = list(
-                    conn.scalars(sa.select(table.c.id).where(predicate).limit(plan.batch_size))
+    if before_delete is None:
+        after = None
+        while True:
+            started = time.monotonic()
+            with engine.begin() as conn:
+                found, deleted, after = _delete_batch(
+                    conn, table, predicate, plan.batch_size, after
                 )
-            else:
+            out.timed(started)
+            out.deleted += deleted
+            if found == 0:
+                break
+    else:
+        cursor = None
+        while True:
+            started = time.monotonic()
+            with engine.begin() as conn:
                 query = (
                     sa.select(table).where(predicate).order_by(table.c.id).limit(plan.batch_size)
                 )
                 if cursor is not None:
                     query = query.where(table.c.id > cursor)
                 rows = conn.execute(query).all()
-                if rows:
-                    cursor = rows[-1]._mapping["id"]
-                records = {row._mapping["id"]: to_record(row) for row in rows}
-                allowed = before_delete(list(records.values())) if records else set()
-                ids = [pk for pk, record in records.items() if record.id in allowed]
-                out.archived += len(allowed)
                 if not rows:
                     break
-            if ids:
-                out.deleted += conn.execute(
-                    sa.delete(table).where(table.c.id.in_(ids)).where(predicate)
-                ).rowcount
-        out.timed(started)
-        if before_delete is None and not ids:
-            break
+                cursor = rows[-1]._mapping["id"]
+                records = {row._mapping["id"]: to_record(row) for row in rows}
+                allowed = before_delete(list(records.values()))
+                out.archived += len(allowed)
+                ids = [pk for pk, record in records.items() if record.id in allowed]
+                if ids:
+                    out.deleted += conn.execute(
+                        sa.delete(table).where(table.c.id.in_(ids)).where(predicate)
+                    ).rowcount
+            out.timed(started)
     with engine.connect() as conn:
         out.kept = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
     return out
+
+
+def _delete_batch(
+    conn: Any, table: Any, predicate: Any, limit: int, after: Any
+) -> tuple[int, int, Any]:
+    """Delete up to *limit* matching rows with ids above *after*.
+
+    Returns how many rows were chosen, how many were deleted, and the last id.
+
+    Walking the primary key forwards never revisits the index entries of rows
+    already deleted (which stay until VACUUM), so every batch costs the same.
+    """
+    import sqlalchemy as sa
+
+    condition = predicate if after is None else sa.and_(predicate, table.c.id > after)
+    chosen = sa.select(table.c.id).where(condition).order_by(table.c.id).limit(limit)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        # MySQL refuses a subquery on the table it deletes from: fetch the ids first.
+        ids = list(conn.scalars(chosen))
+        if not ids:
+            return 0, 0, after
+        deleted = conn.execute(sa.delete(table).where(table.c.id.in_(ids)).where(predicate))
+        return len(ids), int(deleted.rowcount), ids[-1]
+    if conn.dialect.name == "postgresql":
+        # "= ANY(ARRAY(...))" makes PostgreSQL look the ids up in the primary key;
+        # "IN (subquery)" plans a hash join over a scan of the whole table.
+        match = table.c.id == sa.any_(sa.func.array(chosen.scalar_subquery()))
+    else:
+        match = table.c.id.in_(chosen.scalar_subquery())
+    statement = sa.delete(table).where(match).returning(table.c.id)
+    ids = list(conn.scalars(statement))
+    return len(ids), len(ids), max(ids) if ids else after

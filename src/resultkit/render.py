@@ -114,16 +114,36 @@ def render_migration(report: MigrationReport, console: Console) -> None:
 
 
 def render_stats(report: StatsReport, console: Console) -> None:
-    """Print the counts of stored results."""
+    """Print what is stored: states, tasks, ages, sizes."""
+    details = report.details
     console.print(Text.assemble(("resultkit stats", "bold"), "  ", report.backend))
-    table = Table("state", "results", box=None)
+    states = Table("state", "results", box=None, title=None)
     for state, count in report.by_state.items():
-        table.add_row(state, f"{count:,}")
+        states.add_row(state, f"{count:,}")
     if report.unreadable:
-        table.add_row("(unreadable)", f"{report.unreadable:,}")
-    table.add_row(Text("total", style="bold"), Text(f"{report.total:,}", style="bold"))
-    console.print(table)
-    console.print(f"{report.groups:,} group results")
+        states.add_row("(unreadable)", f"{report.unreadable:,}")
+    states.add_row(Text("total", style="bold"), Text(f"{report.total:,}", style="bold"))
+    console.print(states)
+    if details.get("by_task"):
+        tasks = Table("task", "results", box=None)
+        for task, count in list(details["by_task"].items())[:15]:
+            tasks.add_row(task, f"{count:,}")
+        console.print(tasks)
+    ages = details.get("age", {})
+    if ages:
+        console.print("age: " + ", ".join(f"{label} {count:,}" for label, count in ages.items()))
+    sizes = details.get("sizes", {})
+    if sizes:
+        console.print(
+            f"size: p50 {sizes['p50']:,} B, p95 {sizes['p95']:,} B, p99 {sizes['p99']:,} B, "
+            f"max {sizes['max']:,} B; {details.get('bytes', 0):,} bytes in all"
+        )
+    for item in details.get("largest", [])[:3]:
+        console.print(f"  largest: {item['id']} ({item['task'] or 'no name'}) {item['bytes']:,} B")
+    if details.get("no_ttl") is not None:
+        console.print(f"keys without TTL: {details['no_ttl']:,}")
+    console.print(f"past their lifetime, still stored: {details.get('past_lifetime', 0):,}")
+    console.print(f"{report.groups:,} group results; {report.seconds:.1f} s")
 
 
 class RateColumn(ProgressColumn):

@@ -1,12 +1,16 @@
-"""``resultkit stats``: what is stored, counted exactly."""
+"""``resultkit stats``: what is stored, by state, task, age and size."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import resolve_target
+from ..purge import PurgePlan
 from ..records import Kind
+from ..retention import RetentionPolicy
 from ..stores import open_store
 
 if TYPE_CHECKING:
@@ -17,13 +21,15 @@ __all__ = ["StatsReport", "stats"]
 
 @dataclass
 class StatsReport:
-    """Counts of stored results: ``total`` task results, ``by_state``, ``groups``."""
+    """``total`` and ``by_state`` are exact; ``details`` holds the rest (see docs/stats)."""
 
     backend: str
     total: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
     groups: int = 0
     unreadable: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -32,20 +38,42 @@ class StatsReport:
             "by_state": self.by_state,
             "groups": self.groups,
             "unreadable": self.unreadable,
+            **self.details,
+            "seconds": round(self.seconds, 3),
         }
 
 
-def stats(url: str | None = None, *, app: Celery | str | None = None) -> StatsReport:
-    """Count the results stored at *url* (or *app*'s backend, or the embedded default)."""
+def stats(
+    url: str | None = None,
+    *,
+    app: Celery | str | None = None,
+    policy: str | Path | RetentionPolicy | None = None,
+) -> StatsReport:
+    """Describe the results stored at *url* (or *app*'s backend, or the embedded default).
+
+    ``past_lifetime`` counts results the retention *policy* (default: the app's
+    ``resultkit_retention``, else ``result_expires``) says should be gone.
+    """
+    started = time.monotonic()
     target = resolve_target(url, app)
+    if isinstance(policy, RetentionPolicy):
+        retention = policy
+    elif policy is not None:
+        retention = RetentionPolicy.from_file(
+            policy, **RetentionPolicy.celery_fallbacks(target.app)
+        )
+    else:
+        retention = RetentionPolicy.from_app(target.app)
     store = open_store(target.url, target.app)
     report = StatsReport(target.masked_url)
     try:
-        counts = store.state_counts()
+        summary = store.summarize(PurgePlan(retention, time.time()))
         report.groups = store.count(Kind.GROUP)
     finally:
         store.close()
-    report.unreadable = counts.pop(None, 0)
-    report.by_state = {state: n for state, n in sorted(counts.items()) if state is not None}
+    report.unreadable = summary.unreadable
+    report.by_state = dict(sorted(summary.by_state.items()))
     report.total = sum(report.by_state.values()) + report.unreadable
+    report.details = summary.as_dict()
+    report.seconds = time.monotonic() - started
     return report

@@ -23,6 +23,7 @@ from ..codec import PickleRefused, decode_payload, encode_payload
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
+from ..summary import Summary
 from ..urls import mask_url
 
 if TYPE_CHECKING:
@@ -202,6 +203,22 @@ class Store(ABC):
     def set_expiry(self, kind: Kind, items: Sequence[tuple[Record, float]]) -> int:
         """Give records without a lifetime one (stores with native TTL)."""
         return 0
+
+    def summarize(self, plan: PurgePlan) -> Summary:
+        """Counts, ages and sizes of every task result (exact: reads them all)."""
+        summary = Summary(no_ttl=0 if self.native_ttl else None)
+        for page in self.pages(Kind.TASK, 5000):
+            for record in page.records:
+                summary.add(
+                    result_id=record.id,
+                    status=record.status,
+                    name=record.name,
+                    done=record.date_done,
+                    size=len(record.raw) if record.raw is not None else len(repr(record.meta)),
+                    plan=plan,
+                    no_ttl=self.native_ttl and record.expires_known and record.expires_at is None,
+                )
+        return summary
 
     def state_counts(self) -> dict[str | None, int]:
         """Task results by state (None: records whose payload cannot be read), exact."""

@@ -22,6 +22,7 @@ from ..codec import PickleRefused, content_type_of, serializer_of
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import Kind, Record, as_datetime
+from ..summary import Summary, sql_summary
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["DjangoStore"]
@@ -329,6 +330,21 @@ class DjangoStore(Store):
             name=name,
             to_record=lambda row: self._record(kind, row),
             before_delete=before_delete,
+        )
+
+    def summarize(self, plan: PurgePlan) -> Summary:
+        if not self.present():
+            return Summary()
+        table = self.tables[Kind.TASK]
+        return sql_summary(
+            self.engine,
+            table,
+            table.c.task_id,
+            table.c.status,
+            table.c.task_name,
+            table.c.result,
+            plan.aware(),
+            sql_expired(plan.aware(), table.c.date_done, table.c.status, table.c.task_name),
         )
 
     def state_counts(self) -> dict[str | None, int]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
+from ..purge import PurgePlan
 from ..records import Kind, Record, as_datetime
+from ..summary import Summary
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["RedisStore"]
@@ -41,6 +43,30 @@ _EXPIRE_MISSING_SCRIPT = (
     "if redis.call('PTTL', key) == -1 then n = n + redis.call('PEXPIREAT', key, ARGV[i]) end end "
     "return n"
 )
+
+
+#: For each key: status, task name, size, PTTL and date_done, read by Redis itself,
+#: so statistics need not carry every payload to the client.  Values that are
+#: not JSON (compressed, msgpack, pickle) come back with status false.
+_SUMMARY_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value then
+    local status, name, done = false, false, false
+    local ok, meta = pcall(cjson.decode, value)
+    if ok and type(meta) == 'table' then
+      if type(meta['status']) == 'string' then status = meta['status'] end
+      if type(meta['name']) == 'string' then name = meta['name'] end
+      if type(meta['date_done']) == 'string' then done = meta['date_done'] end
+    end
+    out[i] = {status, name, string.len(value), redis.call('PTTL', key), done}
+  else
+    out[i] = false
+  end
+end
+return out
+"""
 
 
 class RedisStore(Store):
@@ -183,6 +209,48 @@ class RedisStore(Store):
             existing = self.record_from_payload(record.kind, record.id, value)
             out[(record.kind, record.id)] = existing.date_done
         return out
+
+    def summarize(self, plan: PurgePlan) -> Summary:
+        """Exact counts over every result key, each batch summarised by Redis in one call."""
+        summary = Summary(no_ttl=0)
+        prefix_len = len(self.prefix(Kind.TASK))
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(
+                cursor=cursor, match=self._pattern(Kind.TASK), count=5000
+            )
+            if keys:
+                rows = self.client.eval(_SUMMARY_SCRIPT, len(keys), *keys)
+                undecoded = []
+                for key, row in zip(keys, rows, strict=True):
+                    if not row:
+                        continue  # expired between SCAN and the script
+                    status, name, size, pttl, done = row
+                    result_id = key[prefix_len:].decode()
+                    if not status:
+                        undecoded.append(result_id)
+                        continue
+                    summary.add(
+                        result_id=result_id,
+                        status=status.decode(),
+                        name=name.decode() if name else None,
+                        done=as_datetime(done.decode()) if done else None,
+                        size=int(size),
+                        plan=plan,
+                        no_ttl=int(pttl) == -1,
+                    )
+                for record in self._fetch(Kind.TASK, undecoded).values():
+                    summary.add(
+                        result_id=record.id,
+                        status=record.status,
+                        name=record.name,
+                        done=record.date_done,
+                        size=len(record.raw or b""),
+                        plan=plan,
+                        no_ttl=record.expires_at is None,
+                    )
+            if int(cursor) == 0:
+                return summary
 
     def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
         """Delete each key only if it still holds the value read (a worker may rewrite it)."""

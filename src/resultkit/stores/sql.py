@@ -22,6 +22,7 @@ from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
+from ..summary import Summary, sql_summary
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["SqlStore"]
@@ -519,6 +520,23 @@ class SqlStore(Store):
             name=name,
             to_record=lambda row: self._record(kind, row),
             before_delete=before_delete,
+        )
+
+    def summarize(self, plan: PurgePlan) -> Summary:
+        """Exact figures from aggregates: the database does the counting."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return Summary()
+        name = table.c.name if "name" in table.c else None
+        return sql_summary(
+            self.engine,
+            table,
+            table.c.task_id,
+            table.c.status,
+            name,
+            table.c.result,
+            plan,
+            sql_expired(plan, table.c.date_done, table.c.status, name),
         )
 
     def state_counts(self) -> dict[str | None, int]:

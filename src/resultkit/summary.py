@@ -1,0 +1,153 @@
+"""What ``resultkit stats`` reports, and how a store's records add up to it."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .purge import PurgePlan
+
+__all__ = ["AGE_BUCKETS", "Summary"]
+
+#: Age histogram buckets: (label, upper bound in seconds).
+AGE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("<1h", 3600),
+    ("1h-1d", 86400),
+    ("1d-7d", 7 * 86400),
+    ("7d-30d", 30 * 86400),
+    (">30d", float("inf")),
+)
+#: Largest results listed.
+LARGEST_COUNT = 5
+
+
+def age_bucket(done: datetime | None, now: float) -> str:
+    if done is None:
+        return "no date"
+    age = now - done.timestamp()
+    for label, bound in AGE_BUCKETS:
+        if age < bound:
+            return label
+    return AGE_BUCKETS[-1][0]
+
+
+def percentiles(sizes: list[int]) -> dict[str, int]:
+    if not sizes:
+        return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
+    ordered = sorted(sizes)
+
+    def at(q: float) -> int:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
+
+
+@dataclass
+class Summary:
+    """Counts and sizes of the task results in a store."""
+
+    by_state: Counter[str] = field(default_factory=Counter)
+    by_task: Counter[str] = field(default_factory=Counter)
+    ages: Counter[str] = field(default_factory=Counter)
+    sizes: list[int] = field(default_factory=list)
+    largest: list[tuple[int, str, str | None]] = field(default_factory=list)
+    bytes: int = 0
+    unreadable: int = 0
+    #: Keys with no TTL (stores with native TTL only).
+    no_ttl: int | None = None
+    #: Results the retention policy says should already be gone.
+    past_lifetime: int = 0
+    #: Figures computed from a sample rather than every result.
+    estimated: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        *,
+        result_id: str,
+        status: str | None,
+        name: str | None,
+        done: datetime | None,
+        size: int,
+        plan: PurgePlan,
+        no_ttl: bool = False,
+    ) -> None:
+        """Count one task result."""
+        if status is None:
+            self.unreadable += 1
+        else:
+            self.by_state[status] += 1
+        if name:
+            self.by_task[name] += 1
+        self.ages[age_bucket(done, plan.now)] += 1
+        self.sizes.append(size)
+        self.bytes += size
+        if len(self.largest) < LARGEST_COUNT:
+            heapq.heappush(self.largest, (size, result_id, name))
+        elif size > self.largest[0][0]:
+            heapq.heapreplace(self.largest, (size, result_id, name))
+        if no_ttl:
+            self.no_ttl = (self.no_ttl or 0) + 1
+        if status is not None and done is not None:
+            lifetime = plan.policy.lifetime(name, status)
+            if lifetime is not None and done.timestamp() + lifetime <= plan.now:
+                self.past_lifetime += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by_task": dict(self.by_task.most_common()),
+            "age": {label: self.ages.get(label, 0) for label, _ in AGE_BUCKETS}
+            | ({"no date": self.ages["no date"]} if self.ages.get("no date") else {}),
+            "sizes": percentiles(self.sizes),
+            "largest": [
+                {"id": i, "bytes": size, "task": name}
+                for size, i, name in sorted(self.largest, reverse=True)
+            ],
+            "bytes": self.bytes,
+            "no_ttl": self.no_ttl,
+            "past_lifetime": self.past_lifetime,
+            "estimated": self.estimated,
+        }
+
+
+def sql_summary(
+    engine: Any,
+    table: Any,
+    id_column: Any,
+    status: Any,
+    name: Any,
+    result: Any,
+    plan: PurgePlan,
+    expired: Any,
+) -> Summary:
+    """The figures of a SQL table, from aggregate queries (sizes: every row's length)."""
+    import sqlalchemy as sa
+
+    summary = Summary()
+    date = table.c.date_done
+    ages = [(label, bound) for label, bound in AGE_BUCKETS if bound != float("inf")]
+    bucket = sa.case(
+        (date.is_(None), "no date"),
+        *((date >= plan.cutoff(bound), label) for label, bound in ages),
+        else_=AGE_BUCKETS[-1][0],
+    )
+    size = sa.func.coalesce(sa.func.length(result), 0)
+    with engine.connect() as conn:
+        columns = [status] + ([name] if name is not None else [])
+        for row in conn.execute(sa.select(*columns, sa.func.count()).group_by(*columns)):
+            summary.by_state[row[0] or "?"] += row[-1]
+            if name is not None and row[1]:
+                summary.by_task[row[1]] += row[-1]
+        for label, count in conn.execute(sa.select(bucket, sa.func.count()).group_by(bucket)):
+            summary.ages[label] += count
+        summary.sizes = [int(n) for n in conn.scalars(sa.select(size))]
+        summary.bytes = sum(summary.sizes)
+        largest = sa.select(size, id_column, name if name is not None else sa.null())
+        for n, result_id, task in conn.execute(largest.order_by(size.desc()).limit(LARGEST_COUNT)):
+            summary.largest.append((int(n), result_id, task))
+        summary.past_lifetime = conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(expired)
+        ).scalar_one()
+    return summary
