@@ -24,10 +24,14 @@ AGE_BUCKETS: tuple[tuple[str, float], ...] = (
 LARGEST_COUNT = 5
 
 
-def age_bucket(done: datetime | None, now: float) -> str:
-    if done is None:
+_UNKNOWN = object()
+
+
+def age_bucket_at(stamp: float | None, now: float) -> str:
+    """The age bucket of a result done at epoch *stamp*."""
+    if stamp is None:
         return "no date"
-    age = now - done.timestamp()
+    age = now - stamp
     for label, bound in AGE_BUCKETS:
         if age < bound:
             return label
@@ -62,6 +66,7 @@ class Summary:
     past_lifetime: int = 0
     #: Figures computed from a sample rather than every result.
     estimated: list[str] = field(default_factory=list)
+    _lifetimes: dict[tuple[str | None, str], Any] = field(default_factory=dict, repr=False)
 
     def add(
         self,
@@ -81,7 +86,8 @@ class Summary:
             self.by_state[status] += 1
         if name:
             self.by_task[name] += 1
-        self.ages[age_bucket(done, plan.now)] += 1
+        stamp = done.timestamp() if done is not None else None
+        self.ages[age_bucket_at(stamp, plan.now)] += 1
         self.sizes.append(size)
         self.bytes += size
         if len(self.largest) < LARGEST_COUNT:
@@ -90,9 +96,12 @@ class Summary:
             heapq.heapreplace(self.largest, (size, result_id, name))
         if no_ttl:
             self.no_ttl = (self.no_ttl or 0) + 1
-        if status is not None and done is not None:
-            lifetime = plan.policy.lifetime(name, status)
-            if lifetime is not None and done.timestamp() + lifetime <= plan.now:
+        if status is not None and stamp is not None:
+            key = (name, status)
+            lifetime = self._lifetimes.get(key, _UNKNOWN)
+            if lifetime is _UNKNOWN:
+                lifetime = self._lifetimes[key] = plan.policy.lifetime(name, status)
+            if lifetime is not None and stamp + lifetime <= plan.now:  # type: ignore[operator]
                 self.past_lifetime += 1
 
     def as_dict(self) -> dict[str, Any]:

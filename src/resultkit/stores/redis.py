@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -211,16 +213,28 @@ class RedisStore(Store):
         return out
 
     def summarize(self, plan: PurgePlan) -> Summary:
-        """Exact counts over every result key, each batch summarised by Redis in one call."""
+        """Exact counts over every result key, each batch summarised by Redis in one call.
+
+        The next batch is scanned and summarised by the server while this one
+        is counted here.
+        """
         summary = Summary(no_ttl=0)
         prefix_len = len(self.prefix(Kind.TASK))
-        cursor = 0
-        while True:
+        parse = datetime.fromisoformat
+
+        def fetch(cursor: int) -> tuple[int, list[bytes], list[Any]]:
             cursor, keys = self.client.scan(
                 cursor=cursor, match=self._pattern(Kind.TASK), count=5000
             )
-            if keys:
-                rows = self.client.eval(_SUMMARY_SCRIPT, len(keys), *keys)
+            rows = self.client.eval(_SUMMARY_SCRIPT, len(keys), *keys) if keys else []
+            return int(cursor), keys, rows
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resultkit-stats") as pool:
+            pending = pool.submit(fetch, 0)
+            while True:
+                cursor, keys, rows = pending.result()
+                if cursor:
+                    pending = pool.submit(fetch, cursor)
                 undecoded = []
                 for key, row in zip(keys, rows, strict=True):
                     if not row:
@@ -230,14 +244,20 @@ class RedisStore(Store):
                     if not status:
                         undecoded.append(result_id)
                         continue
+                    try:
+                        when = parse(done.decode()) if done else None
+                    except ValueError:
+                        when = as_datetime(done.decode())
+                    if when is not None and when.tzinfo is None:
+                        when = when.replace(tzinfo=timezone.utc)
                     summary.add(
                         result_id=result_id,
                         status=status.decode(),
                         name=name.decode() if name else None,
-                        done=as_datetime(done.decode()) if done else None,
-                        size=int(size),
+                        done=when,
+                        size=size,
                         plan=plan,
-                        no_ttl=int(pttl) == -1,
+                        no_ttl=pttl == -1,
                     )
                 for record in self._fetch(Kind.TASK, undecoded).values():
                     summary.add(
@@ -249,8 +269,8 @@ class RedisStore(Store):
                         plan=plan,
                         no_ttl=record.expires_at is None,
                     )
-            if int(cursor) == 0:
-                return summary
+                if not cursor:
+                    return summary
 
     def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
         """Delete each key only if it still holds the value read (a worker may rewrite it)."""
