@@ -101,7 +101,7 @@ class Summary:
             lifetime = self._lifetimes.get(key, _UNKNOWN)
             if lifetime is _UNKNOWN:
                 lifetime = self._lifetimes[key] = plan.policy.lifetime(name, status)
-            if lifetime is not None and stamp + lifetime <= plan.now:  # type: ignore[operator]
+            if lifetime is not None and stamp + lifetime <= plan.now:
                 self.past_lifetime += 1
 
     def as_dict(self) -> dict[str, Any]:
