@@ -481,3 +481,27 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
         ).one()
     assert rows == distinct == total
     assert not checkpoint.exists()
+
+
+def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(
+    cli: Any, redis_db: RedisDB, sqlite_db: SqlDB, tmp_path: Path
+) -> None:
+    seed(redis_db.url, [task(f"p{i}") for i in range(50)])
+    # In a pipe: only the report
+    piped = cli("migrate", redis_db.url, sqlite_db.url, "--batch-size", "5")
+    assert "migrating tasks" not in piped.output
+    assert "copied 50" in piped.stdout
+    # On a terminal (script(1) gives the command a pseudo-terminal): a bar with rate and ETA
+    binary = Path(sys.executable).parent / "resultkit"
+    target = f"db+sqlite:///{tmp_path / 'tty.sqlite3'}"
+    done = subprocess.run(
+        ["script", "-qec", f"{binary} migrate {redis_db.url} {target} --batch-size 5", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "migrating tasks" in done.stdout
+    assert "/s" in done.stdout
