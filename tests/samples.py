@@ -7,6 +7,15 @@ from typing import Any
 
 from resultkit.records import Kind, Record
 
+#: The retention policy of the issue, used across the tests.
+RETENTION_POLICY = {
+    "rules": [
+        {"task": "audit.*", "expires": None},
+        {"task": "reports.*", "state": "SUCCESS", "expires": "7d"},
+        {"state": "FAILURE", "expires": "30d"},
+    ],
+    "default": "1h",
+}
 TRACEBACK = 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: bad input 42\n'
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 

@@ -15,17 +15,8 @@ import pytest
 from resultkit.records import Kind, Record
 from resultkit.stores import OnConflict, open_store
 from tests.conftest import RedisDB, SqlDB, store_url_for
-from tests.samples import NOW, failure, group, task
+from tests.samples import NOW, RETENTION_POLICY, failure, group, task
 from tests.worker import celery_worker, load, write_app
-
-POLICY = {
-    "rules": [
-        {"task": "audit.*", "expires": None},
-        {"task": "reports.*", "state": "SUCCESS", "expires": "7d"},
-        {"state": "FAILURE", "expires": "30d"},
-    ],
-    "default": "1h",
-}
 
 
 def aged(record: Record) -> Record:
@@ -65,7 +56,7 @@ def ids_in(url: str) -> set[str]:
 
 def write_policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.json"
-    path.write_text(json.dumps(POLICY))
+    path.write_text(json.dumps(RETENTION_POLICY))
     return path
 
 
@@ -132,7 +123,7 @@ def test_the_apps_policy_is_used_with_dash_a(cli: Any, mysql_db: SqlDB, tmp_path
     (tmp_path / "policed.py").write_text(
         "from celery import Celery\n"
         f"app = Celery('policed', backend={mysql_db.url!r})\n"
-        f"app.conf.resultkit_retention = {POLICY!r}\n"
+        f"app.conf.resultkit_retention = {RETENTION_POLICY!r}\n"
     )
     records, expired = dataset()
     open_store(mysql_db.url).write_many(records, OnConflict.SKIP)
@@ -273,7 +264,7 @@ def test_beat_entry_runs_the_cleanup(redis_db: RedisDB, tmp_path: Path) -> None:
     from resultkit.beat import CLEANUP_TASK_NAME, install_cleanup
 
     app = Celery(set_as_current=False)
-    app.conf.update(result_backend=redis_db.url, resultkit_retention=POLICY)
+    app.conf.update(result_backend=redis_db.url, resultkit_retention=RETENTION_POLICY)
     records, expired = dataset()
     open_store(redis_db.url).write_many(records, OnConflict.SKIP)
     cleanup_task = install_cleanup(app, every=600)

@@ -8,16 +8,8 @@ from pathlib import Path
 from celery import chord, group
 
 from tests.conftest import RedisDB
+from tests.samples import RETENTION_POLICY
 from tests.worker import celery_worker, load, write_app
-
-RETENTION = {
-    "rules": [
-        {"task": "audit.*", "expires": None},
-        {"task": "reports.*", "state": "SUCCESS", "expires": "7d"},
-        {"state": "FAILURE", "expires": "30d"},
-    ],
-    "default": "1h",
-}
 
 
 def test_a_worker_stores_each_result_with_the_ttl_its_task_and_state_call_for(
@@ -25,7 +17,7 @@ def test_a_worker_stores_each_result_with_the_ttl_its_task_and_state_call_for(
 ) -> None:
     # Given a worker whose app uses resultkit-redis with a retention policy
     backend = "resultkit-redis+" + redis_db.url
-    write_app(tmp_path, "retained", amqp_url, backend, resultkit_retention=RETENTION)
+    write_app(tmp_path, "retained", amqp_url, backend, resultkit_retention=RETENTION_POLICY)
     app = load(tmp_path, "retained")
     with celery_worker(tmp_path, "retained"):
         # When tasks of each kind finish

@@ -8,15 +8,7 @@ import pytest
 
 from resultkit.errors import ConfigurationError
 from resultkit.retention import RetentionPolicy
-
-POLICY = {
-    "rules": [
-        {"task": "audit.*", "expires": None},
-        {"task": "reports.*", "state": "SUCCESS", "expires": "7d"},
-        {"state": "FAILURE", "expires": "30d"},
-    ],
-    "default": "1h",
-}
+from tests.samples import RETENTION_POLICY
 
 
 @pytest.mark.parametrize(
@@ -33,7 +25,7 @@ POLICY = {
     ],
 )
 def test_the_first_matching_rule_wins(name: str | None, state: str, lifetime: float | None) -> None:
-    policy = RetentionPolicy.from_mapping(POLICY)
+    policy = RetentionPolicy.from_mapping(RETENTION_POLICY)
     assert policy.lifetime(name, state) == lifetime
 
 

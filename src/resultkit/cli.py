@@ -74,6 +74,14 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _emit(report: Any, as_json: bool, render: Callable[[Any, Console], None]) -> None:
+    """Print *report* as one JSON document, or for people."""
+    if as_json:
+        click.echo(dumps_json(report.as_dict()))
+    else:
+        render(report, _console())
+
+
 def target_options(fn: F) -> F:
     """The URL argument and ``-A/--app`` option every command shares."""
     fn = click.option(
@@ -123,10 +131,7 @@ def doctor_command(
     from .render import render_doctor
 
     report = doctor(url, app=_app_from_context(app), broker=broker, timeout=timeout)
-    if as_json:
-        click.echo(dumps_json(report.as_dict()))
-    else:
-        render_doctor(report, _console())
+    _emit(report, as_json, render_doctor)
     sys.exit(0 if report.ok else 1)
 
 
@@ -253,10 +258,7 @@ def migrate_command(
             progress=progress,
             **options,
         )
-    if as_json:
-        click.echo(dumps_json(report.as_dict()))
-    else:
-        render_migration(report, _console())
+    _emit(report, as_json, render_migration)
     sys.exit(0 if report.ok else 1)
 
 
@@ -276,10 +278,7 @@ def stats_command(url: str | None, app: str | None, as_json: bool, policy: str |
     from .render import render_stats
 
     report = stats(url, app=_app_from_context(app), policy=policy)
-    if as_json:
-        click.echo(dumps_json(report.as_dict()))
-    else:
-        render_stats(report, _console())
+    _emit(report, as_json, render_stats)
 
 
 @click.command("cleanup")
@@ -328,10 +327,7 @@ def cleanup_command(url: str | None, app: str | None, as_json: bool, **options: 
     from .render import render_cleanup
 
     report = cleanup(url, app=_app_from_context(app), **options)
-    if as_json:
-        click.echo(dumps_json(report.as_dict()))
-    else:
-        render_cleanup(report, _console())
+    _emit(report, as_json, render_cleanup)
 
 
 @contextlib.contextmanager

@@ -23,13 +23,13 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sql_summary
+from ._sql import delete_ids, read_ids, state_counts, upsert_rows
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["DjangoStore"]
 
 TASK_TABLE = "django_celery_results_taskresult"
 GROUP_TABLE = "django_celery_results_groupresult"
-IN_CHUNK_ROWS = 1000
 _BINARY = {"pickle", "msgpack"}
 
 
@@ -219,15 +219,13 @@ class DjangoStore(Store):
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         if not self.present() or not ids:
             return {}
-        table, column = self.tables[kind], self._id_column(kind)
-        out: dict[str, Record] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), IN_CHUNK_ROWS):
-                chunk = list(ids[start : start + IN_CHUNK_ROWS])
-                for row in conn.execute(sa.select(table).where(column.in_(chunk))):
-                    record = self._record(kind, row)
-                    out[record.id] = record
-        return out
+        return read_ids(
+            self.engine,
+            self.tables[kind],
+            self._id_column(kind),
+            ids,
+            lambda row: self._record(kind, row),
+        )
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         outcome = WriteResult()
@@ -250,52 +248,18 @@ class DjangoStore(Store):
         outcome: WriteResult,
     ) -> None:
         table, column = self.tables[kind], self._id_column(kind)
-        key = column.name
         rows: dict[str, dict[str, Any]] = {}
         for record in batch:
             try:
                 rows[record.id] = self._row(record)
             except Exception as exc:
                 outcome.failed[record.id] = str(exc)
-        ids = list(rows)
-        existing: dict[str, Any] = {}
-        for start in range(0, len(ids), IN_CHUNK_ROWS):
-            chunk = ids[start : start + IN_CHUNK_ROWS]
-            query = sa.select(column, table.c.date_done).where(column.in_(chunk))
-            existing.update({r[0]: as_datetime(r[1]) for r in conn.execute(query)})
-        inserts = [row for rid, row in rows.items() if rid not in existing]
-        updates = [
-            row
-            for rid, row in rows.items()
-            if rid in existing
-            and (
-                on_conflict is OnConflict.OVERWRITE
-                or (on_conflict is OnConflict.NEWER and row["date_done"] > existing[rid])
-            )
-        ]
-        outcome.skipped.extend(rid for rid in rows if rid in existing and rows[rid] not in updates)
-        if inserts:
-            conn.execute(sa.insert(table), inserts)
-        if updates:
-            columns = [c for c in updates[0] if c != key]
-            statement = (
-                sa.update(table)
-                .where(column == sa.bindparam("_key"))
-                .values({c: sa.bindparam(c) for c in columns})
-            )
-            conn.execute(statement, [{**row, "_key": row[key]} for row in updates])
-        outcome.written.extend(row[key] for row in inserts + updates)
+        upsert_rows(conn, table, column, rows, on_conflict, outcome)
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         if not self.present() or not ids:
             return 0
-        table, column = self.tables[kind], self._id_column(kind)
-        deleted = 0
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), IN_CHUNK_ROWS):
-                chunk = list(ids[start : start + IN_CHUNK_ROWS])
-                deleted += conn.execute(sa.delete(table).where(column.in_(chunk))).rowcount
-        return deleted
+        return delete_ids(self.engine, self.tables[kind], self._id_column(kind), ids)
 
     def count(self, kind: Kind) -> int:
         if not self.present():
@@ -350,10 +314,7 @@ class DjangoStore(Store):
     def state_counts(self) -> dict[str | None, int]:
         if not self.present():
             return {}
-        table = self.tables[Kind.TASK]
-        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
-        with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(query)}
+        return state_counts(self.engine, self.tables[Kind.TASK].c.status)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -23,12 +23,10 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
 from ..summary import Summary, sql_summary
+from ._sql import IN_CHUNK_ROWS, delete_ids, read_ids, state_counts, upsert_rows
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["SqlStore"]
-
-#: Rows read per round trip by ``read_many`` (bounded IN lists).
-IN_CHUNK_ROWS = 1000
 
 
 def _naive_utc(value: Any) -> Any:
@@ -294,15 +292,9 @@ class SqlStore(Store):
         table = self.table(kind)
         if table is None or not ids:
             return {}
-        id_column = self._id_column(kind, table)
-        out: dict[str, Record] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), IN_CHUNK_ROWS):
-                chunk = list(ids[start : start + IN_CHUNK_ROWS])
-                for row in conn.execute(sa.select(table).where(id_column.in_(chunk))):
-                    record = self._record(kind, row)
-                    out[record.id] = record
-        return out
+        return read_ids(
+            self.engine, table, self._id_column(kind, table), ids, lambda r: self._record(kind, r)
+        )
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         outcome = WriteResult()
@@ -339,39 +331,7 @@ class SqlStore(Store):
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
             self._copy_upsert(conn, kind, table, rows, on_conflict, outcome)
             return
-        existing: dict[str, Any] = {}
-        ids = list(rows)
-        for start in range(0, len(ids), IN_CHUNK_ROWS):
-            chunk = ids[start : start + IN_CHUNK_ROWS]
-            query = sa.select(id_column, table.c.date_done).where(id_column.in_(chunk))
-            existing.update({row[0]: row[1] for row in conn.execute(query)})
-        inserts = [row for rid, row in rows.items() if rid not in existing]
-        updates = []
-        for rid, row in rows.items():
-            if rid not in existing:
-                continue
-            if on_conflict is OnConflict.OVERWRITE or (
-                on_conflict is OnConflict.NEWER
-                and row["date_done"] is not None
-                and (existing[rid] is None or row["date_done"] > existing[rid])
-            ):
-                updates.append(row)
-            else:
-                outcome.skipped.append(rid)
-        if inserts:
-            conn.execute(sa.insert(table), inserts)
-        if updates:
-            key = "task_id" if kind is Kind.TASK else "taskset_id"
-            columns = [c for c in updates[0] if c != key]
-            statement = (
-                sa.update(table)
-                .where(id_column == sa.bindparam("_key"))
-                .values({c: sa.bindparam(c) for c in columns})
-            )
-            conn.execute(statement, [{**row, "_key": row[key]} for row in updates])
-        outcome.written.extend(
-            row["task_id" if kind is Kind.TASK else "taskset_id"] for row in inserts + updates
-        )
+        upsert_rows(conn, table, id_column, rows, on_conflict, outcome)
 
     def _copy_upsert(
         self,
@@ -480,13 +440,7 @@ class SqlStore(Store):
         table = self.table(kind)
         if table is None or not ids:
             return 0
-        id_column = self._id_column(kind, table)
-        deleted = 0
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), IN_CHUNK_ROWS):
-                chunk = list(ids[start : start + IN_CHUNK_ROWS])
-                deleted += conn.execute(sa.delete(table).where(id_column.in_(chunk))).rowcount
-        return deleted
+        return delete_ids(self.engine, table, self._id_column(kind, table), ids)
 
     def count(self, kind: Kind) -> int:
         table = self.table(kind)
@@ -541,11 +495,7 @@ class SqlStore(Store):
 
     def state_counts(self) -> dict[str | None, int]:
         table = self.table(Kind.TASK)
-        if table is None:
-            return {}
-        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
-        with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(query)}
+        return {} if table is None else state_counts(self.engine, table.c.status)
 
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Read through Celery's DatabaseBackend: its session, its model, its decoding."""

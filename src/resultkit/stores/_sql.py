@@ -1,0 +1,94 @@
+"""SQL primitives shared by the stores that keep results in tables (Celery's, django's)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..records import Record, as_datetime
+from .base import OnConflict, WriteResult
+
+__all__ = ["IN_CHUNK_ROWS", "delete_ids", "read_ids", "state_counts", "upsert_rows"]
+
+#: Ids per IN (...) list: bounded, whatever the batch size.
+IN_CHUNK_ROWS = 1000
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + IN_CHUNK_ROWS]) for i in range(0, len(ids), IN_CHUNK_ROWS)]
+
+
+def read_ids(
+    engine: sa.Engine,
+    table: sa.Table,
+    column: Any,
+    ids: Sequence[str],
+    to_record: Callable[[Any], Record],
+) -> dict[str, Record]:
+    """The records of *ids* (those that exist), read in bounded IN lists."""
+    out: dict[str, Record] = {}
+    with engine.connect() as conn:
+        for chunk in _chunks(ids):
+            for row in conn.execute(sa.select(table).where(column.in_(chunk))):
+                record = to_record(row)
+                out[record.id] = record
+    return out
+
+
+def delete_ids(engine: sa.Engine, table: sa.Table, column: Any, ids: Sequence[str]) -> int:
+    """Delete the rows of *ids* in one transaction; return how many existed."""
+    deleted = 0
+    with engine.begin() as conn:
+        for chunk in _chunks(ids):
+            deleted += conn.execute(sa.delete(table).where(column.in_(chunk))).rowcount
+    return deleted
+
+
+def state_counts(engine: sa.Engine, status: Any) -> dict[str | None, int]:
+    """Rows by state, with one GROUP BY."""
+    query = sa.select(status, sa.func.count()).group_by(status)
+    with engine.connect() as conn:
+        return {state: int(n) for state, n in conn.execute(query)}
+
+
+def upsert_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    column: Any,
+    rows: dict[str, dict[str, Any]],
+    on_conflict: OnConflict,
+    outcome: WriteResult,
+) -> None:
+    """Insert new rows and, per *on_conflict*, update existing ones, in the caller's transaction."""
+    key = column.name
+    existing: dict[str, Any] = {}
+    for chunk in _chunks(list(rows)):
+        query = sa.select(column, table.c.date_done).where(column.in_(chunk))
+        existing.update({r[0]: as_datetime(r[1]) for r in conn.execute(query)})
+    inserts = [row for rid, row in rows.items() if rid not in existing]
+    updates = []
+    for rid, row in rows.items():
+        if rid not in existing:
+            continue
+        new = as_datetime(row["date_done"])
+        if on_conflict is OnConflict.OVERWRITE or (
+            on_conflict is OnConflict.NEWER
+            and new is not None
+            and (existing[rid] is None or new > existing[rid])
+        ):
+            updates.append(row)
+        else:
+            outcome.skipped.append(rid)
+    if inserts:
+        conn.execute(sa.insert(table), inserts)
+    if updates:
+        columns = [c for c in updates[0] if c != key]
+        statement = (
+            sa.update(table)
+            .where(column == sa.bindparam("_key"))
+            .values({c: sa.bindparam(c) for c in columns})
+        )
+        conn.execute(statement, [{**row, "_key": row[key]} for row in updates])
+    outcome.written.extend(row[key] for row in inserts + updates)
