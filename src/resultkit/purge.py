@@ -259,3 +259,34 @@ def _delete_batch(
     statement = sa.delete(table).where(match).returning(table.c.id)
     ids = list(conn.scalars(statement))
     return len(ids), len(ids), max(ids) if ids else after
+
+
+def purge_table(
+    engine: Any,
+    table: Any,
+    plan: PurgePlan,
+    *,
+    status: Any,
+    name: Any,
+    to_record: Callable[[Any], Record],
+    before_delete: BeforeDelete | None,
+) -> PurgeOutcome:
+    """Purge a task table (*status* given) or a group table (*status* None)."""
+    import sqlalchemy as sa
+
+    date = table.c.date_done
+    if status is None:
+        lifetime = plan.policy.lifetime(None, "SUCCESS")
+        predicate = sa.false() if lifetime is None else date < plan.cutoff(lifetime)
+    else:
+        predicate = sql_expired(plan, date, status, name)
+    return sql_purge(
+        engine,
+        table,
+        predicate,
+        plan,
+        status=status,
+        name=name,
+        to_record=to_record,
+        before_delete=before_delete,
+    )

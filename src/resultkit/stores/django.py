@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from ..codec import PickleRefused, content_type_of, serializer_of
 from ..errors import SerializationError
-from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
+from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sql_summary
 from ._sql import delete_ids, read_ids, state_counts, upsert_rows
@@ -274,24 +274,13 @@ class DjangoStore(Store):
         if not self.present():
             return PurgeOutcome()
         table = self.tables[kind]
-        if kind is Kind.GROUP:
-            status = name = None
-            lifetime = plan.policy.lifetime(None, "SUCCESS")
-            predicate = (
-                sa.false()
-                if lifetime is None
-                else table.c.date_done < plan.aware().cutoff(lifetime)
-            )
-        else:
-            status, name = table.c.status, table.c.task_name
-            predicate = sql_expired(plan.aware(), table.c.date_done, status, name)
-        return sql_purge(
+        task = kind is Kind.TASK
+        return purge_table(
             self.engine,
             table,
-            predicate,
-            plan,
-            status=status,
-            name=name,
+            plan.aware(),
+            status=table.c.status if task else None,
+            name=table.c.task_name if task else None,
             to_record=lambda row: self._record(kind, row),
             before_delete=before_delete,
         )

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
-from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, sql_expired, sql_purge
+from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
 from ..summary import Summary, sql_summary
 from ._sql import IN_CHUNK_ROWS, delete_ids, read_ids, state_counts, upsert_rows
@@ -455,23 +455,13 @@ class SqlStore(Store):
         table = self.table(kind)
         if table is None:
             return PurgeOutcome()
-        if kind is Kind.GROUP:
-            status = name = None
-            lifetime = plan.policy.lifetime(None, "SUCCESS")
-            predicate = (
-                sa.false() if lifetime is None else table.c.date_done < plan.cutoff(lifetime)
-            )
-        else:
-            status = table.c.status
-            name = table.c.name if "name" in table.c else None
-            predicate = sql_expired(plan, table.c.date_done, status, name)
-        return sql_purge(
+        task = kind is Kind.TASK
+        return purge_table(
             self.engine,
             table,
-            predicate,
             plan,
-            status=status,
-            name=name,
+            status=table.c.status if task else None,
+            name=table.c.name if task and "name" in table.c else None,
             to_record=lambda row: self._record(kind, row),
             before_delete=before_delete,
         )
