@@ -84,6 +84,9 @@ def celery_worker(
         "--without-heartbeat",
         "--without-gossip",
         "--without-mingle",
+        # A node name of its own: parallel tests' workers must not share a pidbox queue.
+        "--hostname",
+        f"rk-{uuid.uuid4().hex[:8]}@%h",
     ]
     env = {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{ROOT}", **(extra_env or {})}
     log = open(folder / f"worker-{module}.log", "wb")  # noqa: SIM115 - closed below
