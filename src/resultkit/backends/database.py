@@ -225,8 +225,28 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         self._ready_tables()
         row = self._row(task_id, result, state, traceback, request)
         notify = self.dialect == "postgresql" and state in states.READY_STATES
+        statement = self._upsert(tuple(row), notify)
+        if self.engine.dialect.driver == "psycopg":
+            # The hot path: the compiled statement straight to the pooled driver
+            # connection (psycopg prepares it after a few uses).
+            compiled = self._statements.get(("sql", statement))
+            if compiled is None:
+                done = statement.compile(dialect=self.engine.dialect)
+                constants = {k: v for k, v in done.params.items() if k not in row}
+                compiled = self._statements[("sql", statement)] = (str(done), constants)
+            sql, constants = compiled
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(sql, {**constants, **row})
+                finally:
+                    cursor.close()
+            finally:
+                connection.close()
+            return result
         with self.engine.connect() as conn:
-            conn.execute(self._upsert(tuple(row), notify), row)
+            conn.execute(statement, row)
         return result
 
     # --------------------------------------------------------------- read
