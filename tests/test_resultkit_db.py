@@ -183,3 +183,57 @@ def test_cleanup_deletes_in_batches_with_the_policy(db: SqlDB) -> None:
     with db.engine.connect() as conn:
         left = conn.execute(sa.text("SELECT count(*) FROM celery_taskmeta")).scalar_one()
     assert left == 20 - 11  # c1 and c10..c19 were done in 2000
+
+
+def test_lost_connections_are_retried_and_nothing_is_dropped(postgres_db: SqlDB) -> None:
+    import sqlalchemy as sa
+
+    # Given a backend whose pooled connections the server then kills
+    name = f"rk-{postgres_db.name}"
+    url = sa.make_url(postgres_db.sqlalchemy_url).update_query_dict({"application_name": name})
+    app = app_for("resultkit-db+" + url.render_as_string(hide_password=False))
+    app.backend.store_result("before", 1, "SUCCESS")
+    with postgres_db.engine.begin() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": name},
+        ).scalar_one()
+    assert killed >= 1
+    # When results are stored and read again, they get through (retry on a fresh pool)
+    app.backend.store_result("after", 2, "SUCCESS")
+    assert app.backend.get_task_meta("after", cache=False)["result"] == 2
+    assert app_for(postgres_db.url).AsyncResult("after").result == 2
+
+
+def test_an_unreachable_database_fails_loudly(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    app = app_for(
+        f"resultkit-db+postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test",
+        result_backend_max_retries=1,
+        result_backend_base_sleep_between_retries_ms=1,
+        result_backend_max_sleep_between_retries_ms=1,
+    )
+    from celery.exceptions import BackendStoreError
+
+    with pytest.raises(BackendStoreError) as info:
+        app.backend.store_result("lost", 1, "SUCCESS")
+    assert "Connection refused" in str(info.value.__cause__)
+
+
+def test_a_forked_child_uses_its_own_connections(postgres_db: SqlDB) -> None:
+    import multiprocessing
+
+    app = app_for("resultkit-db+" + postgres_db.sqlalchemy_url)
+    app.backend.store_result("parent", 1, "SUCCESS")  # the parent's pool is in use
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=lambda: app.backend.store_result("child", 2, "SUCCESS"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    app.backend.store_result("parent-again", 3, "SUCCESS")  # the parent's pool still works
+    assert app.backend.get_task_meta("child", cache=False)["result"] == 2
+    assert app.backend.get_task_meta("parent-again", cache=False)["result"] == 3

@@ -121,6 +121,18 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         if not getattr(self, "_initialising", False):
             self._ensure_retryable(self._ready_tables)
 
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """SQLAlchemy's retryable errors, and the driver's own on the direct store path."""
+        if super().exception_safe_to_retry(exc):
+            return True
+        dbapi = self.engine.dialect.loaded_dbapi
+        retryable = tuple(
+            getattr(dbapi, name)
+            for name in ("OperationalError", "InterfaceError")
+            if hasattr(dbapi, name)
+        )
+        return bool(retryable) and isinstance(exc, retryable)
+
     def on_backend_retryable_error(self, exc: Exception) -> None:
         # A lost connection poisons the pool: start again with fresh ones.
         if self._engine is not None:
