@@ -330,6 +330,38 @@ def cleanup_command(url: str | None, app: str | None, as_json: bool, **options: 
     _emit(report, as_json, render_cleanup)
 
 
+@click.group("cutover")
+def cutover_group() -> None:
+    """Follow a move from an old result backend to a new one (resultkit-dual)."""
+
+
+@cutover_group.command("status")
+@click.option(
+    "-A",
+    "--app",
+    "app",
+    metavar="MODULE",
+    help="The Celery app whose resultkit_dual_write names the two backends.",
+)
+@click.option("--new", metavar="URL", help="The new backend (default: from the app).")
+@click.option("--old", metavar="URL", help="The old backend (default: from the app).")
+@json_option
+@handle_errors
+def cutover_status_command(
+    app: str | None, new: str | None, old: str | None, as_json: bool
+) -> None:
+    """How many results exist only in old, only in new, in both; can old be dropped?
+
+    Exits 0 when old can be dropped (everything in it is also in new), 1 otherwise.
+    """
+    from .commands import cutover_status
+    from .render import render_cutover
+
+    report = cutover_status(_app_from_context(app), new=new, old=old)
+    _emit(report, as_json, render_cutover)
+    sys.exit(0 if report.old_can_be_dropped else 1)
+
+
 @contextlib.contextmanager
 def _progress_bar(label: str) -> Iterator[Callable[[Any], None] | None]:
     """A progress bar with rate and ETA on a terminal; nothing otherwise."""
@@ -347,6 +379,7 @@ COMMANDS: tuple[click.Command, ...] = (
     migrate_command,
     stats_command,
     cleanup_command,
+    cutover_group,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

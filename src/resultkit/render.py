@@ -24,6 +24,7 @@ from .report import Status
 
 if TYPE_CHECKING:
     from .commands.cleanup import CleanupReport
+    from .commands.cutover import CutoverReport
     from .commands.doctor import DoctorReport
     from .commands.migrate import MigrationReport
     from .commands.stats import StatsReport
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "progress_bar",
     "render_cleanup",
+    "render_cutover",
     "render_doctor",
     "render_migration",
     "render_stats",
@@ -201,3 +203,28 @@ def render_cleanup(report: CleanupReport, console: Console) -> None:
         for task, count in list(report.by_task.items())[:20]:
             table.add_row(task, f"{count:,}")
         console.print(table)
+
+
+def render_cutover(report: CutoverReport, console: Console) -> None:
+    """Print where results live during a cutover, and whether old can go."""
+    console.print(Text.assemble(("resultkit cutover status", "bold")))
+    console.print(f"new: {report.new}\nold: {report.old}")
+    table = Table("", "only in old", "only in new", "in both", box=None)
+    for kind in report.both:
+        table.add_row(
+            kind,
+            f"{report.only_old[kind]:,}",
+            f"{report.only_new[kind]:,}",
+            f"{report.both[kind]:,}",
+        )
+    console.print(table)
+    if report.old_can_be_dropped:
+        console.print(Text("old can be dropped: every result in it is also in new", style="green"))
+    else:
+        console.print(
+            Text(
+                "old cannot be dropped yet: copy what only old has with "
+                "`resultkit migrate OLD NEW --verify` (or let it expire)",
+                style="yellow",
+            )
+        )

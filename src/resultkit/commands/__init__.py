@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
+from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
 from .stats import StatsReport, stats
@@ -12,11 +13,13 @@ __all__ = [
     "DEFAULT_CLEANUP_BATCH_ROWS",
     "DEFAULT_TIMEOUT_S",
     "CleanupReport",
+    "CutoverReport",
     "DoctorReport",
     "MigrationReport",
     "Progress",
     "StatsReport",
     "cleanup",
+    "cutover_status",
     "doctor",
     "migrate",
     "stats",

@@ -1,0 +1,232 @@
+"""``resultkit-dual``: write results to two backends while a fleet moves from one to the other.
+
+::
+
+    result_backend = "resultkit-dual://"
+    resultkit_dual_write = {
+        "new": "db+postgresql+psycopg://app@db/results",   # any Celery backend URL
+        "old": "redis://cache:6379/0",
+        # "write_old": True,     # also write every result to old (default)
+        # "read_old": True,      # read from old what new does not have (default)
+        # "old_retry_after": 5,  # seconds to leave a failing old alone
+    }
+
+Every stored state, group save, forget and chord bookkeeping goes to ``new``,
+through Celery's own backend for that URL, and fails exactly as that backend
+fails.  Writes to ``old`` follow (unless switched off); a failing ``old`` is
+logged and counted (:attr:`ResultkitDualBackend.old_failures`) and never fails
+a task.  Reads come from ``new``; a result ``new`` does not have is read from
+``old``, so history stays visible before (or without) a bulk copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from celery import states
+from celery.app.backends import by_url
+from celery.backends.base import BaseBackend
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from ..errors import ConfigurationError
+from ..urls import mask_url
+
+__all__ = ["DEFAULT_OLD_RETRY_AFTER_S", "ResultkitDualBackend"]
+
+logger = logging.getLogger("resultkit.dual")
+
+#: After a failure, the old backend is left alone this long (seconds).
+DEFAULT_OLD_RETRY_AFTER_S = 5.0
+_KNOWN_KEYS = {"new", "old", "write_old", "read_old", "old_retry_after"}
+
+
+class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
+    """Celery result backend over two backends: ``new`` (authoritative) and ``old``."""
+
+    supports_native_join = True
+
+    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, url=url, **kwargs)
+        settings = app.conf.get("resultkit_dual_write")
+        if not isinstance(settings, dict) or not settings.get("new") or not settings.get("old"):
+            raise ConfigurationError(
+                "resultkit-dual:// needs resultkit_dual_write = {'new': URL, 'old': URL}"
+            )
+        unknown = set(settings) - _KNOWN_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"resultkit_dual_write: unknown key {sorted(unknown)[0]!r}; "
+                f"known keys are {', '.join(sorted(_KNOWN_KEYS))}"
+            )
+        if (
+            "dual" in str(settings["new"]).split("://")[0]
+            or "dual" in str(settings["old"]).split("://")[0]
+        ):
+            raise ConfigurationError("resultkit_dual_write cannot name resultkit-dual:// itself")
+        self.new = self._build(str(settings["new"]))
+        self.old = self._build(str(settings["old"]))
+        self.new_url, self.old_url = str(settings["new"]), str(settings["old"])
+        self.write_old = bool(settings.get("write_old", True))
+        self.read_old = bool(settings.get("read_old", True))
+        self.old_retry_after = float(settings.get("old_retry_after", DEFAULT_OLD_RETRY_AFTER_S))
+        #: How many operations on ``old`` failed in this process.
+        self.old_failures = 0
+        self._old_down_until = 0.0
+        self._lock = threading.Lock()
+
+    def _build(self, url: str) -> BaseBackend:
+        cls, backend_url = by_url(url, self.app.loader)
+        return cls(app=self.app, url=backend_url)
+
+    def as_uri(self, include_password: bool = False) -> str:
+        return "resultkit-dual://"
+
+    @property
+    def supports_autoexpire(self) -> bool:
+        return bool(getattr(self.new, "supports_autoexpire", False))
+
+    # ------------------------------------------------------------ the old side
+    def _on_old(self, operation: str, fn: Callable[[], Any], default: Any = None) -> Any:
+        """Run *fn* on ``old``; a failure is logged and counted, never raised."""
+        if time.monotonic() < self._old_down_until:
+            return default
+        try:
+            return fn()
+        except Exception as exc:
+            with self._lock:
+                self.old_failures += 1
+                self._old_down_until = time.monotonic() + self.old_retry_after
+            logger.warning(
+                "resultkit-dual: %s on the old backend %s failed (%s: %s); the new backend "
+                "has it, the old one is left alone for %.0f s",
+                operation,
+                mask_url(self.old_url),
+                type(exc).__name__,
+                exc,
+                self.old_retry_after,
+            )
+            return default
+
+    # ------------------------------------------------------------------ writes
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        stored = self.new.store_result(
+            task_id, result, state, traceback=traceback, request=request, **kwargs
+        )
+        if self.write_old:
+            self._on_old(
+                "store_result",
+                lambda: self.old.store_result(
+                    task_id, result, state, traceback=traceback, request=request, **kwargs
+                ),
+            )
+        return stored
+
+    def forget(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
+        self.new.forget(task_id)
+        self._on_old("forget", lambda: self.old.forget(task_id))
+
+    def save_group(self, group_id: str, result: Any) -> Any:
+        saved = self.new.save_group(group_id, result)
+        if self.write_old:
+            self._on_old("save_group", lambda: self.old.save_group(group_id, result))
+        return saved
+
+    def delete_group(self, group_id: str) -> None:
+        self.new.delete_group(group_id)
+        self._on_old("delete_group", lambda: self.old.delete_group(group_id))
+
+    def cleanup(self) -> None:
+        self.new.cleanup()
+        self._on_old("cleanup", self.old.cleanup)
+
+    # ------------------------------------------------------------------- reads
+    def get_task_meta(self, task_id: str, cache: bool = True) -> dict[str, Any]:
+        if cache and task_id in self._cache:
+            return self._cache[task_id]  # type: ignore[no-any-return]
+        meta: dict[str, Any] = self.new.get_task_meta(task_id, cache=False)
+        if meta.get("status") == states.PENDING and self.read_old:
+            older = self._on_old(
+                "get_task_meta", lambda: self.old.get_task_meta(task_id, cache=False)
+            )
+            if older and older.get("status") != states.PENDING:
+                meta = older
+        if cache and meta.get("status") in states.READY_STATES:
+            self._cache[task_id] = meta
+        return meta
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        return self.get_task_meta(task_id, cache=False)
+
+    def restore_group(self, group_id: str, cache: bool = True) -> Any:
+        group = self.new.restore_group(group_id, cache=cache)
+        if group is None and self.read_old:
+            group = self._on_old(
+                "restore_group", lambda: self.old.restore_group(group_id, cache=cache)
+            )
+        return group
+
+    def get_many(
+        self,
+        task_ids: Any,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Any = None,
+        on_interval: Any = None,
+        max_iterations: int | None = None,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(task_id, meta)`` as results become ready in either backend."""
+        pending = list(dict.fromkeys(task_ids))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        iterations = 0
+        while pending:
+            still = []
+            for task_id in pending:
+                meta = self.get_task_meta(task_id)
+                if meta.get("status") in states.READY_STATES:
+                    if on_message is not None:
+                        on_message(meta)
+                    yield task_id, meta
+                else:
+                    still.append(task_id)
+            pending = still
+            if not pending:
+                return
+            iterations += 1
+            if max_iterations and iterations >= max_iterations:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CeleryTimeoutError("The operation timed out.")
+            if on_interval:
+                on_interval()
+            time.sleep(min(interval, 0.1))
+
+    # ------------------------------------------------------------------ chords
+    def ensure_chords_allowed(self) -> None:
+        self.new.ensure_chords_allowed()
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        return self.new.apply_chord(header_result_args, body, **kwargs)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> Any:
+        return self.new.on_chord_part_return(request, state, result, **kwargs)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> Any:
+        return self.new.set_chord_size(group_id, chord_size)
+
+    def add_to_chord(self, chord_id: str, result: Any) -> Any:
+        return self.new.add_to_chord(chord_id, result)
