@@ -330,6 +330,114 @@ def cleanup_command(url: str | None, app: str | None, as_json: bool, **options: 
     _emit(report, as_json, render_cleanup)
 
 
+def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for value in values or ("1KB",):
+        text = value.strip().upper().removesuffix("B")
+        factor = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in ("K", "M") else text
+        try:
+            out.append(int(float(digits) * factor))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: write bytes, 1KB or 2MB") from None
+    return tuple(out)
+
+
+@click.command("bench")
+@click.argument("urls", nargs=-1, metavar="[URL ...]")
+@click.option("-A", "--app", "app", metavar="MODULE", help="Measure this app's result backend.")
+@click.option(
+    "--size",
+    "sizes",
+    multiple=True,
+    callback=_sizes,
+    metavar="SIZE",
+    help="Result payload size (1KB, 100KB...; repeatable). Default 1KB.",
+)
+@click.option(
+    "--serializer",
+    "serializers",
+    multiple=True,
+    metavar="NAME",
+    help="Result serializer (json, msgpack, pickle...; repeatable).",
+)
+@click.option(
+    "--compression",
+    "compressions",
+    multiple=True,
+    metavar="NAME",
+    help="result_compression method (gzip, bzip2...; repeatable).",
+)
+@click.option(
+    "--concurrency",
+    multiple=True,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Clients at once (repeatable). Default 1.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="How concurrent clients run.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.3),
+    default=3.0,
+    show_default=True,
+    help="Time per case (split between store, fetch and store+fetch).",
+)
+@click.option(
+    "--no-compare", is_flag=True, help="Do not add Celery's own counterpart of a resultkit backend."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also draw charts to FILE (.png, .svg or .html).",
+)
+@json_option
+@handle_errors
+def bench_command(
+    urls: tuple[str, ...],
+    app: str | None,
+    sizes: tuple[int, ...],
+    serializers: tuple[str, ...],
+    compressions: tuple[str, ...],
+    concurrency: tuple[int, ...],
+    mode: str,
+    seconds: float,
+    no_compare: bool,
+    plot: str | None,
+    as_json: bool,
+) -> None:
+    """Measure store, fetch and store+fetch throughput and latency on your servers.
+
+    Cleans up everything it wrote and never touches other results.
+    """
+    from .commands import bench
+    from .render import render_bench
+
+    report = bench(
+        list(urls) or None,
+        app=_app_from_context(app),
+        sizes=sizes,
+        serializers=tuple(serializers) or (None,),
+        compressions=tuple(compressions) or (None,),
+        concurrency=tuple(concurrency) or (1,),
+        mode=mode,
+        seconds=seconds,
+        compare=not no_compare,
+    )
+    if plot:
+        from .plot import write_plot
+
+        write_plot(report, plot)
+    _emit(report, as_json, render_bench)
+
+
 @click.group("cutover")
 def cutover_group() -> None:
     """Follow a move from an old result backend to a new one (resultkit-dual)."""
@@ -380,6 +488,7 @@ COMMANDS: tuple[click.Command, ...] = (
     stats_command,
     cleanup_command,
     cutover_group,
+    bench_command,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

@@ -23,6 +23,7 @@ from rich.text import Text
 from .report import Status
 
 if TYPE_CHECKING:
+    from .commands.bench import BenchReport
     from .commands.cleanup import CleanupReport
     from .commands.cutover import CutoverReport
     from .commands.doctor import DoctorReport
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "progress_bar",
+    "render_bench",
     "render_cleanup",
     "render_cutover",
     "render_doctor",
@@ -228,3 +230,25 @@ def render_cutover(report: CutoverReport, console: Console) -> None:
                 style="yellow",
             )
         )
+
+
+def render_bench(report: BenchReport, console: Console) -> None:
+    """A table: one row per case, throughput and p50/p95/p99 per operation."""
+    table = Table(title="resultkit bench", box=None, title_justify="left")
+    table.add_column("case")
+    for op in ("store", "fetch", "roundtrip"):
+        table.add_column(f"{op}/s", justify="right")
+        table.add_column(f"{op} p50/p95/p99 ms", justify="right")
+    for case in report.cases:
+        cells = [
+            case.label + (f"  (Celery's, vs {case.counterpart_of})" if case.counterpart_of else "")
+        ]
+        for op in ("store", "fetch", "roundtrip"):
+            lat = case.latency_ms.get(op, {})
+            cells += [
+                f"{case.throughput.get(op, 0):,.0f}",
+                f"{lat.get('p50', 0):.2f}/{lat.get('p95', 0):.2f}/{lat.get('p99', 0):.2f}",
+            ]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"{len(report.cases)} cases in {report.seconds:.1f} s", style="dim")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bench import BenchCase, BenchReport, bench
 from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
 from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
@@ -12,12 +13,15 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CLEANUP_BATCH_ROWS",
     "DEFAULT_TIMEOUT_S",
+    "BenchCase",
+    "BenchReport",
     "CleanupReport",
     "CutoverReport",
     "DoctorReport",
     "MigrationReport",
     "Progress",
     "StatsReport",
+    "bench",
     "cleanup",
     "cutover_status",
     "doctor",
