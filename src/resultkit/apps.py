@@ -54,7 +54,20 @@ def load_app(spec: str) -> Celery:
         sys.path.insert(0, os.getcwd())
     try:
         app = find_app(spec)
-    except (ImportError, AttributeError) as exc:
+    except AttributeError:
+        # A plain configuration module (celeryconfig): build an app from it.
+        import importlib
+
+        module = importlib.import_module(spec)
+        if not hasattr(module, "result_backend") and not hasattr(module, "broker_url"):
+            raise AppNotFound(
+                f"{spec!r} defines no Celery app and no Celery settings; give -A the module "
+                "that defines the app, e.g. -A proj.celery:app"
+            ) from None
+        app = Celery(spec, set_as_current=False)
+        app.config_from_object(module)
+        return app
+    except ImportError as exc:
         raise AppNotFound(
             f"cannot load the Celery app {spec!r}: {exc}. "
             "Give -A the module that defines it, e.g. -A proj or -A proj.celery:app"

@@ -438,6 +438,72 @@ def bench_command(
     _emit(report, as_json, render_bench)
 
 
+@click.group("config")
+def config_group() -> None:
+    """Write a sound Celery result configuration, and check one."""
+
+
+@config_group.command("new")
+@click.option(
+    "--backend",
+    required=True,
+    type=click.Choice(["redis", "rediss", "sentinel", "postgresql", "mysql", "sqlite", "rpc"]),
+    help="Where results are stored.",
+)
+@click.option(
+    "--serializer",
+    default="json",
+    show_default=True,
+    type=click.Choice(["json", "msgpack"]),
+    help="Result serializer.",
+)
+@click.option(
+    "--expires", default="1d", show_default=True, metavar="DURATION", help="result_expires."
+)
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="Add a retention policy: failures 30d, everything else DURATION.",
+)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where to write celeryconfig.py and .env.example.",
+)
+@click.option("--force", is_flag=True, help="Replace files that exist.")
+@handle_errors
+def config_new_command(**options: Any) -> None:
+    """Write celeryconfig.py and .env.example for a backend."""
+    from .commands import config_new
+
+    for path in config_new(**options):
+        click.echo(f"wrote {path}")
+    click.echo("next: resultkit config check -A celeryconfig && resultkit doctor -A celeryconfig")
+
+
+@config_group.command("check")
+@click.option(
+    "-A", "--app", "app", metavar="MODULE", help="The Celery app or configuration module to audit."
+)
+@json_option
+@handle_errors
+def config_check_command(app: str | None, as_json: bool) -> None:
+    """Audit the configuration without connecting; exit 1 when a check fails."""
+    from .commands import config_check
+    from .render import render_config_check
+
+    chosen = _app_from_context(app)
+    if chosen is None:
+        raise UsageError(
+            "config check needs -A APP (or run it as celery -A APP results config check)"
+        )
+    report = config_check(chosen)
+    _emit(report, as_json, render_config_check)
+    sys.exit(0 if report.ok else 1)
+
+
 @click.group("cutover")
 def cutover_group() -> None:
     """Follow a move from an old result backend to a new one (resultkit-dual)."""
@@ -489,6 +555,7 @@ COMMANDS: tuple[click.Command, ...] = (
     cleanup_command,
     cutover_group,
     bench_command,
+    config_group,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

@@ -25,6 +25,7 @@ from .report import Status
 if TYPE_CHECKING:
     from .commands.bench import BenchReport
     from .commands.cleanup import CleanupReport
+    from .commands.config import ConfigCheckReport
     from .commands.cutover import CutoverReport
     from .commands.doctor import DoctorReport
     from .commands.migrate import MigrationReport
@@ -34,6 +35,7 @@ __all__ = [
     "progress_bar",
     "render_bench",
     "render_cleanup",
+    "render_config_check",
     "render_cutover",
     "render_doctor",
     "render_migration",
@@ -48,9 +50,9 @@ _STYLE = {
 }
 
 
-def render_doctor(report: DoctorReport, console: Console) -> None:
+def render_doctor(report: DoctorReport, console: Console, title: str = "resultkit doctor") -> None:
     """Print a doctor report: one row per check, its fix underneath, a summary line."""
-    console.print(Text.assemble(("resultkit doctor", "bold"), "  ", report.backend or "(none)"))
+    console.print(Text.assemble((title, "bold"), "  ", report.backend or "(none)"))
     table = Table(box=None, show_header=False, pad_edge=False, expand=False)
     table.add_column("status", no_wrap=True)
     table.add_column("id", no_wrap=True, style="cyan")
@@ -252,3 +254,11 @@ def render_bench(report: BenchReport, console: Console) -> None:
         table.add_row(*cells)
     console.print(table)
     console.print(f"{len(report.cases)} cases in {report.seconds:.1f} s", style="dim")
+
+
+def render_config_check(report: ConfigCheckReport, console: Console) -> None:
+    """The audit's findings, in the doctor's format."""
+    from .commands.doctor import DoctorReport
+
+    report_view = DoctorReport(backend=report.app, checks=report.checks)
+    render_doctor(report_view, console, title="resultkit config check")

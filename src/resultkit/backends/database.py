@@ -96,8 +96,9 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
                         # on_backend_retryable_error).
                         options.pop("pool_pre_ping", None)
                     # Every operation is one statement: autocommit saves the BEGIN and
-                    # COMMIT round trips, and there is nothing to roll back on return.
-                    options.setdefault("isolation_level", "AUTOCOMMIT")
+                    # COMMIT round trips, there is nothing to roll back on return, and
+                    # each read sees what is committed (what READ COMMITTED is asked for).
+                    options["isolation_level"] = "AUTOCOMMIT"
                     options.setdefault("pool_reset_on_return", None)
                     self._engine = sa.create_engine(self.url, **options)
                     self._statements = {}

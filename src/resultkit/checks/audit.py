@@ -288,6 +288,10 @@ class MysqlIsolation(Rule):
         )
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
+        if ctx.url is not None and ctx.url.alias == "resultkit-db":
+            return CheckResult.passed(
+                self.id, "resultkit-db runs every statement in autocommit: reads see commits"
+            )
         options = ctx.get("database_engine_options") or {}
         level = str(options.get("isolation_level", "")).upper().replace("-", " ").replace("_", " ")
         if level != "READ COMMITTED":
@@ -395,6 +399,94 @@ class ResultExtended(Rule):
         )
 
 
+_TYPE_CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "True or False"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float, timedelta), "a number of seconds (or a timedelta)"),
+    "dict": ((dict,), "a dict"),
+    "list": ((list, tuple, set, frozenset), "a list"),
+    "tuple": ((list, tuple), "a tuple or list"),
+    "string": ((str,), "a string"),
+}
+
+
+class SettingTypes(Rule):
+    id = "config.types"
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from celery.app.defaults import NAMESPACES, flatten
+
+        options = dict(flatten(NAMESPACES))
+        problems, fixes = [], []
+        for key, value in ctx.user_settings.items():
+            option = options.get(key)
+            if option is None or value is None or option.type not in _TYPE_CHECKS:
+                continue
+            allowed, words = _TYPE_CHECKS[option.type]
+            wrong = not isinstance(value, allowed) or (
+                option.type in ("int", "float") and isinstance(value, bool)
+            )
+            if wrong:
+                problems.append(f"{key} is {type(value).__name__} {value!r:.40}")
+                fixes.append(f"{key} must be {words}")
+        if problems:
+            return CheckResult.failed(
+                self.id, "wrong types: " + "; ".join(problems), "; ".join(fixes)
+            )
+        return CheckResult.passed(self.id, "every setting has the type Celery expects")
+
+
+class Conflicts(Rule):
+    id = "config.conflicts"
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        kind = ctx.kind
+        found, fixes = [], []
+        user = ctx.user_settings
+        if user.get("task_ignore_result") and ctx.url is not None:
+            found.append("task_ignore_result = True drops every result the backend would store")
+            fixes.append(
+                "remove task_ignore_result, or set ignore_result on the tasks that need it"
+            )
+        redis_only = sorted(k for k in user if k.startswith("redis_"))
+        if redis_only and kind not in (BackendKind.REDIS, BackendKind.SENTINEL, None):
+            found.append(f"{', '.join(redis_only)} apply to Redis only and are ignored here")
+            fixes.append(f"remove {', '.join(redis_only)}")
+        sql_only = sorted(k for k in user if k.startswith("database_"))
+        if sql_only and kind not in (BackendKind.SQL, None):
+            found.append(f"{', '.join(sql_only)} apply to SQL backends only and are ignored here")
+            fixes.append(f"remove {', '.join(sql_only)}")
+        if "result_persistent" in user and kind is not BackendKind.RPC:
+            found.append("result_persistent applies to rpc:// only and is ignored here")
+            fixes.append("remove result_persistent")
+        if found:
+            return CheckResult.warned(self.id, "; ".join(found), "; ".join(fixes))
+        return CheckResult.passed(self.id, "no settings contradict each other")
+
+
+class InsecureTransport(Rule):
+    id = "config.tls"
+    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        url = ctx.url.raw if ctx.url else ""
+        options = ctx.get("redis_backend_use_ssl") or {}
+        reqs = str(ctx.url.query.get("ssl_cert_reqs", "") if ctx.url else "") or str(
+            options.get("ssl_cert_reqs", "")
+        )
+        if reqs.upper().endswith("NONE"):
+            return CheckResult.warned(
+                self.id,
+                "TLS without certificate checks (ssl_cert_reqs=none): anyone on the path can "
+                "impersonate the server",
+                "use ssl_cert_reqs=required and ssl_ca_certs=/path/to/ca.pem",
+            )
+        secure = url.startswith(("rediss", "resultkit-redis+rediss")) or bool(options)
+        return CheckResult.passed(
+            self.id, "TLS with certificate checks" if secure else "plain TCP (no TLS configured)"
+        )
+
+
 RULES: Sequence[Rule] = (
     UnknownSetting(),
     SerializerAccepted(),
@@ -406,6 +498,9 @@ RULES: Sequence[Rule] = (
     RpcChords(),
     ResultCompression(),
     ResultExtended(),
+    SettingTypes(),
+    Conflicts(),
+    InsecureTransport(),
 )
 
 

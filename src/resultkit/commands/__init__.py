@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .bench import BenchCase, BenchReport, bench
 from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
+from .config import ConfigCheckReport, config_check, config_new
 from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
@@ -16,6 +17,7 @@ __all__ = [
     "BenchCase",
     "BenchReport",
     "CleanupReport",
+    "ConfigCheckReport",
     "CutoverReport",
     "DoctorReport",
     "MigrationReport",
@@ -23,6 +25,8 @@ __all__ = [
     "StatsReport",
     "bench",
     "cleanup",
+    "config_check",
+    "config_new",
     "cutover_status",
     "doctor",
     "migrate",

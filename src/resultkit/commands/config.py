@@ -1,0 +1,257 @@
+"""``resultkit config new`` and ``resultkit config check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..apps import load_app
+from ..checks.audit import AuditContext, audit
+from ..durations import format_duration, parse_duration
+from ..errors import UsageError
+from ..report import CheckResult, Status
+from ..urls import parse_backend_url
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["BACKENDS", "ConfigCheckReport", "config_check", "config_new"]
+
+BACKENDS = ("redis", "rediss", "sentinel", "postgresql", "mysql", "sqlite", "rpc")
+
+_HEADER = '''"""Celery configuration written by `resultkit config new --backend {backend}`.
+
+Credentials come from the environment (see .env.example); nothing secret is
+written here.  Load it with app.config_from_object("celeryconfig").
+Check it with `resultkit config check -A celeryconfig` and
+`resultkit doctor -A celeryconfig`.
+"""
+
+import os
+
+
+def _env(name, default=""):
+    return os.environ.get(name, default)
+
+'''
+
+_BROKER = """
+# The broker (RabbitMQ here; any kombu transport works).
+broker_url = _env("CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//")
+"""
+
+_COMMON = """
+# JSON only: a pickle payload can run code in every client that reads it.
+result_serializer = {serializer!r}
+accept_content = [{serializer!r}]
+result_accept_content = [{serializer!r}]
+
+# Store task name, args, worker and queue with each result: needed to find
+# results by task and for per-task retention.
+result_extended = True
+
+# Results live {expires_text} unless a retention rule says otherwise.
+result_expires = {expires}
+"""
+
+_BACKEND_BLOCKS: dict[str, str] = {
+    "redis": """
+# Results in Redis ({alias}); a database of their own, apart from the broker.
+_password = _env("RESULT_REDIS_PASSWORD")
+result_backend = "{scheme}redis://{{auth}}{{host}}:{{port}}/{{db}}".format(
+    auth=f":{{_password}}@" if _password else "",
+    host=_env("RESULT_REDIS_HOST", "localhost"),
+    port=_env("RESULT_REDIS_PORT", "6379"),
+    db=_env("RESULT_REDIS_DB", "1"),
+)
+# Fail fast instead of hanging when Redis is unreachable.
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 10
+redis_retry_on_timeout = True
+result_backend_always_retry = True
+result_backend_max_retries = 10
+""",
+    "rediss": """
+# Results in Redis over TLS ({alias}): certificates are verified.
+_password = _env("RESULT_REDIS_PASSWORD")
+result_backend = (
+    "{scheme}rediss://{{auth}}{{host}}:{{port}}/{{db}}?ssl_cert_reqs=required&ssl_ca_certs={{ca}}"
+).format(
+    auth=f":{{_password}}@" if _password else "",
+    host=_env("RESULT_REDIS_HOST", "localhost"),
+    port=_env("RESULT_REDIS_PORT", "6380"),
+    db=_env("RESULT_REDIS_DB", "1"),
+    ca=_env("RESULT_REDIS_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
+)
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 10
+redis_retry_on_timeout = True
+result_backend_always_retry = True
+result_backend_max_retries = 10
+""",
+    "sentinel": """
+# Results in Redis behind Sentinel ({alias}): the master name is a transport option.
+_password = _env("RESULT_REDIS_PASSWORD")
+result_backend = ";".join(
+    "{scheme}sentinel://{{auth}}{{address}}/{{db}}".format(
+        auth=f":{{_password}}@" if _password else "",
+        address=address.strip(),
+        db=_env("RESULT_REDIS_DB", "1"),
+    )
+    for address in _env("RESULT_SENTINELS", "localhost:26379").split(",")
+)
+result_backend_transport_options = {{"master_name": _env("RESULT_SENTINEL_MASTER", "mymaster")}}
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 10
+result_backend_always_retry = True
+result_backend_max_retries = 10
+""",
+    "postgresql": """
+# Results in PostgreSQL through resultkit-db: Celery's own tables, pooled
+# connections, one upsert per result, get() woken by LISTEN/NOTIFY.
+result_backend = "resultkit-db+postgresql+psycopg://{{user}}:{{password}}@{{host}}:{{port}}/{{name}}{{options}}".format(
+    user=_env("RESULT_DB_USER", "celery"),
+    password=_env("RESULT_DB_PASSWORD"),
+    host=_env("RESULT_DB_HOST", "localhost"),
+    port=_env("RESULT_DB_PORT", "5432"),
+    name=_env("RESULT_DB_NAME", "celery_results"),
+    options=("?" + _env("RESULT_DB_OPTIONS")) if _env("RESULT_DB_OPTIONS") else "",
+)
+database_engine_options = {{"pool_size": 5, "max_overflow": 5, "pool_recycle": 3600}}
+result_backend_always_retry = True
+result_backend_max_retries = 10
+# Delete expired rows hourly from celery beat (resultkit-db deletes in short batches);
+# or run `resultkit cleanup -A celeryconfig` from cron instead of beat.
+beat_schedule = {{"results-cleanup": {{"task": "celery.backend_cleanup", "schedule": 3600}}}}
+""",
+    "mysql": """
+# Results in MySQL/MariaDB through resultkit-db (PyMySQL driver).
+result_backend = "resultkit-db+mysql+pymysql://{{user}}:{{password}}@{{host}}:{{port}}/{{name}}".format(
+    user=_env("RESULT_DB_USER", "celery"),
+    password=_env("RESULT_DB_PASSWORD"),
+    host=_env("RESULT_DB_HOST", "localhost"),
+    port=_env("RESULT_DB_PORT", "3306"),
+    name=_env("RESULT_DB_NAME", "celery_results"),
+)
+# resultkit-db runs each statement in autocommit, so a polling get() never keeps
+# seeing PENDING the way MySQL's REPEATABLE READ can make Celery's db+ backend do.
+database_engine_options = {{"pool_recycle": 3600}}
+result_backend_always_retry = True
+result_backend_max_retries = 10
+beat_schedule = {{"results-cleanup": {{"task": "celery.backend_cleanup", "schedule": 3600}}}}
+""",
+    "sqlite": """
+# Results in a SQLite file through resultkit-db: one machine, no server.
+result_backend = "resultkit-db+sqlite:///" + _env("RESULT_DB_PATH", "celery-results.sqlite3")
+beat_schedule = {{"results-cleanup": {{"task": "celery.backend_cleanup", "schedule": 3600}}}}
+""",
+    "rpc": """
+# Results as messages back to the client that sent the task (rpc://): nothing
+# is stored, only that client can read a result, and chords are not supported.
+result_backend = "rpc://"
+result_persistent = False
+""",
+}
+
+_ENV: dict[str, str] = {
+    "redis": "RESULT_REDIS_HOST=localhost\nRESULT_REDIS_PORT=6379\nRESULT_REDIS_DB=1\n"
+    "RESULT_REDIS_PASSWORD=change-me\n",
+    "rediss": "RESULT_REDIS_HOST=redis.example.com\nRESULT_REDIS_PORT=6380\nRESULT_REDIS_DB=1\n"
+    "RESULT_REDIS_PASSWORD=change-me\nRESULT_REDIS_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
+    "sentinel": "RESULT_SENTINELS=sentinel-1:26379,sentinel-2:26379\n"
+    "RESULT_SENTINEL_MASTER=mymaster\nRESULT_REDIS_DB=1\nRESULT_REDIS_PASSWORD=change-me\n",
+    "postgresql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=5432\nRESULT_DB_NAME=celery_results\n"
+    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=change-me\nRESULT_DB_OPTIONS=\n",
+    "mysql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=3306\nRESULT_DB_NAME=celery_results\n"
+    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=change-me\n",
+    "sqlite": "RESULT_DB_PATH=celery-results.sqlite3\n",
+    "rpc": "",
+}
+
+
+def config_new(
+    backend: str,
+    *,
+    folder: str | Path = ".",
+    serializer: str = "json",
+    expires: str = "1d",
+    retention: str | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Write ``celeryconfig.py`` and ``.env.example`` for *backend*; return their paths.
+
+    *retention* (a duration) adds a ``resultkit_retention`` policy: failures kept
+    30 days, everything else *retention*; on Redis it selects ``resultkit-redis``
+    so the policy applies at write time.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+    if serializer not in ("json", "msgpack"):
+        raise UsageError(
+            "--serializer must be json or msgpack (pickle lets anyone who can write results "
+            "run code in every client)"
+        )
+    seconds = parse_duration(expires)
+    folder = Path(folder)
+    config, env = folder / "celeryconfig.py", folder / ".env.example"
+    for path in (config, env):
+        if path.exists() and not force:
+            raise UsageError(f"{path} exists: pass --force to replace it")
+    redis_like = backend in ("redis", "rediss", "sentinel")
+    scheme = "resultkit-redis+" if retention and redis_like else ""
+    alias = "resultkit-redis: per-task lifetimes" if scheme else "Celery's Redis backend"
+    text = _HEADER.format(backend=backend) + _BROKER
+    text += _BACKEND_BLOCKS[backend].format(scheme=scheme, alias=alias)
+    if backend != "rpc":
+        text += _COMMON.format(
+            serializer=serializer, expires=int(seconds), expires_text=format_duration(seconds)
+        )
+    else:
+        text += (
+            f"\nresult_serializer = {serializer!r}\naccept_content = [{serializer!r}]\n"
+            f"result_accept_content = [{serializer!r}]\n"
+        )
+    if retention and backend != "rpc":
+        parse_duration(retention)
+        text += (
+            "\n# Per-task lifetimes (first match wins); see `resultkit cleanup`.\n"
+            "resultkit_retention = {\n"
+            '    "rules": [{"state": "FAILURE", "expires": "30d"}],\n'
+            f'    "default": {retention!r},\n'
+            "}\n"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+    env.write_text(
+        "# Copy to .env (never commit it) and fill in real values.\n"
+        "CELERY_BROKER_URL=amqp://guest:guest@localhost:5672//\n" + _ENV[backend]
+    )
+    return [config, env]
+
+
+@dataclass
+class ConfigCheckReport:
+    app: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status is Status.FAIL for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "app": self.app, "checks": [c.as_dict() for c in self.checks]}
+
+
+def config_check(app: Celery | str) -> ConfigCheckReport:
+    """Audit an app's configuration without connecting to anything."""
+    celery_app = load_app(app) if isinstance(app, str) else app
+    backend = celery_app.conf.result_backend
+    try:
+        url = parse_backend_url(backend) if isinstance(backend, str) and backend else None
+        checks: list[CheckResult] = []
+    except Exception as exc:
+        url = None
+        checks = [CheckResult.failed("url", str(exc), "correct result_backend")]
+    checks.extend(audit(AuditContext.from_app(celery_app, url)))
+    return ConfigCheckReport(app if isinstance(app, str) else (celery_app.main or "app"), checks)
