@@ -37,6 +37,7 @@ from kombu.utils.encoding import ensure_bytes
 
 from ..purge import PurgePlan, purge_table
 from ..retention import RetentionPolicy
+from ._polling import poll_many
 
 __all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend"]
 
@@ -323,33 +324,28 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         READY_STATES: Any = states.READY_STATES,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(task_id, meta)`` as members become ready, reading them in bulk."""
-        pending = list(dict.fromkeys(task_ids))
-        cached = [
-            tid
-            for tid in pending
-            if tid in self._cache and self._cache[tid]["status"] in READY_STATES
-        ]
-        for task_id in cached:
-            yield task_id, self._cache[task_id]
-        pending = [tid for tid in pending if tid not in cached]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        iterations = 0
-        while pending:
-            ready = self._ensure_retryable(self._fetch_ready, pending)
-            for task_id, meta in ready.items():
-                self._cache[task_id] = meta
-                if on_message is not None:
-                    on_message(meta)
-                yield task_id, meta
-            pending = [tid for tid in pending if tid not in ready]
-            if not pending:
-                return
-            iterations += 1
-            if max_iterations and iterations >= max_iterations:
-                return
-            if on_interval:
-                on_interval()
-            self._wait(pending, deadline, min(interval, self.poll_interval))
+        pending = []
+        for task_id in dict.fromkeys(task_ids):
+            cached = self._cache.get(task_id)
+            if cached is not None and cached["status"] in READY_STATES:
+                yield task_id, cached
+            else:
+                pending.append(task_id)
+
+        def fetch_ready(ids: list[str]) -> dict[str, dict[str, Any]]:
+            ready: dict[str, dict[str, Any]] = self._ensure_retryable(self._fetch_ready, ids)
+            self._cache.update(ready)
+            return ready
+
+        yield from poll_many(
+            pending,
+            fetch_ready,
+            lambda ids, deadline: self._wait(ids, deadline, min(interval, self.poll_interval)),
+            timeout=timeout,
+            on_message=on_message,
+            on_interval=on_interval,
+            max_iterations=max_iterations,
+        )
 
     def wait_for(
         self,

@@ -30,10 +30,10 @@ from typing import Any
 from celery import states
 from celery.app.backends import by_url
 from celery.backends.base import BaseBackend
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..errors import ConfigurationError
 from ..urls import mask_url
+from ._polling import poll_many
 
 __all__ = ["DEFAULT_OLD_RETRY_AFTER_S", "ResultkitDualBackend"]
 
@@ -190,30 +190,20 @@ class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
         **kwargs: Any,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(task_id, meta)`` as results become ready in either backend."""
-        pending = list(dict.fromkeys(task_ids))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        iterations = 0
-        while pending:
-            still = []
-            for task_id in pending:
-                meta = self.get_task_meta(task_id)
-                if meta.get("status") in states.READY_STATES:
-                    if on_message is not None:
-                        on_message(meta)
-                    yield task_id, meta
-                else:
-                    still.append(task_id)
-            pending = still
-            if not pending:
-                return
-            iterations += 1
-            if max_iterations and iterations >= max_iterations:
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CeleryTimeoutError("The operation timed out.")
-            if on_interval:
-                on_interval()
-            time.sleep(min(interval, 0.1))
+
+        def fetch_ready(ids: list[str]) -> dict[str, dict[str, Any]]:
+            metas = {task_id: self.get_task_meta(task_id) for task_id in ids}
+            return {i: m for i, m in metas.items() if m.get("status") in states.READY_STATES}
+
+        yield from poll_many(
+            task_ids,
+            fetch_ready,
+            lambda ids, deadline: time.sleep(min(interval, 0.1)),
+            timeout=timeout,
+            on_message=on_message,
+            on_interval=on_interval,
+            max_iterations=max_iterations,
+        )
 
     # ------------------------------------------------------------------ chords
     def ensure_chords_allowed(self) -> None:
