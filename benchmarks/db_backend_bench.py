@@ -244,11 +244,12 @@ def main() -> None:
         row = figures["tasks/s through a prefork worker (c=2)"]
         row["ratio"] = round(row["resultkit"] / row["celery"], 2)
     finally:
-        with engine.begin() as conn:
-            if postgres:
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-            elif backend_name in ("mysql", "mariadb"):
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCHEMA}"))
+        if postgres or backend_name in ("mysql", "mariadb"):
+            with engine.begin() as conn:
+                if postgres:
+                    conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+                else:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCHEMA}"))
     if args.json:
         print(json.dumps(figures, indent=2))
         return
