@@ -326,7 +326,8 @@ def cleanup_command(url: str | None, app: str | None, as_json: bool, **options: 
     from .commands import cleanup
     from .render import render_cleanup
 
-    report = cleanup(url, app=_app_from_context(app), **options)
+    with _progress_bar("deleting") as progress:
+        report = cleanup(url, app=_app_from_context(app), progress=progress, **options)
     _emit(report, as_json, render_cleanup)
 
 

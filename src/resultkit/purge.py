@@ -36,6 +36,8 @@ class PurgePlan:
     fix_missing_ttl: bool = False
     #: Compare with timezone-aware dates (columns declared WITH TIME ZONE).
     aware_dates: bool = False
+    #: Told how many results each finished batch deleted (for a progress bar).
+    on_batch: Callable[[int], None] | None = field(default=None, compare=False)
 
     def aware(self) -> PurgePlan:
         return replace(self, aware_dates=True)
@@ -80,9 +82,11 @@ class PurgeOutcome:
         if record.name:
             self.by_task[record.name] += 1
 
-    def timed(self, started: float) -> None:
+    def timed(self, started: float, plan: PurgePlan | None = None, deleted: int = 0) -> None:
         self.longest_transaction_s = max(self.longest_transaction_s, time.monotonic() - started)
         self.batches += 1
+        if plan is not None and plan.on_batch is not None:
+            plan.on_batch(deleted)
 
 
 def glob_to_like(pattern: str) -> str:
@@ -197,7 +201,7 @@ def sql_purge(
                 found, deleted, after = _delete_batch(
                     conn, table, predicate, plan.batch_size, after
                 )
-            out.timed(started)
+            out.timed(started, plan, deleted)
             out.deleted += deleted
             if found == 0:
                 break
@@ -219,11 +223,13 @@ def sql_purge(
                 allowed = before_delete(list(records.values()))
                 out.archived += len(allowed)
                 ids = [pk for pk, record in records.items() if record.id in allowed]
+                deleted = 0
                 if ids:
-                    out.deleted += conn.execute(
+                    deleted = conn.execute(
                         sa.delete(table).where(table.c.id.in_(ids)).where(predicate)
                     ).rowcount
-            out.timed(started)
+                    out.deleted += deleted
+            out.timed(started, plan, deleted)
     with engine.connect() as conn:
         out.kept = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
     return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from ..purge import PurgePlan
 from ..records import Kind, Record
 from ..retention import RetentionPolicy, describe
 from ..stores import OnConflict, Store, open_store
+from .migrate import Progress
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -75,6 +77,7 @@ def cleanup(
     fix_missing_ttl: bool = False,
     batch_size: int = DEFAULT_CLEANUP_BATCH_ROWS,
     dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
 ) -> CleanupReport:
     """Delete the task and group results past their lifetime.
 
@@ -109,7 +112,16 @@ def cleanup(
     try:
         for kind in (Kind.TASK, Kind.GROUP):
             before = _archiver(archive_store) if archive_store is not None else None
-            outcome = store.purge(kind, plan, before)
+            kind_plan = plan
+            if progress is not None:
+                done = [0]
+
+                def on_batch(deleted: int, kind: Kind = kind, done: list[int] = done) -> None:
+                    done[0] += deleted
+                    progress(Progress(kind, done[0], None))
+
+                kind_plan = replace(plan, on_batch=on_batch)
+            outcome = store.purge(kind, kind_plan, before)
             report.deleted += outcome.deleted
             report.archived += outcome.archived
             report.ttl_fixed += outcome.ttl_fixed

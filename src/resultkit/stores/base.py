@@ -180,8 +180,9 @@ class Store(ABC):
                 chosen = [r for r in expired if r.id in allowed]
                 out.kept += len(expired) - len(chosen)
                 started = time.monotonic()
-                out.deleted += self.delete_unchanged(kind, chosen)
-                out.timed(started)
+                deleted = self.delete_unchanged(kind, chosen)
+                out.deleted += deleted
+                out.timed(started, plan, deleted)
         return out
 
     def _missing_ttl(self, record: Record, plan: PurgePlan) -> float | None:
