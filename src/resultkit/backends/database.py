@@ -243,12 +243,7 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         if self.engine.dialect.driver == "psycopg":
             # The hot path: the compiled statement straight to the pooled driver
             # connection (psycopg prepares it after a few uses).
-            compiled = self._statements.get(("sql", statement))
-            if compiled is None:
-                done = statement.compile(dialect=self.engine.dialect)
-                constants = {k: v for k, v in done.params.items() if k not in row}
-                compiled = self._statements[("sql", statement)] = (str(done), constants)
-            sql, constants = compiled
+            sql, constants = self._direct_sql(statement, row)
             connection = self.engine.raw_connection()
             try:
                 cursor = connection.cursor()
@@ -291,11 +286,40 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
             statement = self._statements["get"] = sa.select(table).where(
                 table.c.task_id == sa.bindparam("task_id")
             )
-        with self.engine.connect() as conn:
-            row = conn.execute(statement, {"task_id": task_id}).first()
-        if row is None:
+        if self.engine.dialect.driver == "psycopg":
+            mapping = self._fetch_direct(statement, {"task_id": task_id})
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(statement, {"task_id": task_id}).first()
+            mapping = None if row is None else dict(row._mapping)
+        if mapping is None:
             return {"status": states.PENDING, "result": None, "task_id": task_id}
-        return self._meta_from_row(row._mapping)
+        return self._meta_from_row(mapping)
+
+    def _direct_sql(self, statement: Any, names: Any) -> tuple[str, dict[str, Any]]:
+        """The SQL of a statement and its constant parameters, compiled once."""
+        compiled = self._statements.get(("sql", statement))
+        if compiled is None:
+            done = statement.compile(dialect=self.engine.dialect)
+            constants = {k: v for k, v in done.params.items() if k not in names}
+            compiled = self._statements[("sql", statement)] = (str(done), constants)
+        return compiled
+
+    def _fetch_direct(self, statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Run a one-row SELECT on the pooled driver connection; the row as a mapping."""
+        sql, constants = self._direct_sql(statement, params)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, {**constants, **params})
+                row = cursor.fetchone()
+                names = [column[0] for column in cursor.description or ()]
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+        return None if row is None else dict(zip(names, row, strict=True))
 
     def _fetch_ready(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Metas of the given ids that are in a ready state, one query per batch."""
