@@ -212,7 +212,8 @@ def _run(
     for kind in (Kind.TASK, Kind.GROUP):
         if kind not in filters.kinds or kind.value in state.finished:
             continue
-        total = src.count(kind)
+        # Counting is a full pass over the source: only a progress bar needs it.
+        total = src.count(kind) if progress is not None else None
         done = 0
         cursor = state.cursors.get(kind.value)
         for page, seconds in _prefetch(src, kind, cursor, batch_size):

@@ -67,6 +67,8 @@ class SqlStore(Store):
         self._tables: dict[Kind, sa.Table | None] = {}
         self._limits: dict[str, dict[str, int]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
+        #: (serializer, compression) → encoder shared by every such record (False: none).
+        self._plain_encoders: dict[tuple[str, str | None], Any] = {}
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -117,6 +119,7 @@ class SqlStore(Store):
                 model = self._model_table(kind)
                 model.metadata.create_all(self.engine, checkfirst=True)
                 self._tables.pop(kind, None)
+                self._plain_encoders.clear()
 
     @property
     def legacy(self) -> bool:
@@ -196,14 +199,18 @@ class SqlStore(Store):
     # ---------------------------------------------------------- encoding
     def _encoder(self, record: Record) -> Callable[[Any], bytes]:
         """The function that encodes this record's values for a column."""
-        if self.legacy:
-            return _pickle
-        if (
-            record.serializer == "json"
-            and not record.compression
-            and not self.codec.transcodes(record)
-        ):
-            return json_dumps
+        key = (record.serializer, record.compression)
+        plain = self._plain_encoders.get(key)
+        if plain is None:
+            if self.legacy:
+                plain = _pickle
+            elif key == ("json", None) and not self.codec.transcodes(record):
+                plain = json_dumps
+            else:
+                plain = False  # depends on the record: no shortcut
+            self._plain_encoders[key] = plain
+        if plain is not False:
+            return plain  # type: ignore[return-value]
         return lambda value: self.codec.encode(value, record)
 
     def _layout(self, table: sa.Table) -> tuple[bool, tuple[str, ...], bool]:
