@@ -80,6 +80,19 @@ def run(
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def run_on_terminal(command: str, cwd: Path) -> CliResult:
+    """Run ``resultkit ARGS`` (a shell string) under script(1), which gives it a pseudo-terminal."""
+    done = subprocess.run(
+        ["script", "-qec", f"{BIN / 'resultkit'} {command}", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Any:
     """Run ``resultkit ARGS`` in a fresh folder."""

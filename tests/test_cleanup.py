@@ -14,7 +14,7 @@ import pytest
 
 from resultkit.records import Kind, Record
 from resultkit.stores import OnConflict, open_store
-from tests.conftest import RedisDB, SqlDB, store_url_for
+from tests.conftest import RedisDB, SqlDB, run_on_terminal, store_url_for
 from tests.samples import NOW, RETENTION_POLICY, failure, group, task
 from tests.worker import celery_worker, load, write_app
 
@@ -292,31 +292,12 @@ def test_usage_errors_are_one_line(cli: Any, sqlite_db: SqlDB, tmp_path: Path) -
 
 
 def test_cleanup_shows_progress_on_a_terminal(sqlite_db: SqlDB, tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     store = open_store(sqlite_db.url)
     store.write_many(
         [aged(task(f"p{i}", done=NOW - timedelta(days=3))) for i in range(40)], OnConflict.SKIP
     )
     store.close()
-    binary = Path(sys.executable).parent / "resultkit"
-    done = subprocess.run(
-        [
-            "script",
-            "-qec",
-            f"{binary} cleanup {sqlite_db.url} --older-than 1d --batch-size 5",
-            "/dev/null",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_on_terminal(f"cleanup {sqlite_db.url} --older-than 1d --batch-size 5", tmp_path)
+    assert done.code == 0, done.output
     assert "deleting tasks" in done.stdout
     assert "deleted 40" in done.stdout

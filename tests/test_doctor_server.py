@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tests.celery_view import celery_app
 from tests.conftest import RedisDB, SqlDB
 from tests.netutil import slow_link
 
@@ -176,11 +177,7 @@ def test_a_table_without_the_date_done_index_warns_with_the_statement(
 
 
 def _celery_backend(url: str) -> Any:
-    from celery import Celery
-
-    app = Celery(set_as_current=False)
-    app.conf.result_backend = url
-    return app.backend
+    return celery_app(url).backend
 
 
 def _create_celery_tables(url: str) -> None:

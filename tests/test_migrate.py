@@ -18,7 +18,7 @@ from celery.app.task import Context
 from resultkit.records import Kind
 from resultkit.stores import OnConflict, open_store
 from tests.celery_view import assert_celery_reads, celery_app
-from tests.conftest import ROOT, RedisDB, SqlDB
+from tests.conftest import ROOT, RedisDB, SqlDB, run_on_terminal
 from tests.samples import NOW, failure, standard_set, task
 
 
@@ -492,16 +492,8 @@ def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(
     assert "migrating tasks" not in piped.output
     assert "copied 50" in piped.stdout
     # On a terminal (script(1) gives the command a pseudo-terminal): a bar with rate and ETA
-    binary = Path(sys.executable).parent / "resultkit"
     target = f"db+sqlite:///{tmp_path / 'tty.sqlite3'}"
-    done = subprocess.run(
-        ["script", "-qec", f"{binary} migrate {redis_db.url} {target} --batch-size 5", "/dev/null"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_on_terminal(f"migrate {redis_db.url} {target} --batch-size 5", tmp_path)
+    assert done.code == 0, done.output
     assert "migrating tasks" in done.stdout
     assert "/s" in done.stdout

@@ -19,7 +19,7 @@ from .urls import DEFAULT_RESULT_BACKEND, Redactor, mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["Target", "app_for_url", "load_app", "resolve_target"]
+__all__ = ["Target", "app_for_url", "load_app", "resolve_target", "user_settings"]
 
 Origin = Literal["url", "app", "default"]
 
@@ -96,6 +96,19 @@ def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Cele
     conf.update(settings)
     app.conf.update(conf)
     return app
+
+
+def user_settings(app: Celery | None) -> dict[str, Any]:
+    """The settings the user gave *app* (no defaults), without its result_backend.
+
+    What one app lends another built for a different URL.
+    """
+    if app is None:
+        return {}
+    settings = dict(app.conf.table(with_defaults=False, censored=False))
+    for key in ("result_backend", "CELERY_RESULT_BACKEND", "deprecated_settings"):
+        settings.pop(key, None)
+    return settings
 
 
 def _split_sentinel_master(url: str) -> tuple[str, dict[str, str]]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from .errors import ConfigurationError
 
-__all__ = ["format_duration", "parse_duration", "parse_when"]
+__all__ = ["expiry_seconds", "format_duration", "parse_duration", "parse_when"]
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -41,6 +41,15 @@ def parse_duration(value: str | float | timedelta) -> float:
             f"{value!r} is not a duration: write seconds (3600) or 30s, 15m, 12h, 7d, 1h30m"
         )
     return float(sum(float(n) * _UNITS_S[unit] for n, unit in parts))
+
+
+def expiry_seconds(value: float | timedelta | None) -> float | None:
+    """A Celery expiry setting (``result_expires``...) in seconds; None when disabled."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return float(value) if value else None
 
 
 def format_duration(seconds: float) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record"]
+__all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record", "as_datetime", "naive_utc"]
 
 #: Fields Celery stores only when ``result_extended`` is on.
 EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
@@ -100,6 +100,20 @@ def as_datetime(value: Any) -> datetime | None:
         text = text[:-1] + "+00:00"
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+
+
+def naive_utc(value: Any) -> datetime | None:
+    """A naive UTC datetime, the way Celery's SQL tables hold ``date_done``."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = as_datetime(value)  # type: ignore[assignment]
+        if parsed.tzinfo is None:
+            return parsed
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    done = as_datetime(value)
+    return done.astimezone(timezone.utc).replace(tzinfo=None) if done else None
 
 
 @dataclass(frozen=True)

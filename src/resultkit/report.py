@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +59,6 @@ class CheckResult:
         if self.data:
             out["data"] = dict(self.data)
         return out
-
-
-def worst(statuses: Iterable[Status]) -> Status:
-    """The most serious status among *statuses* (PASS when there are none)."""
-    order = [Status.PASS, Status.SKIP, Status.WARN, Status.FAIL]
-    return max(statuses, key=order.index, default=Status.PASS)
 
 
 def dumps_json(document: Mapping[str, Any]) -> str:

@@ -24,11 +24,10 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .durations import format_duration, parse_duration
+from .durations import expiry_seconds, format_duration, parse_duration
 from .errors import ConfigurationError
 
 __all__ = ["FOREVER", "RetentionPolicy", "RetentionRule"]
@@ -247,18 +246,23 @@ class RetentionPolicy:
             )
         return cls.from_mapping(data, **fallbacks)
 
+    @classmethod
+    def resolve(
+        cls, app: Any, policy: str | Path | RetentionPolicy | None = None
+    ) -> RetentionPolicy:
+        """*policy* itself, a policy file, or (None) the app's own policy."""
+        if isinstance(policy, RetentionPolicy):
+            return policy
+        if policy is not None:
+            return cls.from_file(policy, **cls.celery_fallbacks(app))
+        return cls.from_app(app)
+
     @staticmethod
     def celery_fallbacks(app: Any) -> dict[str, Any]:
-        conf = app.conf
-        expires = conf.result_expires
-        if isinstance(expires, timedelta):
-            expires = expires.total_seconds()
-        failure = conf.get("result_failure_expires")
-        if isinstance(failure, timedelta):
-            failure = failure.total_seconds()
+        failure = app.conf.get("result_failure_expires")
         return {
-            "result_expires": float(expires) if expires else None,
-            "failure_expires": float(failure) if failure else None,
+            "result_expires": expiry_seconds(app.conf.result_expires),
+            "failure_expires": expiry_seconds(failure),
             "failure_expires_set": failure is not None,
         }
 

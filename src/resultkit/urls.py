@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigurationError, UnknownBackend
 
@@ -151,12 +151,6 @@ class Redactor:
         """Remember the passwords contained in *url*."""
         if url:
             self.secrets.update(p for p in _passwords_in(str(url)) if p)
-
-    def add_secret(self, secret: str | None) -> None:
-        """Remember one secret value."""
-        if secret:
-            self.secrets.add(secret)
-            self.secrets.add(quote(secret, safe=""))
 
     def redact(self, text: str) -> str:
         """Return *text* with URLs masked and every known secret replaced."""

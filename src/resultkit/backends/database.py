@@ -36,6 +36,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import ensure_bytes
 
 from ..purge import PurgePlan, purge_table
+from ..records import naive_utc
 from ..retention import RetentionPolicy
 from ._polling import poll_many
 
@@ -166,9 +167,7 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         names = [column.name for column in columns]
         row: dict[str, Any] = {name: meta.get(name) for name in names if name not in skip}
         row["task_id"] = task_id
-        row["date_done"] = meta.get("date_done") or datetime.now(timezone.utc)
-        if isinstance(row["date_done"], datetime) and row["date_done"].tzinfo is not None:
-            row["date_done"] = row["date_done"].astimezone(timezone.utc).replace(tzinfo=None)
+        row["date_done"] = naive_utc(meta.get("date_done") or datetime.now(timezone.utc))
         if "children" in columns:
             children = meta.get("children")
             row["children"] = ensure_bytes(self.encode(children)) if children else None
@@ -551,6 +550,3 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
                 to_record=lambda row: row,
                 before_delete=None,
             )
-
-    def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        return super().__reduce__(args, kwargs)

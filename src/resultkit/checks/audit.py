@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from ..durations import format_duration
+from ..durations import expiry_seconds, format_duration
 from ..report import CheckResult, Status
 from ..urls import BackendKind, BackendURL
 
@@ -100,12 +100,9 @@ class Rule:
 
 
 def _seconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
+    """Lenient: a value of the wrong type is the types rule's to report."""
     try:
-        return float(value)
+        return expiry_seconds(value)
     except (TypeError, ValueError):
         return None
 

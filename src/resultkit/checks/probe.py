@@ -21,7 +21,9 @@ from typing import Any
 
 from ..apps import Target
 from ..drivers import require_driver
+from ..durations import expiry_seconds
 from ..errors import ConfigurationError, MissingDriver
+from ..records import Kind
 from ..report import CheckResult, Status
 from ..urls import BackendKind, BackendURL, parse_backend_url
 from . import Deadline
@@ -288,10 +290,7 @@ def check_server(probe: Probe) -> list[CheckResult]:
 
 
 def _expires_s(probe: Probe) -> float | None:
-    value = probe.target.app.conf.result_expires
-    if isinstance(value, timedelta):
-        return value.total_seconds() or None
-    return float(value) if value else None
+    return expiry_seconds(probe.target.app.conf.result_expires)
 
 
 def _redis_state(probe: Probe) -> list[CheckResult]:
@@ -384,7 +383,9 @@ def _redis_keys(probe: Probe, client: Any) -> CheckResult:
     count = 0
     sample: list[bytes] = []
     complete = True
-    for key in client.scan_iter(match=f"{_glob_escape(prefix)}*", count=1000):
+    from ..stores.redis import match_prefix
+
+    for key in client.scan_iter(match=match_prefix(prefix), count=1000):
         count += 1
         if len(sample) < TTL_SAMPLE_KEYS:
             sample.append(key)
@@ -412,24 +413,13 @@ def _redis_keys(probe: Probe, client: Any) -> CheckResult:
     )
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def _sql_tables(probe: Probe) -> tuple[tuple[str | None, str], tuple[str | None, str]]:
-    conf = probe.target.app.conf
-    names = conf.database_table_names or {}
-    schemas = conf.database_table_schemas or {}
-    return (
-        (schemas.get("task"), names.get("task", "celery_taskmeta")),
-        (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
-    )
-
-
 def _sql_state(probe: Probe) -> list[CheckResult]:
     import sqlalchemy as sa
 
-    (task_schema, task_table), (group_schema, group_table) = _sql_tables(probe)
+    from ..stores.sql import celery_table_names
+
+    tables = celery_table_names(probe.target.app.conf)
+    (task_schema, task_table), (group_schema, group_table) = tables[Kind.TASK], tables[Kind.GROUP]
     inspector = sa.inspect(probe.engine)
     missing = [
         name if schema is None else f"{schema}.{name}"

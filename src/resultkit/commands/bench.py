@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..apps import app_for_url, resolve_target
+from ..apps import app_for_url, resolve_target, user_settings
 from ..errors import UsageError
 from ..urls import BackendKind, mask_url, parse_backend_url
 
@@ -200,13 +200,7 @@ def bench(
         if compare and other and other not in [u for u, _ in targets]:
             plan.append((other, url))
     report = BenchReport()
-    base_settings: dict[str, Any] = {}
-    if targets[0][1] is not None:
-        base_settings = {
-            k: v
-            for k, v in targets[0][1].conf.table(with_defaults=False, censored=False).items()
-            if k not in ("result_backend", "deprecated_settings")
-        }
+    base_settings = user_settings(targets[0][1])
     for (url, twin), serializer, compression, size, workers in itertools.product(
         plan, serializers, compressions, sizes, concurrency
     ):

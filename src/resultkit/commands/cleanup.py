@@ -150,11 +150,7 @@ def _policy(
 ) -> RetentionPolicy:
     if older_than is not None:
         return RetentionPolicy.uniform(parse_duration(older_than))
-    if isinstance(policy, RetentionPolicy):
-        return policy
-    if policy is not None:
-        return RetentionPolicy.from_file(policy, **RetentionPolicy.celery_fallbacks(app))
-    return RetentionPolicy.from_app(app)
+    return RetentionPolicy.resolve(app, policy)
 
 
 def _archiver(archive: Store) -> Any:

@@ -56,14 +56,7 @@ def stats(
     """
     started = time.monotonic()
     target = resolve_target(url, app)
-    if isinstance(policy, RetentionPolicy):
-        retention = policy
-    elif policy is not None:
-        retention = RetentionPolicy.from_file(
-            policy, **RetentionPolicy.celery_fallbacks(target.app)
-        )
-    else:
-        retention = RetentionPolicy.from_app(target.app)
+    retention = RetentionPolicy.resolve(target.app, policy)
     store = open_store(target.url, target.app)
     report = StatsReport(target.masked_url)
     try:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..drivers import require_driver
 from ..errors import ConfigurationError
@@ -31,34 +31,25 @@ RPC_REFUSAL = (
 )
 
 
-def _settings_of(app: Celery | None) -> dict[str, Any]:
-    if app is None:
-        return {}
-    settings = dict(app.conf.table(with_defaults=False, censored=False))
-    for key in ("result_backend", "CELERY_RESULT_BACKEND", "deprecated_settings"):
-        settings.pop(key, None)
-    return settings
-
-
 def open_store(url: str, app: Celery | None = None, codec: Codec | None = None) -> Store:
     """Open the store for *url*; *app* lends its settings (table names, key prefix,
     serializer, ``result_expires``)."""
-    from ..apps import app_for_url
+    from ..apps import app_for_url, user_settings
 
     scheme = url.partition("://")[0].lower()
     if scheme == "jsonl" or scheme.startswith("jsonl+"):
         from .archive import ArchiveStore
 
-        return ArchiveStore(url, app_for_url("cache+memory://", **_settings_of(app)), codec)
+        return ArchiveStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
     if scheme.startswith("django+"):
         from ..drivers import require_sql_driver
         from .django import DjangoStore
 
         require_sql_driver(parse_backend_url("db+" + url.split("+", 1)[1]))
-        return DjangoStore(url, app_for_url("cache+memory://", **_settings_of(app)), codec)
+        return DjangoStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
     parsed = parse_backend_url(url)
     require_driver(parsed)
-    store_app = app_for_url(url, **_settings_of(app))
+    store_app = app_for_url(url, **user_settings(app))
     if parsed.kind is BackendKind.RPC:
         raise ConfigurationError(RPC_REFUSAL)
     if parsed.kind in (BackendKind.REDIS, BackendKind.SENTINEL):

@@ -16,10 +16,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..codec import PickleRefused, decode_payload, encode_payload
+from ..durations import expiry_seconds
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
@@ -116,10 +116,7 @@ class Store(ABC):
     @property
     def expires_s(self) -> float | None:
         """The app's ``result_expires`` in seconds (None: never)."""
-        value = self.app.conf.result_expires
-        if isinstance(value, timedelta):
-            value = value.total_seconds()
-        return float(value) if value else None
+        return expiry_seconds(self.app.conf.result_expires)
 
     # ----------------------------------------------------------- primitives
     @abstractmethod
@@ -263,7 +260,7 @@ class Store(ABC):
         holding results of several serializers (after a transcode, or mixed
         workers) is read by one backend per serializer.
         """
-        from ..apps import app_for_url
+        from ..apps import app_for_url, user_settings
         from ..codec import sniff_serializer, split_compression
 
         serializer = serializer or self.codec.hint
@@ -276,9 +273,7 @@ class Store(ABC):
         key = (serializer, extended)
         cache: dict[Any, Any] = self.__dict__.setdefault("_celery_backends", {})
         if key not in cache:
-            settings = dict(self.app.conf.table(with_defaults=False, censored=False))
-            settings.pop("result_backend", None)
-            settings.pop("deprecated_settings", None)
+            settings = user_settings(self.app)
             settings.update(
                 result_serializer=serializer,
                 result_accept_content=[serializer],

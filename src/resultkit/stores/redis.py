@@ -23,7 +23,7 @@ from ..records import Kind, Record, as_datetime
 from ..summary import Summary
 from .base import OnConflict, Page, Store, WriteResult
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "match_prefix"]
 
 
 #: Returns the PTTL of every key given, in order.
@@ -71,6 +71,17 @@ return out
 """
 
 
+def match_prefix(prefix: bytes | str) -> bytes:
+    """A SCAN MATCH pattern for every key starting with *prefix* (glob characters escaped)."""
+    raw = prefix.encode() if isinstance(prefix, str) else prefix
+    escaped = bytearray()
+    for byte in raw:
+        if chr(byte) in "*?[]\\":
+            escaped += b"\\"
+        escaped.append(byte)
+    return bytes(escaped) + b"*"
+
+
 class RedisStore(Store):
     layout = "redis"
     native_ttl = True
@@ -89,12 +100,7 @@ class RedisStore(Store):
         return self.prefix(kind) + result_id.encode()
 
     def _pattern(self, kind: Kind) -> bytes:
-        escaped = bytearray()
-        for byte in self.prefix(kind):
-            if chr(byte) in "*?[]\\":
-                escaped += b"\\"
-            escaped.append(byte)
-        return bytes(escaped) + b"*"
+        return match_prefix(self.prefix(kind))
 
     # ----------------------------------------------------------- primitives
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,25 +20,22 @@ import sqlalchemy as sa
 from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
-from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime
+from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
 from ..summary import Summary, sql_summary
 from ._sql import IN_CHUNK_ROWS, delete_ids, read_ids, state_counts, upsert_rows
 from .base import OnConflict, Page, Store, WriteResult
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "celery_table_names"]
 
 
-def _naive_utc(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = as_datetime(value)  # type: ignore[assignment]
-        if parsed.tzinfo is None:
-            return parsed
-        return parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    done = as_datetime(value)
-    return done.astimezone(timezone.utc).replace(tzinfo=None) if done else None
+def celery_table_names(conf: Any) -> dict[Kind, tuple[str | None, str]]:
+    """(schema, table) of Celery's task and group tables, from the app's settings."""
+    names = conf.database_table_names or {}
+    schemas = conf.database_table_schemas or {}
+    return {
+        Kind.TASK: (schemas.get("task"), names.get("task", "celery_taskmeta")),
+        Kind.GROUP: (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
+    }
 
 
 def _pickle(value: Any) -> bytes:
@@ -57,13 +53,7 @@ class SqlStore(Store):
         options = dict(self.app.conf.database_engine_options or {})
         options.setdefault("pool_pre_ping", True)
         self.engine = sa.create_engine(url, **options)
-        conf = self.app.conf
-        names = conf.database_table_names or {}
-        schemas = conf.database_table_schemas or {}
-        self.names = {
-            Kind.TASK: (schemas.get("task"), names.get("task", "celery_taskmeta")),
-            Kind.GROUP: (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
-        }
+        self.names = celery_table_names(self.app.conf)
         self._tables: dict[Kind, sa.Table | None] = {}
         self._limits: dict[str, dict[str, int]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
@@ -234,14 +224,14 @@ class SqlStore(Store):
             return {
                 "taskset_id": record.id,
                 "result": encode(meta.get("result")),
-                "date_done": _naive_utc(meta.get("date_done")),
+                "date_done": naive_utc(meta.get("date_done")),
             }
         row: dict[str, Any] = {
             "task_id": record.id,
             "status": meta.get("status"),
             "result": encode(meta.get("result")),
             "traceback": meta.get("traceback"),
-            "date_done": _naive_utc(meta.get("date_done")),
+            "date_done": naive_utc(meta.get("date_done")),
         }
         has_children, extended, has_stamps = self._layout(table)
         if has_children:
