@@ -135,12 +135,28 @@ def _run_worker(
                     written.append(task_id)
                 latencies[op].append(time.perf_counter() - started)
     finally:
-        for task_id in written:
-            try:
-                backend.forget(task_id)
-            except Exception:  # cleanup is best effort; bench ids expire with result_expires
-                break
+        _forget_all(backend, written)
     return latencies
+
+
+#: Consecutive failed forgets after which cleanup gives up (the server is gone).
+FORGET_GIVE_UP_AFTER = 3
+
+
+def _forget_all(backend: Any, task_ids: list[str]) -> None:
+    """Forget every id written; a passing error skips one id, not all the rest.
+
+    Whatever is left (the server went away) expires with result_expires.
+    """
+    failures = 0
+    for task_id in task_ids:
+        try:
+            backend.forget(task_id)
+            failures = 0
+        except Exception:
+            failures += 1
+            if failures >= FORGET_GIVE_UP_AFTER:
+                return
 
 
 def _measure(
