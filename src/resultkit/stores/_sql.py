@@ -7,10 +7,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..records import Record, as_datetime
+from ..records import Kind, Record, as_datetime
 from .base import OnConflict, WriteResult
 
-__all__ = ["IN_CHUNK_ROWS", "delete_ids", "read_ids", "state_counts", "upsert_rows"]
+__all__ = [
+    "IN_CHUNK_ROWS",
+    "delete_ids",
+    "read_ids",
+    "rows_of",
+    "state_counts",
+    "upsert_rows",
+    "write_by_kind",
+]
 
 #: Ids per IN (...) list: bounded, whatever the batch size.
 IN_CHUNK_ROWS = 1000
@@ -51,6 +59,36 @@ def state_counts(engine: sa.Engine, status: Any) -> dict[str | None, int]:
     query = sa.select(status, sa.func.count()).group_by(status)
     with engine.connect() as conn:
         return {state: int(n) for state, n in conn.execute(query)}
+
+
+WriteKind = Callable[[sa.Connection, Kind, list[Record], OnConflict, WriteResult], None]
+
+
+def write_by_kind(
+    engine: sa.Engine, records: Sequence[Record], on_conflict: OnConflict, write_kind: WriteKind
+) -> WriteResult:
+    """Write tasks and groups in one transaction, each kind by *write_kind*."""
+    outcome = WriteResult()
+    by_kind: dict[Kind, list[Record]] = {}
+    for record in records:
+        by_kind.setdefault(record.kind, []).append(record)
+    with engine.begin() as conn:
+        for kind, batch in by_kind.items():
+            write_kind(conn, kind, batch, on_conflict, outcome)
+    return outcome
+
+
+def rows_of(
+    batch: list[Record], to_row: Callable[[Record], dict[str, Any]], outcome: WriteResult
+) -> dict[str, dict[str, Any]]:
+    """Rows by id; a record that cannot become a row is counted as failed, with why."""
+    rows: dict[str, dict[str, Any]] = {}
+    for record in batch:
+        try:
+            rows[record.id] = to_row(record)
+        except Exception as exc:
+            outcome.failed[record.id] = str(exc)
+    return rows
 
 
 def upsert_rows(

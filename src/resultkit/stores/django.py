@@ -23,7 +23,7 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sql_summary
-from ._sql import delete_ids, read_ids, state_counts, upsert_rows
+from ._sql import delete_ids, read_ids, rows_of, state_counts, upsert_rows, write_by_kind
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["DjangoStore"]
@@ -228,16 +228,10 @@ class DjangoStore(Store):
         )
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
-        outcome = WriteResult()
         if not records:
-            return outcome
+            return WriteResult()
         self.ensure_tables()
-        with self.engine.begin() as conn:
-            for kind in (Kind.TASK, Kind.GROUP):
-                batch = [r for r in records if r.kind is kind]
-                if batch:
-                    self._write_kind(conn, kind, batch, on_conflict, outcome)
-        return outcome
+        return write_by_kind(self.engine, records, on_conflict, self._write_kind)
 
     def _write_kind(
         self,
@@ -248,12 +242,7 @@ class DjangoStore(Store):
         outcome: WriteResult,
     ) -> None:
         table, column = self.tables[kind], self._id_column(kind)
-        rows: dict[str, dict[str, Any]] = {}
-        for record in batch:
-            try:
-                rows[record.id] = self._row(record)
-            except Exception as exc:
-                outcome.failed[record.id] = str(exc)
+        rows = rows_of(batch, self._row, outcome)
         upsert_rows(conn, table, column, rows, on_conflict, outcome)
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:

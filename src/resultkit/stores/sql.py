@@ -22,7 +22,15 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
 from ..summary import Summary, sql_summary
-from ._sql import IN_CHUNK_ROWS, delete_ids, read_ids, state_counts, upsert_rows
+from ._sql import (
+    IN_CHUNK_ROWS,
+    delete_ids,
+    read_ids,
+    rows_of,
+    state_counts,
+    upsert_rows,
+    write_by_kind,
+)
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["SqlStore", "celery_table_names"]
@@ -294,17 +302,10 @@ class SqlStore(Store):
         )
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
-        outcome = WriteResult()
         if not records:
-            return outcome
+            return WriteResult()
         self.ensure_tables()
-        by_kind: dict[Kind, list[Record]] = {}
-        for record in records:
-            by_kind.setdefault(record.kind, []).append(record)
-        with self.engine.begin() as conn:
-            for kind, batch in by_kind.items():
-                self._write_kind(conn, kind, batch, on_conflict, outcome)
-        return outcome
+        return write_by_kind(self.engine, records, on_conflict, self._write_kind)
 
     def _write_kind(
         self,
@@ -317,12 +318,7 @@ class SqlStore(Store):
         table = self.table(kind)
         assert table is not None
         id_column = self._id_column(kind, table)
-        rows: dict[str, dict[str, Any]] = {}
-        for record in batch:
-            try:
-                rows[record.id] = self._row(record, table)
-            except Exception as exc:
-                outcome.failed[record.id] = str(exc)
+        rows = rows_of(batch, lambda record: self._row(record, table), outcome)
         if not rows:
             return
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
