@@ -7,4 +7,7 @@
 
 from __future__ import annotations
 
+# A process using a resultkit backend can use resultkit's serializers and zstd/lz4.
+from .. import serializers as _serializers  # noqa: F401
+
 __all__: list[str] = []

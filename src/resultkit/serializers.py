@@ -1,0 +1,625 @@
+"""Fast, type-preserving, safe result serializers and compression, registered with kombu.
+
+Two serializers, usable as ``result_serializer`` and in accept lists::
+
+    result_serializer = "resultkit-json"       # or "resultkit-msgpack"
+    accept_content = ["json", "resultkit-json"]
+
+They are registered with kombu in every process that has resultkit installed
+(kombu loads the ``kombu.serializers`` entry points when it is imported), and
+again whenever this module is imported; resultkit's backends import it.
+
+Types that JSON and msgpack lack travel as *tagged objects* — a mapping whose
+key ``"__rk__"`` names the type and whose ``"v"`` holds plain data — a
+documented, stable form that non-Python consumers can read
+(``docs/serializers.md``).  datetime (naive and aware), date, time, timedelta,
+Decimal, UUID, bytes, set, frozenset, tuple, Enum, dataclasses, pydantic v2
+models and numpy arrays round-trip, nested in any combination.  Application
+types (Enum, dataclass, pydantic) are rebuilt only when registered with
+:func:`register_type`; otherwise they decode to plain data.  Nothing in a
+payload can make the decoder import or call anything else.
+
+The two walks over a result — tagging before encoding, untagging after
+decoding — run in the optional C extension ``resultkit._speedups`` when it was
+built, and in the equivalent pure-Python functions below otherwise; both
+produce the same bytes.
+
+Compression: ``zstd`` (zstandard) and ``lz4`` are registered in kombu's
+compression registry when their libraries are installed.  Payloads below
+:data:`COMPRESSION_THRESHOLD_BYTES` are written as *stored* frames — valid
+zstd/lz4 frames holding the bytes uncompressed — so small results cost no
+compression work and any reader with the library decodes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import math
+import os
+import struct
+import uuid
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import SerializationError
+
+__all__ = [
+    "COMPRESSION_THRESHOLD_BYTES",
+    "JSON_CONTENT_TYPE",
+    "MSGPACK_CONTENT_TYPE",
+    "SPEEDUPS",
+    "TAG",
+    "json_dumps",
+    "json_loads",
+    "msgpack_dumps",
+    "msgpack_loads",
+    "register",
+    "register_type",
+    "registered_types",
+]
+
+TAG = "__rk__"
+JSON_CONTENT_TYPE = "application/x-resultkit-json"
+MSGPACK_CONTENT_TYPE = "application/x-resultkit-msgpack"
+#: Payloads smaller than this are stored in a frame without being compressed.
+COMPRESSION_THRESHOLD_BYTES = 512
+
+T = TypeVar("T", bound=type)
+
+_TAG_BYTES = TAG.encode()
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what both orjson and msgpack carry as numbers
+#: Application types allowed to be rebuilt, by the name payloads use.
+_REGISTRY: dict[str, type] = {}
+#: numpy dtype kinds an array may have (never "O", object).
+_ARRAY_KINDS = frozenset("biufcUSMm")
+#: Longest text a tagged int may have: int() of huge text is slow, refuse instead.
+_MAX_INT_DIGITS = 4300
+
+
+def register_type(cls: T | None = None, *, name: str | None = None) -> Any:
+    """Allow *cls* (an Enum, dataclass or pydantic model) to be rebuilt when decoded.
+
+    Usable as a decorator (``@register_type``) or a call (``register_type(Point)``).
+    *name* overrides the name payloads use (default: ``module.QualName``), so a
+    class can move or be renamed without breaking stored results.  Register the
+    type in every process that reads results (import it where the app is built).
+    """
+
+    def apply(klass: T) -> T:
+        if not isinstance(klass, type) or not (
+            issubclass(klass, enum.Enum)
+            or dataclasses.is_dataclass(klass)
+            or _is_pydantic_class(klass)
+        ):
+            raise TypeError(
+                f"{getattr(klass, '__qualname__', klass)!s} is not an Enum, a dataclass or a "
+                "pydantic model; convert it to plain data before returning it from a task"
+            )
+        type_name = name or f"{klass.__module__}.{klass.__qualname__}"
+        known = _REGISTRY.get(type_name)
+        if known is not None and known is not klass and _qualified(known) != _qualified(klass):
+            raise ValueError(f"{type_name!r} is already registered for {_qualified(known)}")
+        _REGISTRY[type_name] = klass
+        klass.__resultkit_name__ = type_name  # type: ignore[attr-defined]
+        return klass
+
+    return apply if cls is None else apply(cls)
+
+
+def registered_types() -> dict[str, type]:
+    """The application types this process rebuilds, by payload name."""
+    return dict(_REGISTRY)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _type_name(cls: type) -> str:
+    return cls.__dict__.get("__resultkit_name__") or _qualified(cls)
+
+
+def _is_pydantic_class(cls: type) -> bool:
+    return any(
+        base.__name__ == "BaseModel" and base.__module__.startswith("pydantic")
+        for base in cls.__mro__
+    )
+
+
+# ------------------------------------------------------------------ tagging
+
+
+class _Unsupported(Exception):
+    """A value cannot be serialized; :attr:`path` says where it sits in the result."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(value)
+        self.value = value
+        self.path: list[str] = []
+
+
+def _tag(obj: Any, binary: bool) -> Any:
+    """*obj* as plain data with tagged objects (the pure-Python form of ``_speedups.prepare``)."""
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is int:
+        return obj if _INT_MIN <= obj <= _INT_MAX else {TAG: "int", "v": str(obj)}
+    if kind is float:
+        if math.isfinite(obj):
+            return obj
+        return {TAG: "float", "v": "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
+    if kind is dict:
+        if TAG in obj or not all(type(key) is str for key in obj):
+            pairs = [[_tag(k, binary), _at(v, binary, _key(k))] for k, v in obj.items()]
+            return {TAG: "dict", "v": pairs}
+        return {k: _at(v, binary, _key(k)) for k, v in obj.items()}
+    if kind is list:
+        return [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]
+    if kind is tuple:
+        return {TAG: "tuple", "v": [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]}
+    if kind is dt.datetime or kind is dt.date or kind is dt.time:
+        return {TAG: kind.__name__, "v": obj.isoformat()}
+    if kind is Decimal:
+        return {TAG: "decimal", "v": str(obj)}
+    if kind is uuid.UUID:
+        return {TAG: "uuid", "v": str(obj)}
+    return _tag_object(obj, binary)
+
+
+def _tag_object(obj: Any, binary: bool) -> Any:
+    """Tag anything that is not a JSON type; ``_speedups.prepare`` calls this back."""
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        items = [_at(item, binary, "{}") for item in obj]
+        return {TAG: kind.__name__, "v": items}
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        data = bytes(obj)
+        return {TAG: "bytes", "v": data if binary else base64.b64encode(data).decode("ascii")}
+    if kind is dt.timedelta:
+        return {TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
+    if isinstance(obj, enum.Enum):
+        return {TAG: "enum", "type": _type_name(kind), "v": _at(obj.value, binary, ".value")}
+    if dataclasses.is_dataclass(obj):
+        fields = {
+            f.name: _at(getattr(obj, f.name), binary, f".{f.name}") for f in dataclasses.fields(obj)
+        }
+        return {TAG: "dataclass", "type": _type_name(kind), "v": fields}
+    if _is_pydantic_class(kind):
+        fields = {
+            name: _at(getattr(obj, name), binary, f".{name}") for name in type(obj).model_fields
+        }
+        return {TAG: "pydantic", "type": _type_name(kind), "v": fields}
+    if kind.__module__ == "numpy":
+        return _tag_numpy(obj, binary)
+    # Subclasses of the types above (OrderedDict, defaultdict, namedtuple, str
+    # subclasses, pendulum datetimes...) travel as their base type.
+    for moment in (dt.datetime, dt.date, dt.time):
+        if isinstance(obj, moment):
+            return {TAG: moment.__name__, "v": obj.isoformat()}
+    base: type[Any]
+    for base in (dict, list, tuple, str, int, float, Decimal):
+        if isinstance(obj, base):
+            return _tag(base(obj), binary)
+    raise _Unsupported(obj)
+
+
+def _tag_numpy(obj: Any, binary: bool) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in _ARRAY_KINDS:
+        data = np.ascontiguousarray(obj).tobytes()
+        return {
+            TAG: "ndarray",
+            "dtype": obj.dtype.str,
+            "shape": list(obj.shape),
+            "v": data if binary else base64.b64encode(data).decode("ascii"),
+        }
+    if isinstance(obj, np.generic) and obj.dtype.kind in _ARRAY_KINDS:
+        return {TAG: "npscalar", "dtype": obj.dtype.str, "v": _tag(obj.item(), binary)}
+    raise _Unsupported(obj)
+
+
+def _key(key: Any) -> str:
+    return f"[{orjson.dumps(key).decode()}]" if type(key) is str else f"[{key!r}]"
+
+
+def _at(value: Any, binary: bool, step: str) -> Any:
+    try:
+        return _tag(value, binary)
+    except _Unsupported as exc:
+        exc.path.append(step)
+        raise
+
+
+# ---------------------------------------------------------------- untagging
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError("expected text")
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    return base64.b64decode(_text(value).encode("ascii"), validate=True)
+
+
+def _decode_int(text: Any) -> int:
+    text = _text(text)
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError("integer too long")
+    return int(text)
+
+
+def _decode_float(text: Any) -> float:
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}[_text(text)]
+
+
+def _decode_app(o: dict[str, Any], tag: str) -> Any:
+    cls = _REGISTRY.get(_text(o["type"]))
+    if tag == "enum":
+        plain = untag(o["v"])
+        return plain if cls is None else cls(plain)
+    fields = o["v"]
+    if type(fields) is not dict:
+        raise TypeError("expected a mapping of fields")
+    fields = {_text(k): untag(v) for k, v in fields.items()}
+    if cls is None:
+        return fields  # an unregistered type decodes to plain data, never to an instance
+    if tag == "pydantic":
+        return cls.model_validate(fields)  # type: ignore[attr-defined]
+    return cls(**fields)
+
+
+def _numpy_dtype(o: dict[str, Any]) -> Any:
+    import numpy as np
+
+    dtype = np.dtype(_text(o["dtype"]))
+    if dtype.kind not in _ARRAY_KINDS or dtype.hasobject:
+        raise ValueError(f"dtype {dtype.str} is not allowed")
+    return dtype
+
+
+def _decode_array(o: dict[str, Any]) -> Any:
+    import numpy as np
+
+    dtype = _numpy_dtype(o)
+    shape = tuple(_index(n) for n in o["shape"])
+    data = _bytes(o["v"])
+    if math.prod(shape) * dtype.itemsize != len(data):
+        raise ValueError("shape and data do not agree")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _index(n: Any) -> int:
+    if type(n) is not int or n < 0:
+        raise ValueError("bad dimension")
+    return n
+
+
+def _decode_dict(pairs: Any) -> dict[Any, Any]:
+    out = {}
+    for key, value in pairs:
+        out[untag(key)] = untag(value)
+    return out
+
+
+def _decode_timedelta(parts: Any) -> dt.timedelta:
+    days, seconds, micros = (_int(n) for n in parts)
+    return dt.timedelta(days, seconds, micros)
+
+
+def _int(n: Any) -> int:
+    if type(n) is not int:
+        raise TypeError("expected an integer")
+    return n
+
+
+def _list(value: Any) -> list[Any]:
+    if type(value) is not list:
+        raise TypeError("expected a list")
+    return [untag(item) for item in value]
+
+
+#: Tags whose "v" is text, decoded by one call (the C walk calls these directly).
+_SIMPLE: dict[str, Callable[[str], Any]] = {
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": uuid.UUID,
+    "int": _decode_int,
+    "float": _decode_float,
+}
+#: Tags whose "v" is a list of items (codes the C walk understands).
+_CONTAINERS = {"tuple": 1, "set": 2, "frozenset": 3}
+_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "tuple": lambda o: tuple(_list(o["v"])),
+    "set": lambda o: set(_list(o["v"])),
+    "frozenset": lambda o: frozenset(_list(o["v"])),
+    "dict": lambda o: _decode_dict(o["v"]),
+    "bytes": lambda o: _bytes(o["v"]),
+    "timedelta": lambda o: _decode_timedelta(o["v"]),
+    "enum": lambda o: _decode_app(o, "enum"),
+    "dataclass": lambda o: _decode_app(o, "dataclass"),
+    "pydantic": lambda o: _decode_app(o, "pydantic"),
+    "ndarray": _decode_array,
+    "npscalar": lambda o: _numpy_dtype(o).type(untag(o["v"])),
+}
+
+
+def _simple_decoder(fn: Callable[[str], Any]) -> Callable[[dict[str, Any]], Any]:
+    return lambda o: fn(_text(o["v"]))
+
+
+_DECODERS.update({tag: _simple_decoder(fn) for tag, fn in _SIMPLE.items()})
+
+
+def _decode_tagged(o: dict[str, Any]) -> Any:
+    """The value a tagged object stands for; the C walk calls this for the rarer tags."""
+    tag = o[TAG]
+    decoder = _DECODERS.get(tag) if type(tag) is str else None
+    if decoder is None:
+        raise SerializationError(
+            f"unknown type tag {str(tag)[:40]!r} (written by a newer resultkit?): "
+            "upgrade resultkit in this process"
+        )
+    try:
+        return decoder(o)
+    except SerializationError:
+        raise
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        InvalidOperation,
+        AttributeError,
+    ) as exc:
+        detail = f": {str(exc)[:120]}" if str(exc) else ""
+        raise SerializationError(f"malformed {tag!r} value{detail}") from None
+
+
+def _untag(obj: Any) -> Any:
+    """*obj* with tagged objects replaced by their values (pure-Python ``_speedups.untag``)."""
+    kind = type(obj)
+    if kind is list:
+        return [_untag(item) for item in obj]
+    if kind is dict:
+        if TAG in obj:
+            return _decode_tagged(obj)
+        return {key: _untag(value) for key, value in obj.items()}
+    return obj
+
+
+def _prepare_py(obj: Any, binary: bool, fallback: Any) -> Any:
+    return _tag(obj, binary)
+
+
+def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any) -> Any:
+    return _untag(obj)
+
+
+try:
+    if os.environ.get("RESULTKIT_PURE_PYTHON"):
+        raise ImportError("RESULTKIT_PURE_PYTHON is set")
+    from . import _speedups  # type: ignore[attr-defined]
+
+    _prepare: Callable[[Any, bool, Any], Any] = _speedups.prepare
+    _untag_walk: Callable[[Any, Any, Any, Any], Any] = _speedups.untag
+    SPEEDUPS = True
+except ImportError:
+    _prepare, _untag_walk = _prepare_py, _untag_py
+    SPEEDUPS = False
+
+
+def untag(obj: Any) -> Any:
+    """Decoded plain data with every tagged object replaced by the value it stands for."""
+    return _untag_walk(obj, _SIMPLE, _CONTAINERS, _decode_tagged)
+
+
+def tag(obj: Any, *, binary: bool = False) -> Any:
+    """*obj* as plain JSON (or msgpack, when *binary*) data with tagged objects."""
+    try:
+        return _prepare(obj, binary, _tag_object)
+    except _Unsupported:
+        # Walk again in Python, which records where the value sits.
+        try:
+            _tag(obj, binary)
+        except _Unsupported as exc:
+            raise _unsupported(exc) from None
+        raise  # pragma: no cover - both walks accept the same values
+    except RecursionError:
+        raise SerializationError("the result is nested too deeply to serialize") from None
+
+
+def _unsupported(exc: _Unsupported) -> SerializationError:
+    path = "".join(reversed(exc.path))
+    # Celery encodes either the meta (key-value backends) or the result alone (SQL):
+    # both read as result["rows"][3].
+    path = "result" + path.removeprefix('["result"]')
+    return SerializationError(
+        f"cannot serialize {path}: {type(exc.value)!r}: decorate the class with "
+        "@resultkit.serializers.register_type (Enum, dataclass or pydantic model) "
+        "or return plain data"
+    )
+
+
+def _guarded_untag(value: Any) -> Any:
+    try:
+        return untag(value)
+    except SerializationError:
+        raise
+    except RecursionError:
+        raise SerializationError("the payload is nested too deeply") from None
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        InvalidOperation,
+        AttributeError,
+    ) as exc:
+        raise SerializationError(f"malformed tagged value: {str(exc)[:120]}") from None
+
+
+# ------------------------------------------------------------------ codecs
+
+_orjson_dumps = orjson.dumps
+_orjson_loads = orjson.loads
+
+
+def json_dumps(obj: Any) -> bytes:
+    """Encode *obj* as resultkit-json (UTF-8 JSON bytes)."""
+    try:
+        return _orjson_dumps(_prepare(obj, False, _tag_object))
+    except (_Unsupported, RecursionError):
+        return _orjson_dumps(tag(obj))
+
+
+def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode resultkit-json; malformed input raises :class:`SerializationError` only."""
+    try:
+        value = _orjson_loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationError(f"not valid resultkit-json: {str(exc)[:120]}") from None
+    raw = data.encode() if type(data) is str else data
+    if _TAG_BYTES not in raw:
+        return value
+    return _guarded_untag(value)
+
+
+_MSGPACK: tuple[Callable[[Any], bytes], Callable[[Any], Any]] | None = None
+
+
+def _msgpack() -> tuple[Callable[[Any], bytes], Callable[[Any], Any]]:
+    global _MSGPACK
+    if _MSGPACK is None:
+        try:
+            import msgspec
+        except ImportError:
+            raise SerializationError(
+                "resultkit-msgpack needs msgspec: pip install 'celery-resultkit[msgpack]'"
+            ) from None
+        _MSGPACK = (msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode)
+    return _MSGPACK
+
+
+def msgpack_dumps(obj: Any) -> bytes:
+    """Encode *obj* as resultkit-msgpack (bytes stay bytes, no base64)."""
+    encode = _msgpack()[0]
+    try:
+        return encode(_prepare(obj, True, _tag_object))
+    except (_Unsupported, RecursionError):
+        return encode(tag(obj, binary=True))
+
+
+def msgpack_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode resultkit-msgpack; malformed input raises :class:`SerializationError` only."""
+    decode = _msgpack()[1]
+    raw = data.encode("latin-1") if type(data) is str else data
+    try:
+        value = decode(raw)
+    except Exception as exc:  # msgspec.DecodeError, and anything a hostile payload provokes
+        raise SerializationError(f"not valid resultkit-msgpack: {str(exc)[:120]}") from None
+    if _TAG_BYTES not in raw:
+        return value
+    return _guarded_untag(value)
+
+
+#: kombu entry points (``kombu.serializers``): (encoder, decoder, content type, encoding).
+JSON_REGISTRATION = (json_dumps, json_loads, JSON_CONTENT_TYPE, "binary")
+MSGPACK_REGISTRATION = (msgpack_dumps, msgpack_loads, MSGPACK_CONTENT_TYPE, "binary")
+
+
+# -------------------------------------------------------------- compression
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_MAX_RAW_BLOCK = 128 * 1024 - 1
+
+
+def zstd_stored_frame(data: bytes) -> bytes:
+    """A zstd frame holding *data* in raw (uncompressed) blocks: any zstd decoder reads it."""
+    # Frame header: single-segment, 4-byte content size (RFC 8878, 3.1.1.1).
+    header = _ZSTD_MAGIC + b"\xa0" + struct.pack("<I", len(data))
+    chunks = [data[i : i + _MAX_RAW_BLOCK] for i in range(0, len(data), _MAX_RAW_BLOCK)] or [b""]
+    blocks = []
+    for index, chunk in enumerate(chunks):
+        last = int(index == len(chunks) - 1)
+        blocks.append(struct.pack("<I", last | (len(chunk) << 3))[:3] + chunk)  # type 0: raw
+    return header + b"".join(blocks)
+
+
+def lz4_stored_frame(header: bytes, data: bytes) -> bytes:
+    """An lz4 frame holding *data* in one uncompressed block, then the end mark."""
+    return header + struct.pack("<I", len(data) | 0x80000000) + data + b"\0\0\0\0"
+
+
+def _register_compression() -> None:
+    from kombu import compression
+
+    try:
+        import zstandard
+    except ImportError:
+        pass
+    else:
+        compressor = zstandard.ZstdCompressor(level=3)
+        decompressor = zstandard.ZstdDecompressor()
+
+        def zstd_compress(body: bytes) -> bytes:
+            if len(body) < COMPRESSION_THRESHOLD_BYTES:
+                return zstd_stored_frame(body)
+            return compressor.compress(body)
+
+        def zstd_decompress(body: bytes) -> bytes:
+            try:
+                return decompressor.decompress(body)
+            except zstandard.ZstdError as exc:
+                raise SerializationError(f"not a valid zstd frame: {exc}") from None
+
+        compression.register(
+            zstd_compress, zstd_decompress, "application/zstd", aliases=["zstd", "zstandard"]
+        )
+    try:
+        import lz4.frame as lz4_frame
+    except ImportError:
+        pass
+    else:
+        # The 7-byte header of a frame with independent 64 KB blocks and no checksums.
+        header = lz4_frame.compress(
+            b"", block_size=lz4_frame.BLOCKSIZE_MAX64KB, content_checksum=False
+        )[:7]
+
+        def lz4_compress(body: bytes) -> bytes:
+            if len(body) < COMPRESSION_THRESHOLD_BYTES:
+                return lz4_stored_frame(header, body)
+            return lz4_frame.compress(body)  # type: ignore[no-any-return]
+
+        def lz4_decompress(body: bytes) -> bytes:
+            try:
+                return lz4_frame.decompress(body)  # type: ignore[no-any-return]
+            except RuntimeError as exc:
+                raise SerializationError(f"not a valid lz4 frame: {exc}") from None
+
+        compression.register(lz4_compress, lz4_decompress, "application/x-lz4", aliases=["lz4"])
+
+
+def register() -> None:
+    """Register the serializers and compression methods with kombu (idempotent)."""
+    from kombu.serialization import register as register_serializer
+
+    register_serializer("resultkit-json", *JSON_REGISTRATION)
+    register_serializer("resultkit-msgpack", *MSGPACK_REGISTRATION)
+    _register_compression()
+
+
+register()
