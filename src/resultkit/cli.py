@@ -19,9 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .encryption import install_worker_check
 from .errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
 from .report import dumps_json
 from .urls import Redactor
+
+# The `celery` command loads this module as its `results` plugin: from here every
+# `celery worker` whose app uses resultkit-encrypted refuses to start without keys.
+install_worker_check()
 
 __all__ = ["celery_results", "main"]
 
@@ -216,6 +221,18 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     "--accept-pickle",
     is_flag=True,
     help="Decode pickle payloads (only if you trust everyone who can write them).",
+)
+@click.option(
+    "--source-keys-env",
+    metavar="VAR",
+    help="Environment variable holding the keys that open the source's encrypted results "
+    "(default: the app's resultkit_encryption_keys, else RESULTKIT_ENCRYPTION_KEYS).",
+)
+@click.option(
+    "--target-keys-env",
+    metavar="VAR",
+    help="Environment variable holding the target's keys, newest first: results are "
+    "(re-)encrypted under the newest.",
 )
 @click.option(
     "--checkpoint",
@@ -537,6 +554,25 @@ def cutover_status_command(
     sys.exit(0 if report.old_can_be_dropped else 1)
 
 
+@click.group("key")
+def key_group() -> None:
+    """Encryption keys for the resultkit-encrypted serializer."""
+
+
+@key_group.command("new")
+def key_new_command() -> None:
+    """Print a new random 256-bit key (URL-safe base64) and its key id.
+
+    Store it where your secrets live and put it first in
+    resultkit_encryption_keys (or RESULTKIT_ENCRYPTION_KEYS): see docs/encryption.md.
+    """
+    from .encryption import generate_key, key_label
+
+    key = generate_key()
+    click.echo(key)
+    click.echo(f"key id: {key_label(key)}", err=True)
+
+
 @contextlib.contextmanager
 def _progress_bar(label: str) -> Iterator[Callable[[Any], None] | None]:
     """A progress bar with rate and ETA on a terminal; nothing otherwise."""
@@ -557,6 +593,7 @@ COMMANDS: tuple[click.Command, ...] = (
     cutover_group,
     bench_command,
     config_group,
+    key_group,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

@@ -16,15 +16,19 @@ turns the tags into Python values (:func:`materialize`).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .errors import SerializationError
 
+if TYPE_CHECKING:
+    from .encryption import Envelope, KeyRing, Settings
+
 __all__ = [
     "PickleRefused",
     "decode_payload",
+    "decode_sealed",
     "encode_payload",
     "sniff_serializer",
     "split_compression",
@@ -41,6 +45,9 @@ _CONTENT_TYPES = {
     "pickle": "application/x-python-serialize",
 }
 _NAMES_BY_TYPE = {v: k for k, v in _CONTENT_TYPES.items()}
+#: Serializers whose payloads are JSON text, kept as a tree when moved.
+JSON_FAMILY = frozenset({"json", "resultkit-json"})
+ENCRYPTED = "resultkit-encrypted"
 _COMPRESSION_NAMES = {
     "application/x-gzip": "gzip",
     "application/x-bz2": "bzip2",
@@ -97,9 +104,24 @@ def split_compression(payload: bytes) -> tuple[bytes, str | None]:
 
 
 def sniff_serializer(body: bytes, hint: str = "json") -> str:
-    """Recognise the serializer of an (uncompressed) payload from its first bytes."""
+    """Recognise the serializer of an (uncompressed) payload from its first bytes.
+
+    resultkit's serializers write JSON and msgpack, so a JSON or msgpack payload
+    is taken for theirs when *hint* names them.
+    """
+    from .encryption import MAGIC
+
     if not body:
         return hint
+    if body.startswith(MAGIC):
+        return ENCRYPTED
+    guess = _sniff(body, hint)
+    if hint == f"resultkit-{guess}":
+        return hint
+    return guess
+
+
+def _sniff(body: bytes, hint: str) -> str:
     first = body[0]
     if first == 0x80 and len(body) > 1 and 2 <= body[1] <= 5:
         return "pickle"
@@ -116,22 +138,55 @@ def sniff_serializer(body: bytes, hint: str = "json") -> str:
 
 
 def decode_payload(
-    payload: bytes | str, *, hint: str = "json", accept_pickle: bool = False
+    payload: bytes | str,
+    *,
+    hint: str = "json",
+    accept_pickle: bool = False,
+    keys: KeyRing | None = None,
 ) -> tuple[Any, str, str | None]:
     """Decode one stored payload: return (value, serializer name, compression name).
 
     Raises :class:`PickleRefused` for pickle unless *accept_pickle*, and
     :class:`SerializationError` for anything that does not decode.
     """
+    value, serializer, compression, _ = decode_sealed(
+        payload, hint=hint, accept_pickle=accept_pickle, keys=keys
+    )
+    return value, serializer, compression
+
+
+def decode_sealed(
+    payload: bytes | str,
+    *,
+    hint: str = "json",
+    accept_pickle: bool = False,
+    keys: KeyRing | None = None,
+) -> tuple[Any, str, str | None, Envelope | None]:
+    """:func:`decode_payload`, opening resultkit-encrypted payloads with *keys*.
+
+    For an encrypted payload the value and serializer are those of the inner
+    payload, and the envelope (key id, inner serializer and compression) comes
+    fourth; it is None for other payloads.
+    """
     from kombu.serialization import loads
 
     data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
     body, compression = split_compression(data)
     serializer = sniff_serializer(body, hint)
+    if serializer == ENCRYPTED:
+        from .encryption import UnknownKey, key_id_of, open_payload
+
+        if keys is None:
+            raise UnknownKey(key_id_of(body) or "?", [])
+        envelope, inner = open_payload(body, keys)
+        if envelope.compression:
+            inner = _decompress(inner, envelope.compression)
+        value, serializer, _ = decode_payload(inner, hint=envelope.serializer)
+        return value, serializer, compression, envelope
     if serializer == "pickle" and not accept_pickle:
         raise PickleRefused()
-    if serializer == "json":
-        return _json_tree(body, len(data)), serializer, compression
+    if serializer in JSON_FAMILY:
+        return _json_tree(body, len(data)), serializer, compression, None
     content_type = content_type_of(serializer)
     accept = {content_type}
     try:
@@ -142,7 +197,20 @@ def decode_payload(
             f"cannot decode a {serializer} payload of {len(data)} bytes "
             f"({type(exc).__name__}: {str(exc)[:120]})"
         ) from exc
-    return value, serializer, compression
+    return value, serializer, compression, None
+
+
+def _decompress(body: bytes, name: str) -> bytes:
+    from kombu.compression import decompress, get_encoder
+
+    try:
+        return bytes(decompress(body, get_encoder(name)[1]))
+    except KeyError:
+        raise SerializationError(
+            f"the payload is compressed with {name}, which is not installed"
+        ) from None
+    except Exception as exc:
+        raise SerializationError(f"corrupt {name} compressed payload: {exc}") from exc
 
 
 def _json_tree(body: bytes, size: int) -> Any:
@@ -169,8 +237,16 @@ def json_dumps(tree: Any) -> bytes:
         return str(dumps(tree)).encode("utf-8")
 
 
-def materialize(tree: Any) -> Any:
-    """Turn kombu's JSON type tags in a JSON tree into the Python values they stand for."""
+def materialize(tree: Any, serializer: str = "json") -> Any:
+    """Turn the type tags in a JSON tree into the Python values they stand for.
+
+    kombu's tags for ``json``, resultkit's for ``resultkit-json``; the tree is
+    left as it was.
+    """
+    if serializer == "resultkit-json":
+        from .serializers import untag
+
+        return untag(orjson.loads(orjson.dumps(tree)))  # untag rebuilds in place: a copy
     from kombu.utils.json import object_hook
 
     if isinstance(tree, dict):
@@ -186,26 +262,49 @@ def encode_payload(
     compression: str | None = None,
     *,
     source_serializer: str = "json",
+    sealing: Settings | None = None,
 ) -> bytes:
     """Encode *value* as Celery's backends do, with the optional compression marker.
 
     *value* is in the form :func:`decode_payload` returned for
-    *source_serializer*: a JSON tree for json, Python values otherwise.
+    *source_serializer*: a JSON tree for the JSON serializers, Python values
+    otherwise.  ``resultkit-encrypted`` seals with *sealing* (keys, inner
+    serializer and compression).
     """
     from kombu.serialization import dumps
 
+    if serializer == ENCRYPTED:
+        if sealing is None:
+            raise SerializationError(
+                "cannot write resultkit-encrypted results without keys: give the target's keys "
+                "(--target-keys-env, or resultkit_encryption_keys in the app)"
+            )
+        from .encryption import seal
+
+        inner = encode_payload(value, sealing.serializer, source_serializer=source_serializer)
+        if sealing.compression:
+            from kombu.compression import compress
+
+            inner, _ = compress(inner, sealing.compression)
+        data = seal(inner, sealing.keys, sealing.serializer, sealing.compression)
+        return _with_marker(data, compression)
     try:
-        if serializer == "json" and source_serializer == "json":
+        if serializer in JSON_FAMILY and source_serializer == serializer:
             data = json_dumps(value)
         else:
-            if source_serializer == "json":
-                value = materialize(value)
+            if source_serializer in JSON_FAMILY:
+                value = materialize(value, source_serializer)
             _, _, body = dumps(value, serializer=serializer)
             data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     except Exception as exc:
         raise SerializationError(
             f"cannot encode as {serializer}: {type(exc).__name__}: {exc}"
         ) from exc
+    return _with_marker(data, compression)
+
+
+def _with_marker(data: bytes, compression: str | None) -> bytes:
+    """*data* compressed behind Celery's in-band marker, when *compression* is set."""
     if compression:
         from kombu.compression import compress
 

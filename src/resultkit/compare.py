@@ -19,6 +19,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, BaseException):
         return ("exception", type(value).__name__, str(value))
     if isinstance(value, dict):
+        if "__rk__" in value:  # resultkit-json's type tags, in a JSON tree
+            from .codec import materialize
+
+            return _plain(materialize(value, "resultkit-json"))
         if value.keys() == {"__type__", "__value__"}:
             from .codec import materialize
 

@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .encryption import Envelope
 
 __all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record", "as_datetime", "naive_utc"]
 
@@ -59,10 +62,20 @@ class Record:
     raw: bytes | None = None
     #: Why the payload could not be read, when it could not.
     error: str | None = None
+    #: For a resultkit-encrypted payload: its key id, inner serializer and compression
+    #: (``serializer`` then names the inner serializer, the form ``meta`` is in).
+    envelope: Envelope | None = field(default=None, compare=False)
+    #: The key id of a payload sealed under a key this process does not have.
+    missing_key: str | None = field(default=None, compare=False)
     #: Store-specific position, for checkpoints (e.g. a SQL primary key).
     position: Any = field(default=None, compare=False)
 
     # ------------------------------------------------------------ accessors
+    @property
+    def sealed_key(self) -> str | None:
+        """The id of the key a resultkit-encrypted payload was sealed under."""
+        return self.envelope.key_id if self.envelope is not None else self.missing_key
+
     @property
     def status(self) -> str | None:
         return None if self.meta is None else self.meta.get("status")

@@ -149,6 +149,16 @@ def render_stats(report: StatsReport, console: Console) -> None:
     if details.get("no_ttl") is not None:
         console.print(f"keys without TTL: {details['no_ttl']:,}")
     console.print(f"past their lifetime, still stored: {details.get('past_lifetime', 0):,}")
+    if details.get("encrypted_by_key"):
+        keys = ", ".join(f"{k} ({n:,})" for k, n in details["encrypted_by_key"].items())
+        console.print(f"encrypted, by key: {keys}")
+    lost = details.get("undecryptable") or {}
+    if lost:
+        keys = ", ".join(f"{k} ({n:,})" for k, n in lost.items())
+        console.print(
+            f"[red]unreadable: {sum(lost.values()):,} results are encrypted under keys this "
+            f"process does not have: {keys}[/red]"
+        )
     console.print(f"{report.groups:,} group results; {report.seconds:.1f} s")
 
 

@@ -64,6 +64,8 @@ class Summary:
     no_ttl: int | None = None
     #: Results the retention policy says should already be gone.
     past_lifetime: int = 0
+    #: resultkit-encrypted results by the id of the key that sealed them.
+    sealed: Counter[str] = field(default_factory=Counter)
     #: Figures computed from a sample rather than every result.
     estimated: list[str] = field(default_factory=list)
     _lifetimes: dict[tuple[str | None, str], Any] = field(default_factory=dict, repr=False)
@@ -78,8 +80,11 @@ class Summary:
         size: int,
         plan: PurgePlan,
         no_ttl: bool = False,
+        sealed_key: str | None = None,
     ) -> None:
-        """Count one task result."""
+        """Count one task result (*sealed_key*: the key id, when it is encrypted)."""
+        if sealed_key:
+            self.sealed[sealed_key] += 1
         if status is None:
             self.unreadable += 1
         else:
@@ -118,7 +123,7 @@ class Summary:
             "no_ttl": self.no_ttl,
             "past_lifetime": self.past_lifetime,
             "estimated": self.estimated,
-        }
+        } | ({"encrypted_by_key": dict(self.sealed.most_common())} if self.sealed else {})
 
 
 def sql_summary(
@@ -130,6 +135,8 @@ def sql_summary(
     result: Any,
     plan: PurgePlan,
     expired: Any,
+    *,
+    base64_text: bool = False,
 ) -> Summary:
     """The figures of a SQL table, from aggregate queries (sizes: every row's length)."""
     import sqlalchemy as sa
@@ -159,4 +166,33 @@ def sql_summary(
         summary.past_lifetime = conn.execute(
             sa.select(sa.func.count()).select_from(table).where(expired)
         ).scalar_one()
+        summary.sealed = sealed_key_counts(conn, result, base64_text=base64_text)
     return summary
+
+
+def sealed_key_counts(conn: Any, result: Any, *, base64_text: bool = False) -> Counter[str]:
+    """resultkit-encrypted payloads in a result column, by key id (read from their headers).
+
+    *base64_text*: the column holds binary payloads as base64 text (django-celery-results).
+    """
+    import base64
+
+    import sqlalchemy as sa
+
+    from .encryption import MAGIC, key_id_of
+
+    width = 12 if base64_text else len(MAGIC) + 4  # 9 bytes are 12 base64 characters
+    magic: Any = base64.b64encode(MAGIC + b"\0\0\0")[:6].decode() if base64_text else MAGIC
+    head = sa.func.substr(result, 1, width)
+    query = (
+        sa.select(head, sa.func.count())
+        .where(sa.func.substr(result, 1, len(magic)) == magic)
+        .group_by(head)
+    )
+    counts: Counter[str] = Counter()
+    for prefix, count in conn.execute(query):
+        raw = base64.b64decode(prefix) if base64_text else bytes(prefix)
+        key_id = key_id_of(raw)
+        if key_id:
+            counts[key_id] += count
+    return counts

@@ -524,6 +524,65 @@ def _file_state(probe: Probe) -> list[CheckResult]:
 # ----------------------------------------------------------------- round trip
 
 
+def check_encryption(probe: Probe) -> list[CheckResult]:
+    """The app's encryption keys, and stored results sealed under keys it does not have."""
+    from ..encryption import configure
+    from ..errors import ConfigurationError
+    from ..stores import open_store
+
+    try:
+        ring = configure(conf=probe.target.app.conf).keys
+    except ConfigurationError as exc:
+        return [
+            CheckResult.failed(
+                "encryption.keys",
+                f"resultkit-encrypted cannot be used: {exc}",
+                "set resultkit_encryption_keys (or RESULTKIT_ENCRYPTION_KEYS) in every worker "
+                "and client; see docs/encryption.md",
+            )
+        ]
+    checks = [
+        CheckResult.passed(
+            "encryption.keys",
+            f"{len(ring.keys)} encryption key(s); new results sealed under {ring.primary.label}",
+            keys=ring.labels,
+        )
+    ]
+    store = open_store(probe.target.url, probe.target.app)
+    try:
+        sealed = store.sealed_keys()
+    finally:
+        store.close()
+    lost = {k: n for k, n in sealed.items() if ring.get(bytes.fromhex(k)) is None}
+    older = sum(n for k, n in sealed.items() if k != ring.primary.label and k not in lost)
+    if lost:
+        listed = ", ".join(f"{k} ({n:,})" for k, n in sorted(lost.items()))
+        checks.append(
+            CheckResult.warned(
+                "encryption.unreadable",
+                f"{sum(lost.values()):,} stored results are encrypted under keys this process "
+                f"does not have, so they cannot be read: {listed}",
+                "add the retired key back to resultkit_encryption_keys (after the newest), or "
+                "delete those results with resultkit cleanup once nobody needs them",
+                unreadable=lost,
+            )
+        )
+    else:
+        note = (
+            f"; {older:,} under older keys (re-encrypt with resultkit migrate --target-keys-env)"
+            if older
+            else ""
+        )
+        checks.append(
+            CheckResult.passed(
+                "encryption.unreadable",
+                f"every encrypted result ({sum(sealed.values()):,}) can be read{note}",
+                by_key=dict(sealed),
+            )
+        )
+    return checks
+
+
 def check_roundtrip(probe: Probe) -> list[CheckResult]:
     """Store and read back a success, a failure and a group; forget and confirm."""
     if probe.backend is None:

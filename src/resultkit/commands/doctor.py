@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +14,14 @@ from ..checks.audit import AuditContext, audit
 from ..checks.probe import (
     Probe,
     check_connect,
+    check_encryption,
     check_latency,
     check_roundtrip,
     check_server,
     check_url,
     cleanup,
 )
+from ..encryption import uses_encryption
 from ..report import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -83,12 +85,14 @@ def doctor(
 
     report.checks.extend(check_url(probe))
     network_ok = not any(c.status is Status.FAIL for c in report.checks)
-    steps: Sequence[tuple[str, Callable[[], list[CheckResult]]]] = (
+    steps: list[tuple[str, Callable[[], list[CheckResult]]]] = [
         ("connect", lambda: [check_connect(probe)]),
         ("server", lambda: check_server(probe)),
         ("roundtrip", lambda: check_roundtrip(probe)),
         ("latency", lambda: [check_latency(probe)]),
-    )
+    ]
+    if uses_encryption(target.app.conf):
+        steps.insert(2, ("encryption", lambda: check_encryption(probe)))
     for step_id, step in steps:
         if not network_ok:
             report.checks.append(CheckResult.skipped(step_id, _skip_reason(report)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, default_checkpoint_path
+from ..codec import ENCRYPTED
 from ..compare import differences
+from ..encryption import KeyRing, configure, keyring_for, sealing_for
 from ..errors import ConfigurationError, MigrationError, UsageError
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
@@ -112,6 +115,8 @@ def migrate(
     target_serializer: str | None = None,
     target_compression: str | None = None,
     accept_pickle: bool = False,
+    source_keys_env: str | None = None,
+    target_keys_env: str | None = None,
     checkpoint: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> MigrationReport:
@@ -135,7 +140,20 @@ def migrate(
     for name in filter(None, (source_serializer, target_serializer)):
         _require_serializer(name)
     hint = source_serializer or (app.conf.result_serializer if app is not None else "json")
-    src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle))
+    conf = app.conf if app is not None else None
+    source_keys = _keys(conf, source_keys_env, "--source-keys-env")
+    target_keys = _keys(conf, target_keys_env, "--target-keys-env")
+    sealing = sealing_for(conf, target_keys)
+    if target_serializer == ENCRYPTED and sealing is None:
+        raise UsageError(
+            "--target-serializer resultkit-encrypted needs the target's keys: "
+            "--target-keys-env VAR, or resultkit_encryption_keys in the app"
+        )
+    if sealing is not None:
+        # Celery's backend reads the target back (--verify) with these keys; the
+        # source's open what the target does not know.
+        configure(sealing.keys + source_keys if source_keys else sealing.keys, conf=conf)
+    src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle, keys=source_keys))
     if target_serializer is None and app is not None and source_serializer is not None:
         target_serializer = app.conf.result_serializer
     dst = open_store(
@@ -146,6 +164,8 @@ def migrate(
             compression=target_compression,
             accept_pickle=accept_pickle,
             hint=target_serializer or hint,
+            keys=target_keys,
+            sealing=sealing,
         ),
     )
     if move and not src.deletable:
@@ -348,10 +368,19 @@ def _verify(
     return verified
 
 
+def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:
+    """The keys named by *option* (an environment variable), else the app's or the default's."""
+    if env is not None and not os.environ.get(env, "").strip():
+        raise UsageError(f"{option} {env}: that environment variable is not set or empty")
+    return keyring_for(conf, env=env) if env else keyring_for(conf)
+
+
 def _require_serializer(name: str) -> None:
     """Fail before any work when a serializer is unknown or its library is missing."""
     from kombu.serialization import dumps
 
+    if name == ENCRYPTED:
+        return  # needs keys, checked with them
     try:
         dumps({"probe": 1}, serializer=name)
     except Exception as exc:

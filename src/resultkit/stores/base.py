@@ -14,12 +14,14 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..codec import PickleRefused, decode_payload, encode_payload
+from ..codec import ENCRYPTED, PickleRefused, decode_payload, decode_sealed, encode_payload
 from ..durations import expiry_seconds
+from ..encryption import UnknownKey, keyring_for
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
@@ -28,6 +30,8 @@ from ..urls import mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from ..encryption import KeyRing, Settings
 
 __all__ = ["OnConflict", "Page", "Store", "WriteResult"]
 
@@ -70,23 +74,56 @@ class Codec:
     accept_pickle: bool = False
     #: Serializer assumed when a payload's first bytes do not tell.
     hint: str = "json"
+    #: Keys that open resultkit-encrypted payloads read from this store.
+    keys: KeyRing | None = None
+    #: Keys (newest first), inner serializer and compression for encrypted payloads written.
+    sealing: Settings | None = None
 
     def transcodes(self, record: Record) -> bool:
-        if self.serializer is not None and self.serializer != record.serializer:
+        serializer, compression = self.target_format(record)
+        if serializer == ENCRYPTED:
+            if record.envelope is None:
+                return True  # encrypt what was stored in the clear
+            if (
+                self.sealing is not None
+                and record.envelope.key_id != self.sealing.keys.primary.label
+            ):
+                return True  # re-encrypt under the newest key
+        elif serializer != record.serializer or record.envelope is not None:
             return True
-        return self.compression is not None and (self.compression or None) != record.compression
+        return compression != record.compression
 
     def target_format(self, record: Record) -> tuple[str, str | None]:
-        serializer = self.serializer or record.serializer
+        kept = ENCRYPTED if record.envelope is not None else record.serializer
+        serializer = self.serializer or kept
         compression = record.compression if self.compression is None else (self.compression or None)
         return serializer, compression
 
     def encode(self, value: Any, record: Record) -> bytes:
         serializer, compression = self.target_format(record)
-        return encode_payload(value, serializer, compression, source_serializer=record.serializer)
+        return encode_payload(
+            value,
+            serializer,
+            compression,
+            source_serializer=record.serializer,
+            sealing=self.sealing,
+        )
 
     def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
-        return decode_payload(payload, hint=self.hint, accept_pickle=self.accept_pickle)
+        return decode_payload(
+            payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
+        )
+
+    def decode_into(self, payload: bytes | str, record: Record) -> Any:
+        """Decode *payload* and note its serializer, compression and envelope on *record*."""
+        try:
+            value, record.serializer, record.compression, record.envelope = decode_sealed(
+                payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
+            )
+        except UnknownKey as exc:
+            record.serializer, record.missing_key = ENCRYPTED, exc.key_id
+            raise
+        return value
 
 
 class Store(ABC):
@@ -106,7 +143,9 @@ class Store(ABC):
     def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
         self.url = url
         self.app = app
-        self.codec = codec or Codec(hint=app.conf.result_serializer or "json")
+        self.codec = codec or Codec(
+            hint=app.conf.result_serializer or "json", keys=keyring_for(app.conf)
+        )
 
     # ----------------------------------------------------------- properties
     @property
@@ -215,8 +254,16 @@ class Store(ABC):
                     size=len(record.raw) if record.raw is not None else len(repr(record.meta)),
                     plan=plan,
                     no_ttl=self.native_ttl and record.expires_known and record.expires_at is None,
+                    sealed_key=record.sealed_key,
                 )
         return summary
+
+    def sealed_keys(self) -> Counter[str]:
+        """resultkit-encrypted task results by the id of the key that sealed them."""
+        counts: Counter[str] = Counter()
+        for page in self.pages(Kind.TASK, 5000):
+            counts.update(r.sealed_key for r in page.records if r.sealed_key)
+        return counts
 
     def state_counts(self) -> dict[str | None, int]:
         """Task results by state (None: records whose payload cannot be read), exact."""
@@ -311,7 +358,7 @@ class Store(ABC):
             record.error = "empty payload"
             return record
         try:
-            meta, record.serializer, record.compression = self.codec.decode(raw)
+            meta = self.codec.decode_into(raw, record)
         except PickleRefused as exc:
             record.serializer, record.error = "pickle", str(exc)
             return record

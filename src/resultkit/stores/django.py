@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import base64
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +23,7 @@ from ..codec import PickleRefused, content_type_of, serializer_of
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import Kind, Record, as_datetime
-from ..summary import Summary, sql_summary
+from ..summary import Summary, sealed_key_counts, sql_summary
 from ._sql import delete_ids, read_ids, rows_of, state_counts, upsert_rows, write_by_kind
 from .base import OnConflict, Page, Store, WriteResult
 
@@ -30,7 +31,7 @@ __all__ = ["DjangoStore"]
 
 TASK_TABLE = "django_celery_results_taskresult"
 GROUP_TABLE = "django_celery_results_groupresult"
-_BINARY = {"pickle", "msgpack"}
+_BINARY = {"pickle", "msgpack", "resultkit-msgpack", "resultkit-encrypted"}
 
 
 def _tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
@@ -110,10 +111,15 @@ class DjangoStore(Store):
         return table.c.task_id if kind is Kind.TASK else table.c.group_id
 
     # ------------------------------------------------------------ decoding
-    def _decode(self, text: Any, content_type: str, encoding: str) -> Any:
+    def _decode(
+        self, text: Any, content_type: str, encoding: str, record: Record | None = None
+    ) -> Any:
+        """Decode one column; with *record*, note the payload's format on it."""
         if text is None or text == "":
             return None
         payload = base64.b64decode(text) if encoding == "binary" else str(text).encode("utf-8")
+        if record is not None:
+            return self.codec.decode_into(payload, record)
         value, _, _ = self.codec.decode(payload)
         return value
 
@@ -123,7 +129,7 @@ class DjangoStore(Store):
         result_id = m["task_id"] if kind is Kind.TASK else m["group_id"]
         record = Record(kind, result_id, None, serializer=serializer, position=m["id"])
         try:
-            result = self._decode(m["result"], m["content_type"], m["content_encoding"])
+            result = self._decode(m["result"], m["content_type"], m["content_encoding"], record)
             if kind is Kind.GROUP:
                 record.meta = {"result": result, "date_done": as_datetime(m["date_done"])}
                 return record
@@ -160,7 +166,13 @@ class DjangoStore(Store):
         serializer, _ = self.codec.target_format(record)
         from ..codec import encode_payload
 
-        payload = encode_payload(value, serializer, None, source_serializer=record.serializer)
+        payload = encode_payload(
+            value,
+            serializer,
+            None,
+            source_serializer=record.serializer,
+            sealing=self.codec.sealing,
+        )
         if serializer in _BINARY:
             return content_type_of(serializer), "binary", base64.b64encode(payload).decode()
         return content_type_of(serializer), "utf-8", payload.decode("utf-8")
@@ -274,6 +286,13 @@ class DjangoStore(Store):
             before_delete=before_delete,
         )
 
+    def sealed_keys(self) -> Counter[str]:
+        """Key ids of encrypted results, read from the base64 result column's first bytes."""
+        if not self.present():
+            return Counter()
+        with self.engine.connect() as conn:
+            return sealed_key_counts(conn, self.tables[Kind.TASK].c.result, base64_text=True)
+
     def summarize(self, plan: PurgePlan) -> Summary:
         if not self.present():
             return Summary()
@@ -287,6 +306,7 @@ class DjangoStore(Store):
             table.c.result,
             plan.aware(),
             sql_expired(plan.aware(), table.c.date_done, table.c.status, table.c.task_name),
+            base64_text=True,
         )
 
     def state_counts(self) -> dict[str | None, int]:

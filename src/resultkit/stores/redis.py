@@ -11,6 +11,7 @@ exactly as they do in Celery.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ..encryption import key_id_of
 from ..purge import PurgePlan
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary
@@ -50,6 +52,13 @@ _EXPIRE_MISSING_SCRIPT = (
 #: For each key: status, task name, size, PTTL and date_done, read by Redis itself,
 #: so statistics need not carry every payload to the client.  Values that are
 #: not JSON (compressed, msgpack, pickle) come back with status false.
+#: The first 9 bytes of each key's value: enough for an encrypted payload's key id.
+_HEADS_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('GETRANGE', key, 0, 8) end
+return out
+"""
+
 _SUMMARY_SCRIPT = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -218,6 +227,20 @@ class RedisStore(Store):
             out[(record.kind, record.id)] = existing.date_done
         return out
 
+    def sealed_keys(self) -> Counter[str]:
+        """Key ids of encrypted results, read from the first bytes of each value."""
+        counts: Counter[str] = Counter()
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(
+                cursor=cursor, match=self._pattern(Kind.TASK), count=5000
+            )
+            if keys:
+                heads = self.client.eval(_HEADS_SCRIPT, len(keys), *keys)
+                counts.update(filter(None, (key_id_of(bytes(head)) for head in heads)))
+            if not cursor:
+                return counts
+
     def summarize(self, plan: PurgePlan) -> Summary:
         """Exact counts over every result key, each batch summarised by Redis in one call.
 
@@ -274,6 +297,7 @@ class RedisStore(Store):
                         size=len(record.raw or b""),
                         plan=plan,
                         no_ttl=record.expires_at is None,
+                        sealed_key=record.sealed_key,
                     )
                 if not cursor:
                     return summary

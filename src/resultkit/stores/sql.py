@@ -12,6 +12,7 @@ Celery's own model definitions.
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..codec import PickleRefused, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
-from ..summary import Summary, sql_summary
+from ..summary import Summary, sealed_key_counts, sql_summary
 from ._sql import (
     IN_CHUNK_ROWS,
     delete_ids,
@@ -66,7 +67,7 @@ class SqlStore(Store):
         self._limits: dict[str, dict[str, int]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
         #: (serializer, compression) → encoder shared by every such record (False: none).
-        self._plain_encoders: dict[tuple[str, str | None], Any] = {}
+        self._plain_encoders: dict[tuple[str, str | None, bool], Any] = {}
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -135,9 +136,15 @@ class SqlStore(Store):
         return EXTENDED_FIELDS if self.extended else ()
 
     # ---------------------------------------------------------- decoding
-    def _decode_column(self, value: Any) -> tuple[Any, str, str | None]:
+    def _decode_column(
+        self, value: Any, record: Record | None = None
+    ) -> tuple[Any, str, str | None]:
+        """Decode one column; with *record*, note the payload's format on it."""
         payload = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
         try:
+            if record is not None:
+                decoded = self.codec.decode_into(payload, record)
+                return decoded, record.serializer, record.compression
             return self.codec.decode(payload)
         except PickleRefused:
             raise
@@ -154,7 +161,7 @@ class SqlStore(Store):
             record = Record(Kind.GROUP, mapping["taskset_id"], None, position=mapping["id"])
             try:
                 value, record.serializer, record.compression = self._decode_column(
-                    mapping["result"]
+                    mapping["result"], record
                 )
                 record.meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
             except SerializationError as exc:
@@ -171,7 +178,9 @@ class SqlStore(Store):
         try:
             result = mapping["result"]
             if result is not None:
-                meta["result"], record.serializer, record.compression = self._decode_column(result)
+                meta["result"], record.serializer, record.compression = self._decode_column(
+                    result, record
+                )
                 if self.legacy and record.serializer == "pickle":
                     # The old PickleType column pickled every result, whatever the
                     # app's serializer; the result itself was never "a pickle result".
@@ -197,12 +206,12 @@ class SqlStore(Store):
     # ---------------------------------------------------------- encoding
     def _encoder(self, record: Record) -> Callable[[Any], bytes]:
         """The function that encodes this record's values for a column."""
-        key = (record.serializer, record.compression)
+        key = (record.serializer, record.compression, record.envelope is not None)
         plain = self._plain_encoders.get(key)
         if plain is None:
             if self.legacy:
                 plain = _pickle
-            elif key == ("json", None) and not self.codec.transcodes(record):
+            elif key == ("json", None, False) and not self.codec.transcodes(record):
                 plain = json_dumps
             else:
                 plain = False  # depends on the record: no shortcut
@@ -458,6 +467,14 @@ class SqlStore(Store):
             to_record=lambda row: self._record(kind, row),
             before_delete=before_delete,
         )
+
+    def sealed_keys(self) -> Counter[str]:
+        """Key ids of encrypted results, read from the result column's first bytes."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return Counter()
+        with self.engine.connect() as conn:
+            return sealed_key_counts(conn, table.c.result)
 
     def summarize(self, plan: PurgePlan) -> Summary:
         """Exact figures from aggregates: the database does the counting."""
