@@ -148,7 +148,11 @@ def test_keys_are_never_made_up() -> None:
         registry.dumps({"x": 1}, "resultkit-encrypted")
 
 
-@pytest.mark.parametrize("bad", ["", "short", "a" * 44, generate_key()[:-4]])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "short", "a" * 44, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g"],
+    ids=["empty", "short", "not-base64-32", "33-bytes"],
+)
 def test_malformed_keys_are_refused_without_echoing_them(bad: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         KeyRing([generate_key(), bad] if bad else [])
@@ -411,3 +415,24 @@ def test_migrate_refuses_to_encrypt_without_target_keys(tmp_path: Path, redis_db
     )
     assert missing.code == 2
     assert "NOPE_NOT_SET: that environment variable is not set or empty" in missing.output
+
+
+def test_config_check_audits_the_keys(tmp_path: Path, redis_db: Any, keys: list[str]) -> None:
+    module = write_app(tmp_path, "memory://", redis_db.url)
+    missing = run("resultkit", "config", "check", "-A", module, "--json", cwd=tmp_path)
+    assert missing.code == 1
+    assert missing.check("config.encryption")["status"] == "fail"
+    assert "has no key" in missing.check("config.encryption")["message"]
+    ok = run(
+        "resultkit",
+        "config",
+        "check",
+        "-A",
+        module,
+        "--json",
+        cwd=tmp_path,
+        env={"APP_KEYS": ",".join(keys)},
+    )
+    assert ok.check("config.encryption")["status"] == "pass"
+    assert key_label(keys[0]) in ok.check("config.encryption")["message"]
+    assert keys[0] not in ok.stdout

@@ -30,7 +30,7 @@ import binascii
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,20 +335,47 @@ def reset() -> None:
     _SETTINGS = None
 
 
-def _settings() -> Settings:
-    return _SETTINGS or configure()
-
-
 # ------------------------------------------------------------------- codec
+
+
+def _inner_codecs() -> dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]]:
+    """The inner serializers' own functions (no trip through kombu's registry)."""
+    import kombu.utils.json as kombu_json
+
+    from . import serializers
+
+    def msgpack_dumps(obj: Any) -> bytes:
+        from kombu.serialization import dumps
+
+        return bytes(dumps(obj, serializer="msgpack")[2])
+
+    def msgpack_loads(body: bytes) -> Any:
+        from kombu.serialization import loads, registry
+
+        content_type = registry.name_to_type["msgpack"]
+        return loads(body, content_type, "binary", accept={content_type})
+
+    return {
+        "resultkit-json": (serializers.json_dumps, serializers.json_loads),
+        "resultkit-msgpack": (serializers.msgpack_dumps, serializers.msgpack_loads),
+        "json": (lambda obj: kombu_json.dumps(obj).encode("utf-8"), kombu_json.loads),
+        "msgpack": (msgpack_dumps, msgpack_loads),
+    }
+
+
+_INNER: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {}
+
+
+def _inner(name: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    if not _INNER:
+        _INNER.update(_inner_codecs())
+    return _INNER[name]
 
 
 def encrypted_dumps(obj: Any) -> bytes:
     """kombu encoder: serialize with the inner serializer, compress, seal."""
-    from kombu.serialization import dumps
-
-    settings = _settings()
-    _, _, body = dumps(obj, serializer=settings.serializer)
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    settings = _SETTINGS or configure()
+    data = _inner(settings.serializer)[0](obj)
     if settings.compression:
         from kombu.compression import compress
 
@@ -358,21 +385,18 @@ def encrypted_dumps(obj: Any) -> bytes:
 
 def encrypted_loads(payload: bytes | str) -> Any:
     """kombu decoder: open, decompress, deserialize with the serializer the payload names."""
-    from kombu.compression import decompress, get_encoder
-    from kombu.serialization import loads, registry
-
     data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
-    envelope, body = open_payload(data, _settings().keys)
+    envelope, body = open_payload(data, (_SETTINGS or configure()).keys)
     if envelope.compression:
+        from kombu.compression import decompress, get_encoder
+
         try:
             body = decompress(body, get_encoder(envelope.compression)[1])
         except KeyError:
             raise SerializationError(
                 f"the result is compressed with {envelope.compression}, which is not installed here"
             ) from None
-    content_type = registry.name_to_type[envelope.serializer]
-    encoding = "utf-8" if envelope.serializer == "json" else "binary"
-    return loads(body, content_type, encoding, accept={content_type})
+    return _inner(envelope.serializer)[1](body)
 
 
 #: kombu entry point (``kombu.serializers``): (encoder, decoder, content type, encoding).

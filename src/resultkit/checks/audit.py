@@ -27,6 +27,8 @@ RESULTKIT_SETTINGS = frozenset(
         "resultkit_retention",
         "resultkit_dual_write",
         "resultkit_encryption_keys",
+        "resultkit_encryption_serializer",
+        "resultkit_encryption_compression",
         "resultkit_poll_interval",
     }
 )
@@ -484,10 +486,46 @@ class InsecureTransport(Rule):
         )
 
 
+class Encryption(Rule):
+    id = "config.encryption"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        from ..encryption import uses_encryption
+
+        return uses_encryption(ctx)  # type: ignore[arg-type]
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ..encryption import KeyRing, _settings_from
+        from ..errors import ConfigurationError
+
+        try:
+            settings = _settings_from(KeyRing.from_settings(ctx), ctx)  # type: ignore[arg-type]
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                "give every worker and client the same keys, newest first, in "
+                "resultkit_encryption_keys or RESULTKIT_ENCRYPTION_KEYS (docs/encryption.md)",
+            )
+        if ctx.get("result_compression"):
+            return CheckResult.warned(
+                self.id,
+                "result_compression compresses ciphertext, which does not shrink",
+                "move the method to resultkit_encryption_compression (compressed before "
+                "encryption) and unset result_compression",
+            )
+        return CheckResult.passed(
+            self.id,
+            f"results sealed with AES-256-GCM under key {settings.keys.primary.label} "
+            f"({len(settings.keys.keys)} key(s)), inner serializer {settings.serializer}",
+        )
+
+
 RULES: Sequence[Rule] = (
     UnknownSetting(),
     SerializerAccepted(),
     PickleAccepted(),
+    Encryption(),
     RedisExpiry(),
     SqlCleanup(),
     MysqlIsolation(),
