@@ -53,6 +53,52 @@ uuid_text(PyObject *o)
     return PyUnicode_FromStringAndSize(text, 36);
 }
 
+/* isoformat() of a date, time or datetime, formatted here when it has no tzinfo
+ * or UTC (what results nearly always hold); NULL without an error otherwise. */
+static PyObject *
+iso_text(PyObject *o)
+{
+    char text[48];
+    int n = 0;
+    PyObject *tz = NULL;
+    if (PyDateTime_Check(o)) {
+        tz = PyDateTime_DATE_GET_TZINFO(o);
+        n = snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d", PyDateTime_GET_YEAR(o),
+                     PyDateTime_GET_MONTH(o), PyDateTime_GET_DAY(o), PyDateTime_DATE_GET_HOUR(o),
+                     PyDateTime_DATE_GET_MINUTE(o), PyDateTime_DATE_GET_SECOND(o));
+        int micro = PyDateTime_DATE_GET_MICROSECOND(o);
+        if (micro)
+            n += snprintf(text + n, sizeof text - n, ".%06d", micro);
+    }
+    else if (PyDate_Check(o)) {
+        n = snprintf(text, sizeof text, "%04d-%02d-%02d", PyDateTime_GET_YEAR(o),
+                     PyDateTime_GET_MONTH(o), PyDateTime_GET_DAY(o));
+        return PyUnicode_FromStringAndSize(text, n);
+    }
+    else {
+        tz = PyDateTime_TIME_GET_TZINFO(o);
+        n = snprintf(text, sizeof text, "%02d:%02d:%02d", PyDateTime_TIME_GET_HOUR(o),
+                     PyDateTime_TIME_GET_MINUTE(o), PyDateTime_TIME_GET_SECOND(o));
+        int micro = PyDateTime_TIME_GET_MICROSECOND(o);
+        if (micro)
+            n += snprintf(text + n, sizeof text - n, ".%06d", micro);
+    }
+    if (tz == PyDateTime_TimeZone_UTC)
+        n += snprintf(text + n, sizeof text - n, "+00:00");
+    else if (tz != Py_None)
+        return NULL;  /* another zone: its own isoformat() */
+    return PyUnicode_FromStringAndSize(text, n);
+}
+
+static PyObject *
+iso_of(PyObject *o)
+{
+    PyObject *text = iso_text(o);
+    if (text != NULL || PyErr_Occurred())
+        return text;
+    return PyObject_CallMethodNoArgs(o, ISOFORMAT);
+}
+
 static int
 hex_value(Py_UCS4 c)
 {
@@ -290,11 +336,11 @@ prep(PyObject *o, Prep *p)
         return r;
     }
     if (PyDateTime_CheckExact(o))
-        return tagged(S_DATETIME, PyObject_CallMethodNoArgs(o, ISOFORMAT));
+        return tagged(S_DATETIME, iso_of(o));
     if (PyDate_CheckExact(o))
-        return tagged(S_DATE, PyObject_CallMethodNoArgs(o, ISOFORMAT));
+        return tagged(S_DATE, iso_of(o));
     if (PyTime_CheckExact(o))
-        return tagged(S_TIME, PyObject_CallMethodNoArgs(o, ISOFORMAT));
+        return tagged(S_TIME, iso_of(o));
     if ((PyObject *)t == DecimalType)
         return tagged(S_DECIMAL, PyObject_Str(o));
     if ((PyObject *)t == UUIDType)

@@ -192,12 +192,16 @@ def migrate(
     else:
         _restore_counters(report, state.counters)
     report.checkpoint = None if dry_run else str(path)
-    # Each batch allocates many small containers; without this, the collector
-    # rescans every long-lived object (Celery, SQLAlchemy) over and over.
+    # Each batch allocates many small containers, most of them alive until the
+    # batch is written: without this, the collector rescans every long-lived
+    # object (Celery, SQLAlchemy) and every record in flight over and over.
     gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], 50 * batch_size), *threshold[1:])
     try:
         _run(src, dst, report, state, filters, batch_size, on_conflict, verify, move, progress)
     finally:
+        gc.set_threshold(*threshold)
         gc.unfreeze()
         src.close()
         dst.close()
