@@ -173,29 +173,27 @@ def _tag(obj: Any, binary: bool) -> Any:
     return _tag_object(obj, binary)
 
 
-def _tag_object(obj: Any, binary: bool) -> Any:
-    """Tag anything that is not a JSON type; ``_speedups.prepare`` calls this back."""
+Child = Callable[[Any, bool, str], Any]
+
+
+def _tag_object(obj: Any, binary: bool, child: Child | None = None) -> Any:
+    """Tag anything that is not a JSON type, its contents tagged by *child*."""
+    child = child or _at
     kind = type(obj)
     if kind is set or kind is frozenset:
-        items = [_at(item, binary, "{}") for item in obj]
-        return {TAG: kind.__name__, "v": items}
+        return {TAG: kind.__name__, "v": [child(item, binary, "{}") for item in obj]}
     if kind is bytes or kind is bytearray or kind is memoryview:
         data = bytes(obj)
         return {TAG: "bytes", "v": data if binary else base64.b64encode(data).decode("ascii")}
     if kind is dt.timedelta:
         return {TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
     if isinstance(obj, enum.Enum):
-        return {TAG: "enum", "type": _type_name(kind), "v": _at(obj.value, binary, ".value")}
-    if dataclasses.is_dataclass(obj):
-        fields = {
-            f.name: _at(getattr(obj, f.name), binary, f".{f.name}") for f in dataclasses.fields(obj)
-        }
-        return {TAG: "dataclass", "type": _type_name(kind), "v": fields}
-    if _is_pydantic_class(kind):
-        fields = {
-            name: _at(getattr(obj, name), binary, f".{name}") for name in type(obj).model_fields
-        }
-        return {TAG: "pydantic", "type": _type_name(kind), "v": fields}
+        return {TAG: "enum", "type": _type_name(kind), "v": child(obj.value, binary, ".value")}
+    shape = _FIELDS.get(kind) or _fields_of(kind)
+    if shape is not None:
+        tag, names = shape
+        fields = {name: child(getattr(obj, name), binary, f".{name}") for name in names}
+        return {TAG: tag, "type": _type_name(kind), "v": fields}
     if kind.__module__ == "numpy":
         return _tag_numpy(obj, binary)
     # Subclasses of the types above (OrderedDict, defaultdict, namedtuple, str
@@ -208,6 +206,30 @@ def _tag_object(obj: Any, binary: bool) -> Any:
         if isinstance(obj, base):
             return _tag(base(obj), binary)
     raise _Unsupported(obj)
+
+
+#: The tag and field names of dataclasses and pydantic models, by class.
+_FIELDS: dict[type, tuple[str, tuple[str, ...]]] = {}
+
+
+def _fields_of(cls: type) -> tuple[str, tuple[str, ...]] | None:
+    if dataclasses.is_dataclass(cls):
+        shape = ("dataclass", tuple(f.name for f in dataclasses.fields(cls)))
+    elif _is_pydantic_class(cls):
+        shape = ("pydantic", tuple(cls.model_fields))  # type: ignore[attr-defined]
+    else:
+        return None
+    _FIELDS[cls] = shape
+    return shape
+
+
+def _object_fast(obj: Any, binary: bool) -> Any:
+    """``_tag_object`` as ``_speedups.prepare`` calls it back: contents tagged in C too."""
+    return _tag_object(obj, binary, _child_fast)
+
+
+def _child_fast(value: Any, binary: bool, step: str) -> Any:
+    return _prepare(value, binary, _object_fast)
 
 
 def _tag_numpy(obj: Any, binary: bool) -> Any:
@@ -402,7 +424,7 @@ def _untag(obj: Any) -> Any:
 
 
 def _prepare_py(obj: Any, binary: bool, fallback: Any) -> Any:
-    return _tag(obj, binary)
+    return _tag(obj, binary)  # the pure walk tags contents itself
 
 
 def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any) -> Any:
@@ -430,7 +452,7 @@ def untag(obj: Any) -> Any:
 def tag(obj: Any, *, binary: bool = False) -> Any:
     """*obj* as plain JSON (or msgpack, when *binary*) data with tagged objects."""
     try:
-        return _prepare(obj, binary, _tag_object)
+        return _prepare(obj, binary, _object_fast)
     except _Unsupported:
         # Walk again in Python, which records where the value sits.
         try:
@@ -481,7 +503,7 @@ _orjson_loads = orjson.loads
 def json_dumps(obj: Any) -> bytes:
     """Encode *obj* as resultkit-json (UTF-8 JSON bytes)."""
     try:
-        return _orjson_dumps(_prepare(obj, False, _tag_object))
+        return _orjson_dumps(_prepare(obj, False, _object_fast))
     except (_Unsupported, RecursionError):
         return _orjson_dumps(tag(obj))
 
@@ -518,7 +540,7 @@ def msgpack_dumps(obj: Any) -> bytes:
     """Encode *obj* as resultkit-msgpack (bytes stay bytes, no base64)."""
     encode = _msgpack()[0]
     try:
-        return encode(_prepare(obj, True, _tag_object))
+        return encode(_prepare(obj, True, _object_fast))
     except (_Unsupported, RecursionError):
         return encode(tag(obj, binary=True))
 
