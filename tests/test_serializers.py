@@ -489,3 +489,23 @@ def test_corrupt_frames_fail_with_the_documented_error(
         frame = encode(b"x" * 2000)
         with pytest.raises(SerializationError, match=f"not a valid {name} frame"):
             decode(frame[: len(frame) // 2])
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_large_payloads_leave_the_collector_as_they_found_it(name: str) -> None:
+    import gc
+
+    dumps, loads = CODECS[name]
+    large = dumps({"rows": [{"id": i, "when": dt.date(2026, 1, 1)} for i in range(3000)]})
+    assert len(large) >= serializers._LARGE
+    assert loads(large)["rows"][2999] == {"id": 2999, "when": dt.date(2026, 1, 1)}
+    assert gc.isenabled()
+    with pytest.raises(SerializationError):
+        loads(large[:-10])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        loads(large)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

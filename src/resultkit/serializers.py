@@ -37,6 +37,7 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
+import gc
 import math
 import os
 import struct
@@ -510,6 +511,12 @@ def json_dumps(obj: Any) -> bytes:
 
 def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode resultkit-json; malformed input raises :class:`SerializationError` only."""
+    if len(data) >= _LARGE and gc.isenabled():
+        return _collector_paused(_json_loads, data)
+    return _json_loads(data)
+
+
+def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
     try:
         value = _orjson_loads(data)
     except orjson.JSONDecodeError as exc:
@@ -518,6 +525,25 @@ def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
     if _TAG_BYTES not in raw:
         return value
     return _guarded_untag(value)
+
+
+#: Payloads from this size on are decoded with the cyclic collector paused.
+_LARGE = 32 * 1024
+
+
+def _collector_paused(decode: Callable[[Any], Any], data: Any) -> Any:
+    """``decode(data)`` with the cyclic garbage collector paused.
+
+    Decoding a large result allocates thousands of containers that all stay
+    alive, so each collection the allocations trigger finds nothing to free
+    and only rescans them (a third of the time, on a 100 KB result). Decoded
+    data holds no reference cycles; the collector resumes afterwards.
+    """
+    gc.disable()
+    try:
+        return decode(data)
+    finally:
+        gc.enable()
 
 
 _MSGPACK: tuple[Callable[[Any], bytes], Callable[[Any], Any]] | None = None
@@ -547,6 +573,12 @@ def msgpack_dumps(obj: Any) -> bytes:
 
 def msgpack_loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode resultkit-msgpack; malformed input raises :class:`SerializationError` only."""
+    if len(data) >= _LARGE and gc.isenabled():
+        return _collector_paused(_msgpack_loads, data)
+    return _msgpack_loads(data)
+
+
+def _msgpack_loads(data: bytes | bytearray | memoryview | str) -> Any:
     decode = _msgpack()[1]
     raw = data.encode("latin-1") if type(data) is str else data
     try:
