@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .encryption import MAGIC
 from .errors import SerializationError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ _NAMES_BY_TYPE = {v: k for k, v in _CONTENT_TYPES.items()}
 #: Serializers whose payloads are JSON text, kept as a tree when moved.
 JSON_FAMILY = frozenset({"json", "resultkit-json"})
 ENCRYPTED = "resultkit-encrypted"
+_JSON_OPENERS = frozenset((b"{", b"["))
 _COMPRESSION_NAMES = {
     "application/x-gzip": "gzip",
     "application/x-bz2": "bzip2",
@@ -109,8 +111,6 @@ def sniff_serializer(body: bytes, hint: str = "json") -> str:
     resultkit's serializers write JSON and msgpack, so a JSON or msgpack payload
     is taken for theirs when *hint* names them.
     """
-    from .encryption import MAGIC
-
     if not body:
         return hint
     if body.startswith(MAGIC):
@@ -168,9 +168,12 @@ def decode_sealed(
     payload, and the envelope (key id, inner serializer and compression) comes
     fourth; it is None for other payloads.
     """
-    from kombu.serialization import loads
-
     data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    if hint in JSON_FAMILY and data[:1] in _JSON_OPENERS:  # the common case, at once
+        try:
+            return orjson.loads(data), hint, None, None
+        except orjson.JSONDecodeError:
+            pass  # NaN, big integers, or not JSON after all: the careful path
     body, compression = split_compression(data)
     serializer = sniff_serializer(body, hint)
     if serializer == ENCRYPTED:
@@ -187,6 +190,8 @@ def decode_sealed(
         raise PickleRefused()
     if serializer in JSON_FAMILY:
         return _json_tree(body, len(data)), serializer, compression, None
+    from kombu.serialization import loads
+
     content_type = content_type_of(serializer)
     accept = {content_type}
     try:

@@ -9,6 +9,7 @@ work on records only.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fnmatch
 import time
@@ -118,6 +119,9 @@ def as_datetime(value: Any) -> datetime | None:
 def naive_utc(value: Any) -> datetime | None:
     """A naive UTC datetime, the way Celery's SQL tables hold ``date_done``."""
     if isinstance(value, str):
+        if value.endswith("+00:00"):  # what Celery writes: already UTC, drop the offset
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value[:-6])
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

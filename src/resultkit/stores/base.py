@@ -12,6 +12,7 @@ rather than ``isinstance``.
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -152,7 +153,7 @@ class Store(ABC):
     def masked_url(self) -> str:
         return mask_url(self.url)
 
-    @property
+    @functools.cached_property
     def expires_s(self) -> float | None:
         """The app's ``result_expires`` in seconds (None: never)."""
         return expiry_seconds(self.app.conf.result_expires)

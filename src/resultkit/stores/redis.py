@@ -205,13 +205,14 @@ class RedisStore(Store):
         if not planned:
             return outcome
         pipe = self.client.pipeline(transaction=True)
+        command = pipe.execute_command  # SET with its options spelled out: no per-call parsing
+        nx = ("NX",) if on_conflict is OnConflict.SKIP else ()
         for record, payload, expires_at in planned:
-            options: dict[str, Any] = {}
+            key = self.key(record.kind, record.id)
             if expires_at is not None:
-                options["pxat"] = int(expires_at * 1000)
-            if on_conflict is OnConflict.SKIP:
-                options["nx"] = True
-            pipe.set(self.key(record.kind, record.id), payload, **options)
+                command("SET", key, payload, "PXAT", int(expires_at * 1000), *nx)
+            else:
+                command("SET", key, payload, *nx)
         for (record, _, _), reply in zip(planned, pipe.execute(), strict=True):
             (outcome.written if reply else outcome.skipped).append(record.id)
         return outcome

@@ -64,7 +64,7 @@ class SqlStore(Store):
         self.engine = sa.create_engine(url, **options)
         self.names = celery_table_names(self.app.conf)
         self._tables: dict[Kind, sa.Table | None] = {}
-        self._limits: dict[str, dict[str, int]] = {}
+        self._limits: dict[str, tuple[tuple[str, int], ...]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
         #: (serializer, compression) → encoder shared by every such record (False: none).
         self._plain_encoders: dict[tuple[str, str | None, bool], Any] = {}
@@ -272,14 +272,14 @@ class SqlStore(Store):
     def _check_sizes(self, row: dict[str, Any], table: sa.Table) -> None:
         limits = self._limits.get(table.name)
         if limits is None:
-            limits = self._limits[table.name] = {
-                c.name: int(c.type.length)
+            limits = self._limits[table.name] = tuple(
+                (c.name, int(c.type.length))
                 for c in table.columns
                 if isinstance(c.type, sa.String) and c.type.length
-            }
-        for name, length in limits.items():
+            )
+        for name, length in limits:
             value = row.get(name)
-            if isinstance(value, str) and len(value) > length:
+            if value.__class__ is str and len(value) > length:
                 raise ValueError(
                     f"{name} is {len(value)} characters, longer than the {length} of "
                     f"{table.name}.{name}"
