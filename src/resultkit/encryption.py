@@ -43,11 +43,19 @@ __all__ = [
     "SERIALIZER",
     "Envelope",
     "KeyRing",
+    "Settings",
+    "UnknownKey",
     "configure",
     "generate_key",
+    "install_worker_check",
     "key_id_of",
+    "key_label",
+    "keyring_for",
     "open_payload",
+    "reset",
     "seal",
+    "sealing_for",
+    "uses_encryption",
 ]
 
 SERIALIZER = "resultkit-encrypted"
@@ -168,6 +176,10 @@ def sealing_for(conf: Mapping[str, Any] | None, keys: KeyRing | None = None) -> 
 
 
 def _decode_key(text: str | bytes, number: int) -> bytes:
+    if not isinstance(text, (str, bytes)):
+        raise ConfigurationError(
+            f"encryption key #{number} is not text ({type(text).__name__}): {_HOW_TO_GENERATE}"
+        )
     raw = text.encode("ascii", "replace") if isinstance(text, str) else bytes(text)
     try:
         secret = base64.urlsafe_b64decode(raw.strip())
