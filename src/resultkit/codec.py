@@ -49,7 +49,8 @@ _NAMES_BY_TYPE = {v: k for k, v in _CONTENT_TYPES.items()}
 #: Serializers whose payloads are JSON text, kept as a tree when moved.
 JSON_FAMILY = frozenset({"json", "resultkit-json"})
 ENCRYPTED = "resultkit-encrypted"
-_JSON_OPENERS = frozenset((b"{", b"["))
+#: First bytes of JSON that orjson reads at once (objects and arrays).
+JSON_OPENERS = frozenset((b"{", b"["))
 _COMPRESSION_NAMES = {
     "application/x-gzip": "gzip",
     "application/x-bz2": "bzip2",
@@ -169,7 +170,7 @@ def decode_sealed(
     fourth; it is None for other payloads.
     """
     data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-    if hint in JSON_FAMILY and data[:1] in _JSON_OPENERS:  # the common case, at once
+    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS:  # the common case, at once
         try:
             return orjson.loads(data), hint, None, None
         except orjson.JSONDecodeError:
