@@ -184,7 +184,7 @@ def decode_sealed(
             raise UnknownKey(key_id_of(body) or "?", [])
         envelope, inner = open_payload(body, keys)
         if envelope.compression:
-            inner = _decompress(inner, envelope.compression)
+            inner = decompress_body(inner, envelope.compression)
         value, serializer, _ = decode_payload(inner, hint=envelope.serializer)
         return value, serializer, compression, envelope
     if serializer == "pickle" and not accept_pickle:
@@ -206,7 +206,8 @@ def decode_sealed(
     return value, serializer, compression, None
 
 
-def _decompress(body: bytes, name: str) -> bytes:
+def decompress_body(body: bytes, name: str) -> bytes:
+    """*body* decompressed with the kombu compression method *name*."""
     from kombu.compression import decompress, get_encoder
 
     try:

@@ -400,14 +400,9 @@ def encrypted_loads(payload: bytes | str) -> Any:
     data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
     envelope, body = open_payload(data, (_SETTINGS or configure()).keys)
     if envelope.compression:
-        from kombu.compression import decompress, get_encoder
+        from .codec import decompress_body
 
-        try:
-            body = decompress(body, get_encoder(envelope.compression)[1])
-        except KeyError:
-            raise SerializationError(
-                f"the result is compressed with {envelope.compression}, which is not installed here"
-            ) from None
+        body = decompress_body(body, envelope.compression)
     return _inner(envelope.serializer)[1](body)
 
 
