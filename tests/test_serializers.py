@@ -9,6 +9,7 @@ import enum
 import math
 import subprocess
 import sys
+import time
 import uuid
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable
@@ -509,3 +510,24 @@ def test_large_payloads_leave_the_collector_as_they_found_it(name: str) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+HOSTILE = [
+    b'{"__rk__": "int", "v": "' + b"9" * 4300 + b'"}',
+    b'{"__rk__": "int", "v": "' + b"9" * 10_000_000 + b'"}',
+    b'{"__rk__": "decimal", "v": "1e999999999"}',
+    b'{"__rk__": "ndarray", "dtype": "<f8", "shape": [99999999999, 99999999999], "v": ""}',
+    b'{"__rk__": "set", "v": [' + b",".join([b"[1]"] * 100_000) + b"]}",
+    b'{"__rk__": "tuple", "v": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    b'{"__rk__": "dict", "v": [[{"__rk__": "dict", "v": []}, 1]]}',
+    b'{"__rk__": "bytes", "v": "' + b"A" * 10_000_001 + b'"}',
+    b"[" + b'{"__rk__": "uuid", "v": "x"},' * 50_000 + b"1]",
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_payloads_never_hang(payload: bytes, walks: str) -> None:
+    started = time.perf_counter()
+    with contextlib.suppress(SerializationError):
+        serializers.json_loads(payload)
+    assert time.perf_counter() - started < 2.0
