@@ -436,3 +436,43 @@ def test_config_check_audits_the_keys(tmp_path: Path, redis_db: Any, keys: list[
     assert ok.check("config.encryption")["status"] == "pass"
     assert key_label(keys[0]) in ok.check("config.encryption")["message"]
     assert keys[0] not in ok.stdout
+
+
+def test_bench_measures_the_encrypted_serializer_and_refuses_without_keys(
+    tmp_path: Path, redis_db: Any, keys: list[str]
+) -> None:
+    refused = run(
+        "resultkit",
+        "bench",
+        redis_db.url,
+        "--serializer",
+        "resultkit-encrypted",
+        "--seconds",
+        "0.3",
+        cwd=tmp_path,
+        env={encryption.ENV_VAR: ""},
+    )
+    assert refused.code == 2
+    assert (
+        "the 'resultkit-encrypted' serializer cannot be used here: resultkit-encrypted has no key"
+        in refused.output
+    )
+    measured = run(
+        "resultkit",
+        "bench",
+        redis_db.url,
+        "--serializer",
+        "resultkit-encrypted",
+        "--serializer",
+        "resultkit-json",
+        "--seconds",
+        "0.3",
+        "--json",
+        cwd=tmp_path,
+        env={encryption.ENV_VAR: keys[0]},
+    )
+    assert measured.code == 0, measured.output
+    cases = {case["serializer"]: case for case in measured.json["cases"]}
+    assert set(cases) == {"resultkit-encrypted", "resultkit-json"}
+    assert all(case["throughput"]["roundtrip"] > 0 for case in cases.values())
+    assert redis_db.client.dbsize() == 0  # bench forgot what it wrote

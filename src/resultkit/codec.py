@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .encryption import MAGIC
-from .errors import SerializationError
+from .errors import ConfigurationError, ResultkitError, SerializationError
 
 if TYPE_CHECKING:
     from .encryption import Envelope, KeyRing, Settings
@@ -31,6 +31,7 @@ __all__ = [
     "decode_payload",
     "decode_sealed",
     "encode_payload",
+    "require_serializer",
     "sniff_serializer",
     "split_compression",
 ]
@@ -104,6 +105,25 @@ def split_compression(payload: bytes) -> tuple[bytes, str | None]:
         ) from exc
     except Exception as exc:
         raise SerializationError(f"corrupt {ctype} compressed payload: {exc}") from exc
+
+
+def require_serializer(name: str) -> None:
+    """Fail before any work when a serializer cannot encode here (unknown, no library, no key)."""
+    from kombu.serialization import dumps
+
+    try:
+        dumps({"probe": 1}, serializer=name)
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # kombu wraps the real error
+        raise ConfigurationError(
+            f"the {name!r} serializer cannot be used here: {cause}"
+            + (
+                ""
+                if isinstance(cause, ResultkitError)
+                else "; install its library or pick "
+                "json, msgpack, resultkit-json or resultkit-msgpack"
+            )
+        ) from exc
 
 
 def sniff_serializer(body: bytes, hint: str = "json") -> str:

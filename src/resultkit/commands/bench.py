@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..apps import app_for_url, resolve_target, user_settings
+from ..codec import require_serializer
 from ..errors import UsageError
 from ..urls import BackendKind, mask_url, parse_backend_url
 
@@ -116,6 +117,11 @@ def _run_worker(
     written: list[str] = []
     counter = itertools.count()
     try:
+        # One untimed round trip first: connections, lazy imports, key set-up.
+        warm_up = f"{prefix}-warm-up-{os.getpid()}-{threading.get_ident()}"
+        written.append(warm_up)
+        backend.store_result(warm_up, payload, "SUCCESS")
+        backend.get_task_meta(warm_up, cache=False)
         for op in OPERATIONS:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
@@ -215,6 +221,9 @@ def bench(
         other = counterpart(url)
         if compare and other and other not in [u for u, _ in targets]:
             plan.append((other, url))
+    for name in serializers:
+        if name:
+            require_serializer(name)
     report = BenchReport()
     base_settings = user_settings(targets[0][1])
     for (url, twin), serializer, compression, size, workers in itertools.product(

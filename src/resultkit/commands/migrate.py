@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, default_checkpoint_path
-from ..codec import ENCRYPTED
+from ..codec import ENCRYPTED, require_serializer
 from ..compare import differences
 from ..encryption import KeyRing, configure, keyring_for, sealing_for
-from ..errors import ConfigurationError, MigrationError, UsageError
+from ..errors import MigrationError, UsageError
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
 from ..urls import mask_url
@@ -138,7 +138,8 @@ def migrate(
         raise UsageError("the source and the target are the same: nothing to migrate")
     filters = Filters.build(states, tasks, since, until)
     for name in filter(None, (source_serializer, target_serializer)):
-        _require_serializer(name)
+        if name != ENCRYPTED:  # it needs keys: checked with them below
+            require_serializer(name)
     hint = source_serializer or (app.conf.result_serializer if app is not None else "json")
     conf = app.conf if app is not None else None
     source_keys = _keys(conf, source_keys_env, "--source-keys-env")
@@ -377,18 +378,3 @@ def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:
     if env is not None and not os.environ.get(env, "").strip():
         raise UsageError(f"{option} {env}: that environment variable is not set or empty")
     return keyring_for(conf, env=env) if env else keyring_for(conf)
-
-
-def _require_serializer(name: str) -> None:
-    """Fail before any work when a serializer is unknown or its library is missing."""
-    from kombu.serialization import dumps
-
-    if name == ENCRYPTED:
-        return  # needs keys, checked with them
-    try:
-        dumps({"probe": 1}, serializer=name)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"the {name!r} serializer cannot be used here ({exc}); install its library "
-            "or pick json, msgpack, yaml or pickle"
-        ) from exc
