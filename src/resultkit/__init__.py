@@ -12,8 +12,8 @@ The command functions are importable and return result objects; the
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from .commands import DoctorReport, doctor
 from .errors import (
     AppNotFound,
     BackendUnavailable,
@@ -27,6 +27,20 @@ from .errors import (
 )
 from .report import CheckResult, Status
 from .urls import DEFAULT_RESULT_BACKEND, mask_url
+
+if TYPE_CHECKING:
+    from .commands.doctor import DoctorReport, doctor
+
+
+def __getattr__(name: str) -> Any:
+    # kombu imports resultkit.serializers and resultkit.encryption (entry points)
+    # in every Celery process: the commands load only when they are used.
+    if name in ("doctor", "DoctorReport"):
+        from . import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module 'resultkit' has no attribute {name!r}")
+
 
 try:
     __version__ = version("celery-resultkit")

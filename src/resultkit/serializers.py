@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import enum
 import gc
+import importlib
 import math
 import os
 import struct
@@ -435,8 +436,7 @@ def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any) -> Any:
 try:
     if os.environ.get("RESULTKIT_PURE_PYTHON"):
         raise ImportError("RESULTKIT_PURE_PYTHON is set")
-    from . import _speedups  # type: ignore[attr-defined]
-
+    _speedups = importlib.import_module(f"{__package__}._speedups")  # a C extension
     _prepare: Callable[[Any, bool, Any], Any] = _speedups.prepare
     _untag_walk: Callable[[Any, Any, Any, Any], Any] = _speedups.untag
     SPEEDUPS = True
