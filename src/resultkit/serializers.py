@@ -388,6 +388,10 @@ def _simple_decoder(fn: Callable[[str], Any]) -> Callable[[dict[str, Any]], Any]
 _DECODERS.update({tag: _simple_decoder(fn) for tag, fn in _SIMPLE.items()})
 
 
+#: What a malformed tagged value makes the decoders raise (reported as SerializationError).
+_MALFORMED = (KeyError, TypeError, ValueError, OverflowError, InvalidOperation, AttributeError)
+
+
 def _decode_tagged(o: dict[str, Any]) -> Any:
     """The value a tagged object stands for; the C walk calls this for the rarer tags."""
     tag = o[TAG]
@@ -401,14 +405,7 @@ def _decode_tagged(o: dict[str, Any]) -> Any:
         return decoder(o)
     except SerializationError:
         raise
-    except (
-        KeyError,
-        TypeError,
-        ValueError,
-        OverflowError,
-        InvalidOperation,
-        AttributeError,
-    ) as exc:
+    except _MALFORMED as exc:
         detail = f": {str(exc)[:120]}" if str(exc) else ""
         raise SerializationError(f"malformed {tag!r} value{detail}") from None
 
@@ -484,14 +481,7 @@ def _guarded_untag(value: Any) -> Any:
         raise
     except RecursionError:
         raise SerializationError("the payload is nested too deeply") from None
-    except (
-        KeyError,
-        TypeError,
-        ValueError,
-        OverflowError,
-        InvalidOperation,
-        AttributeError,
-    ) as exc:
+    except _MALFORMED as exc:
         raise SerializationError(f"malformed tagged value: {str(exc)[:120]}") from None
 
 
