@@ -55,6 +55,7 @@ __all__ = [
     "reset",
     "seal",
     "sealing_for",
+    "undecryptable",
     "uses_encryption",
 ]
 
@@ -165,6 +166,14 @@ def keyring_for(conf: Mapping[str, Any] | None, *, env: str = ENV_VAR) -> KeyRin
     if not configured and not os.environ.get(env, "").strip():
         return None
     return KeyRing.from_settings(conf, env=env)
+
+
+def undecryptable(sealed: Mapping[str, int], keys: KeyRing | None) -> dict[str, int]:
+    """Of *sealed* (counts by key id), those under keys *keys* lacks, most first."""
+    missing = {
+        k: n for k, n in sealed.items() if keys is None or keys.get(bytes.fromhex(k)) is None
+    }
+    return dict(sorted(missing.items(), key=lambda item: (-item[1], item[0])))
 
 
 def sealing_for(conf: Mapping[str, Any] | None, keys: KeyRing | None = None) -> Settings | None:

@@ -526,7 +526,7 @@ def _file_state(probe: Probe) -> list[CheckResult]:
 
 def check_encryption(probe: Probe) -> list[CheckResult]:
     """The app's encryption keys, and stored results sealed under keys it does not have."""
-    from ..encryption import configure
+    from ..encryption import configure, undecryptable
     from ..errors import ConfigurationError
     from ..stores import open_store
 
@@ -553,7 +553,7 @@ def check_encryption(probe: Probe) -> list[CheckResult]:
         sealed = store.sealed_keys()
     finally:
         store.close()
-    lost = {k: n for k, n in sealed.items() if ring.get(bytes.fromhex(k)) is None}
+    lost = undecryptable(sealed, ring)
     older = sum(n for k, n in sealed.items() if k != ring.primary.label and k not in lost)
     if lost:
         listed = ", ".join(f"{k} ({n:,})" for k, n in sorted(lost.items()))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import resolve_target
-from ..encryption import keyring_for
+from ..encryption import keyring_for, undecryptable
 from ..purge import PurgePlan
 from ..records import Kind
 from ..retention import RetentionPolicy
@@ -66,19 +66,11 @@ def stats(
     finally:
         store.close()
     report.unreadable = summary.unreadable
-    if summary.sealed:
-        ring = keyring_for(target.app.conf)
-        summary_extra = {
-            key_id: count
-            for key_id, count in summary.sealed.most_common()
-            if ring is None or ring.get(bytes.fromhex(key_id)) is None
-        }
-    else:
-        summary_extra = {}
     report.by_state = dict(sorted(summary.by_state.items()))
     report.total = sum(report.by_state.values()) + report.unreadable
     report.details = summary.as_dict()
     if summary.sealed:
-        report.details["undecryptable"] = summary_extra
+        keys = keyring_for(target.app.conf)
+        report.details["undecryptable"] = undecryptable(summary.sealed, keys)
     report.seconds = time.monotonic() - started
     return report
