@@ -476,3 +476,31 @@ def test_bench_measures_the_encrypted_serializer_and_refuses_without_keys(
     assert set(cases) == {"resultkit-encrypted", "resultkit-json"}
     assert all(case["throughput"]["roundtrip"] > 0 for case in cases.values())
     assert redis_db.client.dbsize() == 0  # bench forgot what it wrote
+
+
+def test_target_keys_env_wins_over_the_apps_keys(
+    tmp_path: Path, redis_db: Any, own_redis: Any
+) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    module = write_app(tmp_path, "memory://", redis_db.url)
+    app = load(tmp_path, module)
+    encryption.configure([old_key], conf=app.conf)
+    app.backend.store_result("sealed-old", {"v": SECRET}, "SUCCESS")
+    target = own_redis()
+    migrated = run(
+        "resultkit",
+        "migrate",
+        redis_db.url,
+        target.url,
+        "-A",
+        module,
+        "--target-keys-env",
+        "TARGET_KEYS",
+        "--json",
+        cwd=tmp_path,
+        env={"APP_KEYS": old_key, "TARGET_KEYS": new_key},
+    )
+    assert migrated.code == 0, migrated.output
+    assert migrated.json["copied"] == 1
+    stored = target.client().get("celery-task-meta-sealed-old")
+    assert stored[5:9].hex() == key_label(new_key)

@@ -375,6 +375,8 @@ def _verify(
 
 def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:
     """The keys named by *option* (an environment variable), else the app's or the default's."""
-    if env is not None and not os.environ.get(env, "").strip():
+    if env is None:
+        return keyring_for(conf)
+    if not os.environ.get(env, "").strip():
         raise UsageError(f"{option} {env}: that environment variable is not set or empty")
-    return keyring_for(conf, env=env) if env else keyring_for(conf)
+    return KeyRing.from_settings(None, env=env)  # the variable named, not the app's setting
