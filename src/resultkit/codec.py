@@ -158,6 +158,25 @@ def _sniff(body: bytes, hint: str) -> str:
     return hint
 
 
+#: What :func:`json_at_once` returns for a payload it leaves to the careful path.
+NOT_READ: Any = object()
+
+
+def json_at_once(data: bytes, hint: str) -> Any:
+    """The tree of a JSON object or array, read at once when *hint* names a JSON serializer.
+
+    The common case of every store, without sniffing; returns :data:`NOT_READ`
+    for anything else (NaN, big integers, other serializers), which
+    :func:`decode_sealed` then reads carefully.
+    """
+    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return NOT_READ
+
+
 def decode_payload(
     payload: bytes | str,
     *,
@@ -190,11 +209,9 @@ def decode_sealed(
     fourth; it is None for other payloads.
     """
     data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS:  # the common case, at once
-        try:
-            return orjson.loads(data), hint, None, None
-        except orjson.JSONDecodeError:
-            pass  # NaN, big integers, or not JSON after all: the careful path
+    tree = json_at_once(data, hint)
+    if tree is not NOT_READ:
+        return tree, hint, None, None
     body, compression = split_compression(data)
     serializer = sniff_serializer(body, hint)
     if serializer == ENCRYPTED:

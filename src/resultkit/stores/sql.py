@@ -11,18 +11,15 @@ Celery's own model definitions.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import operator
 import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
-from ..codec import JSON_FAMILY, JSON_OPENERS, PickleRefused, json_dumps
+from ..codec import NOT_READ, PickleRefused, json_at_once, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
@@ -145,9 +142,9 @@ class SqlStore(Store):
     ) -> tuple[Any, str, str | None]:
         """Decode one column; with *record*, note the payload's format on it."""
         payload = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
-        if self._json_hint and payload[:1] in JSON_OPENERS:  # the common case, at once
-            with contextlib.suppress(orjson.JSONDecodeError):
-                return orjson.loads(payload), self.codec.hint, None
+        tree = json_at_once(payload, self.codec.hint)  # without the layers below: per column
+        if tree is not NOT_READ:
+            return tree, self.codec.hint, None
         try:
             if record is not None:
                 decoded = self.codec.decode_into(payload, record)
@@ -161,10 +158,6 @@ class SqlStore(Store):
                     raise PickleRefused() from None
                 return pickle.loads(payload), "pickle", None
             raise
-
-    @functools.cached_property
-    def _json_hint(self) -> bool:
-        return self.codec.hint in JSON_FAMILY
 
     def _record(self, kind: Kind, row: Any) -> Record:
         """The record of one row (a Row, or a plain dict of its columns)."""
