@@ -499,3 +499,46 @@ def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(
     assert done.code == 0, done.output
     assert "migrating tasks" in done.stdout
     assert "/s" in done.stdout
+
+
+# ---------------------------------------------------- resultkit's serializers
+
+
+def test_resultkit_json_results_keep_their_types_and_verify(
+    cli: Any, redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    import uuid
+    from decimal import Decimal
+
+    from resultkit import serializers  # noqa: F401  (registers resultkit-json with kombu)
+
+    settings = {"result_serializer": "resultkit-json", "result_accept_content": ["resultkit-json"]}
+    values = {
+        "rk-0": {
+            "when": datetime(2026, 11, 23, 10, tzinfo=timezone.utc),
+            "day": datetime(2026, 11, 23).date(),
+            "price": Decimal("9.99"),
+            "id": uuid.UUID(int=7),
+            "pair": (1, "~x"),
+            "path": "~/reports",
+            "tag_key": {"__rk__": "user data"},
+        },
+        "rk-1": [Decimal("0.1"), {"~k": "~~"}],
+    }
+    writer = celery_app(redis_db.url, **settings)
+    for task_id, value in values.items():
+        writer.backend.store_result(task_id, value, "SUCCESS")
+    archive = tmp_path / "out.jsonl.gz"
+    # Into PostgreSQL (read back through Celery) and on into an archive (read back by resultkit)
+    for source, target in (
+        (redis_db.url, postgres_db.url),
+        (postgres_db.url, f"jsonl://{archive}"),
+    ):
+        result = cli(
+            "migrate", source, target, "--source-serializer", "resultkit-json", "--verify", "--json"
+        )
+        assert result.code == 0, result.output
+        assert result.json["verified"] == len(values), result.output
+    reader = celery_app(postgres_db.url, **settings)
+    for task_id, value in values.items():
+        assert reader.AsyncResult(task_id).get(timeout=5) == value

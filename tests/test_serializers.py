@@ -189,16 +189,58 @@ def test_plain_json_is_ordinary_json_and_tags_are_readable() -> None:
     plain = {"a": [1, 2.5, "x", None, True], "b": {"c": "d"}}
     assert orjson.loads(serializers.json_dumps(plain)) == plain
     encoded = orjson.loads(serializers.json_dumps({"when": dt.date(2026, 11, 23), "ids": (1, 2)}))
-    assert encoded == {
-        "when": {"__rk__": "date", "v": "2026-11-23"},
-        "ids": {"__rk__": "tuple", "v": [1, 2]},
-    }
+    assert encoded == {"when": "~date:2026-11-23", "ids": {"__rk__": "tuple", "v": [1, 2]}}
     dc = orjson.loads(serializers.json_dumps(Point(1, 2)))
     assert dc == {
         "__rk__": "dataclass",
         "type": "tests.test_serializers.Point",
         "v": {"x": 1, "y": 2},
     }
+
+
+def test_strings_that_start_with_the_mark_get_one_more() -> None:
+    texts = ["~", "~~", "~/home/ada", "~date:2026-11-23", "~uuid:x", "a~b"]
+    value = {"texts": texts, "~key": "~", "pair": ("~x", {1: "~y"})}
+    for dumps, loads in CODECS.values():
+        assert same(loads(dumps(value)), value)
+    encoded = orjson.loads(serializers.json_dumps(texts))
+    assert encoded == ["~~", "~~~", "~~/home/ada", "~~date:2026-11-23", "~~uuid:x", "a~b"]
+
+
+def test_scalars_written_as_tagged_objects_are_read_too() -> None:
+    by_hand = {
+        "when": {"__rk__": "datetime", "v": "2026-11-23T10:00:00+00:00"},
+        "day": {"__rk__": "date", "v": "2026-11-23"},
+        "price": {"__rk__": "decimal", "v": "9.99"},
+        "id": {"__rk__": "uuid", "v": "00000000-0000-0000-0000-000000000007"},
+    }
+    assert serializers.json_loads(orjson.dumps(by_hand)) == {
+        "when": dt.datetime(2026, 11, 23, 10, tzinfo=dt.timezone.utc),
+        "day": dt.date(2026, 11, 23),
+        "price": Decimal("9.99"),
+        "id": uuid.UUID(int=7),
+    }
+
+
+def test_every_text_form_of_a_moment_reads_as_fromisoformat_does(walks: str) -> None:
+    forms = {
+        "datetime": [
+            "2026-11-23T10:00:00",
+            "2026-11-23T10:00:00.000001+00:00",
+            "2026-11-23T10:00:00-05:30",
+            "2026-11-23 10:00:00",
+            "2026-11-23T10:00",
+        ],
+        "date": ["2026-11-23", "0001-01-01", "9999-12-31"],
+        "time": ["10:00:00", "23:59:59.999999+00:00", "10:00:00+02:00", "10:00"],
+    }
+    for tag, texts in forms.items():
+        parse = getattr(dt, tag).fromisoformat
+        for text in texts:
+            back = serializers.json_loads(orjson.dumps([f"~{tag}:{text}"]))[0]
+            assert back == parse(text)
+            assert type(back) is type(parse(text))
+            assert getattr(back, "tzinfo", None) == getattr(parse(text), "tzinfo", None)
 
 
 # ---------------------------------------------------------------- properties
@@ -209,6 +251,8 @@ scalars = (
     | st.integers(min_value=-(10**40), max_value=10**40)
     | st.floats(allow_nan=False)
     | st.text()
+    | st.text(max_size=12).map(lambda text: "~" + text)
+    | st.sampled_from(["~date:2026-11-23", "~uuid:x", "~~"])
     | st.binary(max_size=40)
     # Fixed offsets: a zone's name does not travel (its offset does; see the zoneinfo test).
     | st.datetimes(
@@ -232,7 +276,9 @@ values = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=5)
         | st.lists(inner, max_size=4).map(tuple)
-        | st.dictionaries(st.text(max_size=8) | st.just("__rk__"), inner, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=8) | st.sampled_from(["__rk__", "~k"]), inner, max_size=5
+        )
         | st.dictionaries(hashables, inner, max_size=3)
         | st.sets(hashables, max_size=4)
         | st.frozensets(hashables, max_size=4)
@@ -284,8 +330,19 @@ def test_property_arbitrary_bytes_fail_only_with_the_documented_error(data: byte
 tag_names = st.sampled_from([*serializers._DECODERS, "nope", "", "__rk__", "os.system"]) | st.text(
     max_size=5
 )
+marked = st.builds(
+    lambda tag, colon, text: f"~{tag}{colon}{text}",
+    tag_names,
+    st.sampled_from([":", "", "::"]),
+    st.text(max_size=30) | st.sampled_from(["2026-13-01", "2026-02-30T25:00:00", "1e999999999"]),
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | st.text(max_size=50),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats()
+    | st.text(max_size=50)
+    | marked,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
     ),
@@ -361,6 +418,16 @@ def test_payloads_that_claim_an_object_array_are_refused() -> None:
             {"__rk__": "from-the-future", "v": 1},
             "unknown type tag 'from-the-future'.*upgrade resultkit",
         ),
+        ("~from-the-future:1", "unknown marked string '~from-the-future:1'.*upgrade resultkit"),
+        ("~", "unknown marked string '~'"),
+        ("~tuple:[1]", "unknown marked string '~tuple:"),
+        ("~datetime:12", "malformed 'datetime' value"),
+        ("~date:2026-02-30", "malformed 'date' value: day is out of range"),
+        ("~time:25:00:00", "malformed 'time' value"),
+        ("~uuid:not-a-uuid", "malformed 'uuid' value"),
+        ("~decimal:1,5", "malformed 'decimal' value"),
+        ("~int:" + "9" * 5000, "malformed 'int' value: integer too long"),
+        ("~float:1.5", "malformed 'float' value"),
         ({"__rk__": "datetime", "v": 12}, "malformed 'datetime' value: expected text"),
         ({"__rk__": "uuid", "v": "not-a-uuid"}, "malformed 'uuid' value"),
         ({"__rk__": "bytes", "v": "***"}, "malformed 'bytes' value"),
@@ -522,6 +589,11 @@ HOSTILE = [
     b'{"__rk__": "dict", "v": [[{"__rk__": "dict", "v": []}, 1]]}',
     b'{"__rk__": "bytes", "v": "' + b"A" * 10_000_001 + b'"}',
     b"[" + b'{"__rk__": "uuid", "v": "x"},' * 50_000 + b"1]",
+    b'"~int:' + b"9" * 10_000_000 + b'"',
+    b'"~decimal:1e999999999"',
+    b"[" + b'"~uuid:x",' * 50_000 + b"1]",
+    b"[" + b'"~datetime:2026-02-30T10:00:00",' * 50_000 + b"1]",
+    b'"~' + b"x" * 10_000_000 + b'"',
 ]
 
 

@@ -2,18 +2,21 @@
  * resultkit._speedups: the two walks of resultkit's serializers, in C.
  *
  * prepare(obj, binary, fallback) returns obj as plain JSON/msgpack data with
- * tagged objects ({"__rk__": tag, "v": ...}).  Dicts and lists that need no
- * change are returned as they are (no copy); a container is copied only when
- * one of its items changes.  Tuples, datetimes, dates, times, Decimals and
- * UUIDs are tagged here; every other non-JSON value goes to
+ * tagged values: datetimes, dates, times, Decimals and UUIDs as marked strings
+ * ("~date:2026-11-23"), strings that start with "~" with one more, tuples as
+ * tagged objects ({"__rk__": "tuple", "v": [...]}).  Dicts and lists that need
+ * no change are returned as they are (no copy); a container is copied only
+ * when one of its items changes.  Every other non-JSON value goes to
  * fallback(value, binary), the Python function that also raises for values
  * that cannot be serialized.
  *
- * untag(obj, simple, containers, slow) replaces, in place, every tagged
- * object in freshly decoded data by the value it stands for: tags found in
- * `simple` (tag -> callable taking the text "v") and `containers` (tag -> 1
- * tuple, 2 set, 3 frozenset) are handled here when well formed; anything
- * else goes to slow(tagged_dict), which also raises the documented errors.
+ * untag(obj, simple, containers, slow, unmark) replaces, in place, every
+ * tagged value in freshly decoded data by the value it stands for: marked
+ * strings and tagged objects whose tag is in `simple` (tag -> callable taking
+ * the text) or `containers` (tag -> 1 tuple, 2 set, 3 frozenset) are handled
+ * here when well formed (dates, times, datetimes and UUIDs in the form
+ * prepare writes are parsed here); anything else goes to unmark(string) or
+ * slow(tagged_dict), which also raise the documented errors.
  *
  * Both functions are exact equivalents of resultkit.serializers._tag and
  * _untag, which are used when this module is not built.
@@ -23,80 +26,133 @@
 #include <datetime.h>
 #include <math.h>
 
-static PyObject *TAG, *V, *ISOFORMAT;
-static PyObject *S_TUPLE, *S_DATETIME, *S_DATE, *S_TIME, *S_DECIMAL, *S_UUID;
-static PyObject *DecimalType, *UUIDType, *S_INT, *S_IS_SAFE, *SAFE_UNKNOWN, *EMPTY_TUPLE, *SIXTY_FOUR;
+static PyObject *TAG, *V, *ISOFORMAT, *S_TUPLE, *MARK;
+static PyObject *P_DATETIME, *P_DATE, *P_TIME, *P_DECIMAL, *P_UUID;
+static PyObject *DecimalType, *UUIDType, *S_INT, *S_IS_SAFE, *SAFE_UNKNOWN, *EMPTY_TUPLE;
 
-/* str(uuid) without Python's UUID.__str__: the 36-character canonical form. */
+static const char HEX[] = "0123456789abcdef";
+
+/* "~uuid:" and the canonical 36-character form of a UUID (str(uuid)). */
 static PyObject *
-uuid_text(PyObject *o)
+marked_uuid(PyObject *o)
 {
     PyObject *value = PyObject_GetAttr(o, S_INT);
     if (value == NULL)
         return NULL;
-    if (!PyLong_CheckExact(value)) {
-        Py_DECREF(value);
-        return PyObject_Str(o);
-    }
-    unsigned long long lo = PyLong_AsUnsignedLongLongMask(value);
-    PyObject *high = PyNumber_Rshift(value, SIXTY_FOUR);
+    unsigned char bytes[16];
+    int rc = PyLong_CheckExact(value) ? _PyLong_AsByteArray((PyLongObject *)value, bytes, 16, 0, 0
+#if PY_VERSION_HEX >= 0x030D0000
+                                                            , 1
+#endif
+                                                            )
+                                      : -1;
     Py_DECREF(value);
-    if (high == NULL)
+    if (rc < 0) {  /* not a 128-bit int: str() says what it holds */
+        PyErr_Clear();
+        PyObject *text = PyObject_Str(o);
+        PyObject *marked = text ? PyUnicode_Concat(P_UUID, text) : NULL;
+        Py_XDECREF(text);
+        return marked;
+    }
+    PyObject *text = PyUnicode_New(6 + 36, 127);
+    if (text == NULL)
         return NULL;
-    unsigned long long hi = PyLong_AsUnsignedLongLongMask(high);
-    Py_DECREF(high);
-    if (PyErr_Occurred())
-        return NULL;
-    char text[40];
-    snprintf(text, sizeof text, "%08llx-%04llx-%04llx-%04llx-%012llx", hi >> 32,
-             (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & 0xffffffffffffULL);
-    return PyUnicode_FromStringAndSize(text, 36);
+    Py_UCS1 *c = PyUnicode_1BYTE_DATA(text);
+    memcpy(c, "~uuid:", 6);
+    c += 6;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *c++ = '-';
+        *c++ = (Py_UCS1)HEX[bytes[i] >> 4];
+        *c++ = (Py_UCS1)HEX[bytes[i] & 0xf];
+    }
+    return text;
 }
 
-/* isoformat() of a date, time or datetime, formatted here when it has no tzinfo
- * or UTC (what results nearly always hold); NULL without an error otherwise. */
-static PyObject *
-iso_text(PyObject *o)
+/* Decimal digits, zero-padded to width, at c; returns the position after them. */
+static char *
+digits(char *c, int value, int width)
 {
-    char text[48];
-    int n = 0;
-    PyObject *tz = NULL;
+    for (int i = width - 1; i >= 0; i--) {
+        c[i] = (char)('0' + value % 10);
+        value /= 10;
+    }
+    return c + width;
+}
+
+/* "HH:MM:SS[.ffffff]" at c; returns the position after it. */
+static char *
+clock_text(char *c, int hour, int minute, int second, int micro)
+{
+    c = digits(c, hour, 2);
+    *c++ = ':';
+    c = digits(c, minute, 2);
+    *c++ = ':';
+    c = digits(c, second, 2);
+    if (micro) {
+        *c++ = '.';
+        c = digits(c, micro, 6);
+    }
+    return c;
+}
+
+/* "YYYY-MM-DD" at c; returns the position after it. */
+static char *
+date_text(char *c, PyObject *o)
+{
+    c = digits(c, PyDateTime_GET_YEAR(o), 4);
+    *c++ = '-';
+    c = digits(c, PyDateTime_GET_MONTH(o), 2);
+    *c++ = '-';
+    return digits(c, PyDateTime_GET_DAY(o), 2);
+}
+
+/* prefix and the isoformat() of a date, time or datetime, formatted here when it
+ * has no tzinfo or UTC (what results nearly always hold); NULL without an error
+ * otherwise. */
+static PyObject *
+iso_text(PyObject *o, const char *prefix)
+{
+    char text[64];
+    size_t n = strlen(prefix);
+    memcpy(text, prefix, n);
+    char *end = text + n;
+    PyObject *tz = Py_None;
     if (PyDateTime_Check(o)) {
         tz = PyDateTime_DATE_GET_TZINFO(o);
-        n = snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d", PyDateTime_GET_YEAR(o),
-                     PyDateTime_GET_MONTH(o), PyDateTime_GET_DAY(o), PyDateTime_DATE_GET_HOUR(o),
-                     PyDateTime_DATE_GET_MINUTE(o), PyDateTime_DATE_GET_SECOND(o));
-        int micro = PyDateTime_DATE_GET_MICROSECOND(o);
-        if (micro)
-            n += snprintf(text + n, sizeof text - n, ".%06d", micro);
+        end = date_text(end, o);
+        *end++ = 'T';
+        end = clock_text(end, PyDateTime_DATE_GET_HOUR(o), PyDateTime_DATE_GET_MINUTE(o),
+                         PyDateTime_DATE_GET_SECOND(o), PyDateTime_DATE_GET_MICROSECOND(o));
     }
     else if (PyDate_Check(o)) {
-        n = snprintf(text, sizeof text, "%04d-%02d-%02d", PyDateTime_GET_YEAR(o),
-                     PyDateTime_GET_MONTH(o), PyDateTime_GET_DAY(o));
-        return PyUnicode_FromStringAndSize(text, n);
+        end = date_text(end, o);
     }
     else {
         tz = PyDateTime_TIME_GET_TZINFO(o);
-        n = snprintf(text, sizeof text, "%02d:%02d:%02d", PyDateTime_TIME_GET_HOUR(o),
-                     PyDateTime_TIME_GET_MINUTE(o), PyDateTime_TIME_GET_SECOND(o));
-        int micro = PyDateTime_TIME_GET_MICROSECOND(o);
-        if (micro)
-            n += snprintf(text + n, sizeof text - n, ".%06d", micro);
+        end = clock_text(end, PyDateTime_TIME_GET_HOUR(o), PyDateTime_TIME_GET_MINUTE(o),
+                         PyDateTime_TIME_GET_SECOND(o), PyDateTime_TIME_GET_MICROSECOND(o));
     }
-    if (tz == PyDateTime_TimeZone_UTC)
-        n += snprintf(text + n, sizeof text - n, "+00:00");
+    if (tz == PyDateTime_TimeZone_UTC) {
+        memcpy(end, "+00:00", 6);
+        end += 6;
+    }
     else if (tz != Py_None)
         return NULL;  /* another zone: its own isoformat() */
-    return PyUnicode_FromStringAndSize(text, n);
+    return PyUnicode_FromStringAndSize(text, end - text);
 }
 
+/* The marked string of a date, time or datetime: "~date:2026-11-23". */
 static PyObject *
-iso_of(PyObject *o)
+marked_moment(PyObject *o, const char *prefix, PyObject *prefix_text)
 {
-    PyObject *text = iso_text(o);
+    PyObject *text = iso_text(o, prefix);
     if (text != NULL || PyErr_Occurred())
         return text;
-    return PyObject_CallMethodNoArgs(o, ISOFORMAT);
+    PyObject *iso = PyObject_CallMethodNoArgs(o, ISOFORMAT);
+    PyObject *marked = iso ? PyUnicode_Concat(prefix_text, iso) : NULL;
+    Py_XDECREF(iso);
+    return marked;
 }
 
 static int
@@ -111,14 +167,13 @@ hex_value(Py_UCS4 c)
     return -1;
 }
 
-/* uuid.UUID(text) for the canonical 36-character form; NULL without an error otherwise. */
+/* uuid.UUID(text) for the canonical 36-character form at c; NULL without an error otherwise. */
 static PyObject *
-uuid_from_text(PyObject *text)
+uuid_from_chars(const Py_UCS1 *c, Py_ssize_t n)
 {
-    if (PyUnicode_GET_LENGTH(text) != 36 || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+    if (n != 36)
         return NULL;
-    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(text);
-    unsigned long long half[2] = {0, 0};
+    unsigned char bytes[16];
     int digits = 0;
     for (int i = 0; i < 36; i++) {
         if (i == 8 || i == 13 || i == 18 || i == 23) {
@@ -129,16 +184,13 @@ uuid_from_text(PyObject *text)
         int h = hex_value(c[i]);
         if (h < 0)
             return NULL;
-        half[digits / 16] = (half[digits / 16] << 4) | (unsigned long long)h;
+        if (digits % 2 == 0)
+            bytes[digits / 2] = (unsigned char)(h << 4);
+        else
+            bytes[digits / 2] |= (unsigned char)h;
         digits++;
     }
-    PyObject *hi = PyLong_FromUnsignedLongLong(half[0]);
-    PyObject *lo = PyLong_FromUnsignedLongLong(half[1]);
-    PyObject *shifted = hi ? PyNumber_Lshift(hi, SIXTY_FOUR) : NULL;
-    PyObject *value = shifted && lo ? PyNumber_Or(shifted, lo) : NULL;
-    Py_XDECREF(hi);
-    Py_XDECREF(lo);
-    Py_XDECREF(shifted);
+    PyObject *value = _PyLong_FromByteArray(bytes, 16, 0, 0);
     if (value == NULL)
         return NULL;
     /* As UUID.__setstate__ does: the instance is immutable through __setattr__. */
@@ -153,6 +205,98 @@ uuid_from_text(PyObject *text)
     return u;
 }
 
+
+/* The unsigned number in width ASCII digits at c; -1 when one is not a digit. */
+static int
+number(const Py_UCS1 *c, int width)
+{
+    int value = 0;
+    for (int i = 0; i < width; i++) {
+        if (c[i] < '0' || c[i] > '9')
+            return -1;
+        value = value * 10 + (c[i] - '0');
+    }
+    return value;
+}
+
+/* "YYYY-MM-DD" at c (10 characters available). */
+static int
+parse_day(const Py_UCS1 *c, int *year, int *month, int *day)
+{
+    if (c[4] != '-' || c[7] != '-')
+        return 0;
+    *year = number(c, 4);
+    *month = number(c + 5, 2);
+    *day = number(c + 8, 2);
+    return *year >= 0 && *month >= 0 && *day >= 0;
+}
+
+/* "HH:MM:SS" or "HH:MM:SS.ffffff", exactly n characters at c. */
+static int
+parse_clock(const Py_UCS1 *c, Py_ssize_t n, int *clock)
+{
+    if ((n != 8 && n != 15) || c[2] != ':' || c[5] != ':' || (n == 15 && c[8] != '.'))
+        return 0;
+    clock[0] = number(c, 2);
+    clock[1] = number(c + 3, 2);
+    clock[2] = number(c + 6, 2);
+    clock[3] = n == 15 ? number(c + 9, 6) : 0;
+    return clock[0] >= 0 && clock[1] >= 0 && clock[2] >= 0 && clock[3] >= 0;
+}
+
+enum { DATE = 1, TIME, DATETIME };
+
+/* The date, time or datetime (kind) that the n characters at c, as iso_text
+ * writes them, stand for.  NULL without an error for any other form
+ * (fromisoformat() reads those), NULL with an error for fields out of range. */
+static PyObject *
+moment_from_chars(int kind, const Py_UCS1 *c, Py_ssize_t n)
+{
+    int year, month, day, clock[4];
+    if (kind == DATE) {
+        if (n != 10 || !parse_day(c, &year, &month, &day))
+            return NULL;
+        return PyDate_FromDate(year, month, day);
+    }
+    PyObject *tz = Py_None;
+    if (n >= 6 && memcmp(c + n - 6, "+00:00", 6) == 0) {
+        tz = PyDateTime_TimeZone_UTC;
+        n -= 6;
+    }
+    if (kind == TIME) {
+        if (!parse_clock(c, n, clock))
+            return NULL;
+        return PyDateTimeAPI->Time_FromTime(clock[0], clock[1], clock[2], clock[3], tz,
+                                            PyDateTimeAPI->TimeType);
+    }
+    if (n < 19 || c[10] != 'T' || !parse_day(c, &year, &month, &day) ||
+        !parse_clock(c + 11, n - 11, clock))
+        return NULL;
+    return PyDateTimeAPI->DateTime_FromDateAndTime(year, month, day, clock[0], clock[1],
+                                                   clock[2], clock[3], tz,
+                                                   PyDateTimeAPI->DateTimeType);
+}
+
+/* DATE, TIME or DATETIME for those tag names (n characters at c), 0 for any other. */
+static int
+moment_kind(const Py_UCS1 *c, Py_ssize_t n)
+{
+    if (n == 4)
+        return memcmp(c, "date", 4) == 0 ? DATE : memcmp(c, "time", 4) == 0 ? TIME : 0;
+    return n == 8 && memcmp(c, "datetime", 8) == 0 ? DATETIME : 0;
+}
+
+/* The scalar a tag name and its text stand for, read here for the forms this
+ * module writes: uuid, date, time, datetime.  NULL without an error for any
+ * other tag or form, NULL with an error for fields out of range. */
+static PyObject *
+scalar_from_chars(const Py_UCS1 *name, Py_ssize_t name_n, const Py_UCS1 *c, Py_ssize_t n)
+{
+    if (name_n == 4 && memcmp(name, "uuid", 4) == 0)
+        return uuid_from_chars(c, n);
+    int kind = moment_kind(name, name_n);
+    return kind ? moment_from_chars(kind, c, n) : NULL;
+}
 
 typedef struct {
     PyObject *fallback;
@@ -308,7 +452,13 @@ static PyObject *
 prep(PyObject *o, Prep *p)
 {
     PyTypeObject *t = Py_TYPE(o);
-    if (t == &PyUnicode_Type || o == Py_None || t == &PyBool_Type) {
+    if (t == &PyUnicode_Type) {
+        if (PyUnicode_GET_LENGTH(o) && PyUnicode_READ_CHAR(o, 0) == '~')
+            return PyUnicode_Concat(MARK, o);  /* "~x" is written "~~x" */
+        Py_INCREF(o);
+        return o;
+    }
+    if (o == Py_None || t == &PyBool_Type) {
         Py_INCREF(o);
         return o;
     }
@@ -336,15 +486,19 @@ prep(PyObject *o, Prep *p)
         return r;
     }
     if (PyDateTime_CheckExact(o))
-        return tagged(S_DATETIME, iso_of(o));
+        return marked_moment(o, "~datetime:", P_DATETIME);
     if (PyDate_CheckExact(o))
-        return tagged(S_DATE, iso_of(o));
+        return marked_moment(o, "~date:", P_DATE);
     if (PyTime_CheckExact(o))
-        return tagged(S_TIME, iso_of(o));
-    if ((PyObject *)t == DecimalType)
-        return tagged(S_DECIMAL, PyObject_Str(o));
+        return marked_moment(o, "~time:", P_TIME);
+    if ((PyObject *)t == DecimalType) {
+        PyObject *text = PyObject_Str(o);
+        PyObject *marked = text ? PyUnicode_Concat(P_DECIMAL, text) : NULL;
+        Py_XDECREF(text);
+        return marked;
+    }
     if ((PyObject *)t == UUIDType)
-        return tagged(S_UUID, uuid_text(o));
+        return marked_uuid(o);
     return fallback(o, p);
 }
 
@@ -363,9 +517,70 @@ typedef struct {
     PyObject *simple;
     PyObject *containers;
     PyObject *slow;
+    PyObject *unmark;
 } Untag;
 
 static PyObject *unt(PyObject *o, Untag *u);
+
+/* The scalar that a tag name (names[at:at + n]) and its text (text[start:])
+ * stand for, when the name is one of `simple`: the forms this module writes
+ * are read here, the rest by the Python callable.  NULL without an error when
+ * the name is not one of them or the text is malformed: the caller's Python
+ * fallback then raises the error that names it. */
+static PyObject *
+unt_scalar(PyObject *names, Py_ssize_t at, Py_ssize_t n, PyObject *text, Py_ssize_t start,
+           Untag *u)
+{
+    PyObject *r = NULL, *decode = NULL;
+    Py_ssize_t end = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_KIND(names) == PyUnicode_1BYTE_KIND &&
+        PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *name = PyUnicode_1BYTE_DATA(names) + at;
+        r = scalar_from_chars(name, n, PyUnicode_1BYTE_DATA(text) + start, end - start);
+        if (r != NULL || PyErr_Occurred())
+            goto done;
+        if (n == 7 && memcmp(name, "decimal", 7) == 0)
+            decode = DecimalType;
+    }
+    if (decode == NULL) {
+        PyObject *tag = at == 0 && n == PyUnicode_GET_LENGTH(names)
+                            ? Py_NewRef(names)
+                            : PyUnicode_Substring(names, at, at + n);
+        if (tag == NULL)
+            return NULL;
+        decode = PyDict_GetItemWithError(u->simple, tag);
+        Py_DECREF(tag);
+        if (decode == NULL)
+            return NULL;
+    }
+    PyObject *value = start ? PyUnicode_Substring(text, start, end) : Py_NewRef(text);
+    if (value == NULL)
+        return NULL;
+    r = PyObject_CallOneArg(decode, value);
+    Py_DECREF(value);
+done:
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear();
+    return r;
+}
+
+/* The value of a marked string ("~tag:text" or "~~..."). */
+static PyObject *
+unt_marked(PyObject *o, Untag *u)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+    if (n >= 2 && PyUnicode_READ_CHAR(o, 1) == '~')
+        return PyUnicode_Substring(o, 1, n);
+    for (Py_ssize_t colon = 2; colon < n && colon < 16; colon++) {
+        if (PyUnicode_READ_CHAR(o, colon) != ':')
+            continue;
+        PyObject *r = unt_scalar(o, 1, colon - 1, o, colon + 1, u);
+        if (r != NULL || PyErr_Occurred())
+            return r;
+        break;
+    }
+    return PyObject_CallOneArg(u->unmark, o);  /* raises the error that names it */
+}
 
 /* The value of one tagged dict. */
 static PyObject *
@@ -376,21 +591,9 @@ unt_tagged(PyObject *o, PyObject *tag, Untag *u)
         return NULL;
     if (v != NULL && PyUnicode_CheckExact(tag) && PyDict_GET_SIZE(o) == 2) {
         if (PyUnicode_CheckExact(v)) {
-            if (PyUnicode_GET_LENGTH(tag) == 4 && PyUnicode_Compare(tag, S_UUID) == 0) {
-                PyObject *u = uuid_from_text(v);
-                if (u != NULL || PyErr_Occurred())
-                    return u;
-            }
-            PyObject *decode = PyDict_GetItemWithError(u->simple, tag);
-            if (decode != NULL) {
-                PyObject *r = PyObject_CallOneArg(decode, v);
-                if (r != NULL || !PyErr_ExceptionMatches(PyExc_Exception))
-                    return r;
-                PyErr_Clear();  /* slow() raises the error that names the tag */
-                return PyObject_CallOneArg(u->slow, o);
-            }
-            if (PyErr_Occurred())
-                return NULL;
+            PyObject *r = unt_scalar(tag, 0, PyUnicode_GET_LENGTH(tag), v, 0, u);
+            if (r != NULL || PyErr_Occurred())
+                return r;
         }
         else if (PyList_CheckExact(v)) {
             PyObject *code = PyDict_GetItemWithError(u->containers, tag);
@@ -414,6 +617,16 @@ unt_tagged(PyObject *o, PyObject *tag, Untag *u)
     return PyObject_CallOneArg(u->slow, o);
 }
 
+/* Whether a decoded value may stand for another: a container, or a marked string. */
+static inline int
+may_change(PyObject *value)
+{
+    PyTypeObject *t = Py_TYPE(value);
+    if (t == &PyUnicode_Type)
+        return PyUnicode_GET_LENGTH(value) && PyUnicode_READ_CHAR(value, 0) == '~';
+    return t == &PyDict_Type || t == &PyList_Type;
+}
+
 static PyObject *
 unt_dict(PyObject *o, Untag *u)
 {
@@ -425,8 +638,7 @@ unt_dict(PyObject *o, Untag *u)
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(o, &pos, &key, &value)) {
-        PyTypeObject *t = Py_TYPE(value);
-        if (t != &PyDict_Type && t != &PyList_Type)
+        if (!may_change(value))
             continue;
         PyObject *item = unt(value, u);
         if (item == NULL)
@@ -452,8 +664,7 @@ unt_list(PyObject *o, Untag *u)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); i++) {
         PyObject *value = PyList_GET_ITEM(o, i);
-        PyTypeObject *t = Py_TYPE(value);
-        if (t != &PyDict_Type && t != &PyList_Type)
+        if (!may_change(value))
             continue;
         PyObject *item = unt(value, u);
         if (item == NULL)
@@ -478,6 +689,8 @@ static PyObject *
 unt(PyObject *o, Untag *u)
 {
     PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyUnicode_Type && PyUnicode_GET_LENGTH(o) && PyUnicode_READ_CHAR(o, 0) == '~')
+        return unt_marked(o, u);
     if (t != &PyDict_Type && t != &PyList_Type) {
         Py_INCREF(o);
         return o;
@@ -492,19 +705,20 @@ unt(PyObject *o, Untag *u)
 static PyObject *
 speedups_untag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "untag(obj, simple: dict, containers: dict, slow)");
+    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "untag(obj, simple: dict, containers: dict, slow, unmark)");
         return NULL;
     }
-    Untag u = {args[1], args[2], args[3]};
+    Untag u = {args[1], args[2], args[3], args[4]};
     return unt(args[0], &u);
 }
 
 static PyMethodDef methods[] = {
     {"prepare", (PyCFunction)(void (*)(void))speedups_prepare, METH_FASTCALL,
-     "prepare(obj, binary, fallback): obj as plain data with tagged objects."},
+     "prepare(obj, binary, fallback): obj as plain data with tagged values."},
     {"untag", (PyCFunction)(void (*)(void))speedups_untag, METH_FASTCALL,
-     "untag(obj, simple, containers, slow): decoded data with tagged objects rebuilt."},
+     "untag(obj, simple, containers, slow, unmark): decoded data with tagged values rebuilt."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -533,11 +747,12 @@ PyInit__speedups(void)
     if (!(TAG = PyUnicode_InternFromString("__rk__")) || !(V = PyUnicode_InternFromString("v")) ||
         !(ISOFORMAT = PyUnicode_InternFromString("isoformat")) ||
         !(S_TUPLE = PyUnicode_InternFromString("tuple")) ||
-        !(S_DATETIME = PyUnicode_InternFromString("datetime")) ||
-        !(S_DATE = PyUnicode_InternFromString("date")) ||
-        !(S_TIME = PyUnicode_InternFromString("time")) ||
-        !(S_DECIMAL = PyUnicode_InternFromString("decimal")) ||
-        !(S_UUID = PyUnicode_InternFromString("uuid")))
+        !(MARK = PyUnicode_InternFromString("~")) ||
+        !(P_DATETIME = PyUnicode_InternFromString("~datetime:")) ||
+        !(P_DATE = PyUnicode_InternFromString("~date:")) ||
+        !(P_TIME = PyUnicode_InternFromString("~time:")) ||
+        !(P_DECIMAL = PyUnicode_InternFromString("~decimal:")) ||
+        !(P_UUID = PyUnicode_InternFromString("~uuid:")))
         return NULL;
     if (!(DecimalType = attr_of("decimal", "Decimal")) || !(UUIDType = attr_of("uuid", "UUID")))
         return NULL;
@@ -547,8 +762,7 @@ PyInit__speedups(void)
     SAFE_UNKNOWN = PyObject_GetAttrString(safe, "unknown");
     Py_DECREF(safe);
     if (!SAFE_UNKNOWN || !(S_INT = PyUnicode_InternFromString("int")) ||
-        !(S_IS_SAFE = PyUnicode_InternFromString("is_safe")) || !(EMPTY_TUPLE = PyTuple_New(0)) ||
-        !(SIXTY_FOUR = PyLong_FromLong(64)))
+        !(S_IS_SAFE = PyUnicode_InternFromString("is_safe")) || !(EMPTY_TUPLE = PyTuple_New(0)))
         return NULL;
     return PyModule_Create(&module_def);
 }

@@ -7,7 +7,7 @@ from typing import Any
 
 from .records import EXTENDED_FIELDS, Kind, Record, as_datetime
 
-__all__ = ["differences"]
+__all__ = ["as_values", "differences"]
 
 #: MySQL's DATETIME keeps whole seconds; dates closer than this are equal.
 DATE_TOLERANCE = timedelta(seconds=1)
@@ -15,14 +15,10 @@ DATE_TOLERANCE = timedelta(seconds=1)
 
 def _plain(value: Any) -> Any:
     """Lists for tuples, recursively, exceptions as (type, message), kombu's JSON
-    type tags as the values they stand for."""
+    type tags as the values they stand for (resultkit-json's are read by :func:`as_values`)."""
     if isinstance(value, BaseException):
         return ("exception", type(value).__name__, str(value))
     if isinstance(value, dict):
-        if "__rk__" in value:  # resultkit-json's type tags, in a JSON tree
-            from .codec import materialize
-
-            return _plain(materialize(value, "resultkit-json"))
         if value.keys() == {"__type__", "__value__"}:
             from .codec import materialize
 
@@ -54,6 +50,16 @@ def _group_members(value: Any) -> list[str] | None:
         return None
 
 
+def as_values(record: Record) -> dict[str, Any]:
+    """The record's meta, with resultkit-json's tagged values turned into Python values."""
+    meta = record.meta or {}
+    if record.serializer == "resultkit-json":
+        from .codec import materialize
+
+        return dict(materialize(meta, "resultkit-json"))
+    return meta
+
+
 def differences(
     record: Record, target_meta: dict[str, Any] | None, fields: tuple[str, ...] = EXTENDED_FIELDS
 ) -> list[str]:
@@ -62,7 +68,7 @@ def differences(
         return ["missing"]
     if "unreadable" in target_meta:
         return [f"unreadable ({target_meta['unreadable'][:200]})"]
-    source = record.meta or {}
+    source = as_values(record)
     if record.kind is Kind.GROUP:
         if _group_members(source.get("result")) != _group_members(target_meta.get("result")):
             return ["members"]

@@ -9,12 +9,15 @@ They are registered with kombu in every process that has resultkit installed
 (kombu loads the ``kombu.serializers`` entry points when it is imported), and
 again whenever this module is imported; resultkit's backends import it.
 
-Types that JSON and msgpack lack travel as *tagged objects* — a mapping whose
-key ``"__rk__"`` names the type and whose ``"v"`` holds plain data — a
-documented, stable form that non-Python consumers can read
-(``docs/serializers.md``).  datetime (naive and aware), date, time, timedelta,
-Decimal, UUID, bytes, set, frozenset, tuple, Enum, dataclasses, pydantic v2
-models and numpy arrays round-trip, nested in any combination.  Application
+Types that JSON and msgpack lack travel in a documented, stable form that
+non-Python consumers can read (``docs/serializers.md``): scalars whose value is
+text as *marked strings* (``"~datetime:2026-11-23T10:00:00+00:00"``,
+``"~decimal:9.99"``; a string of the result that starts with ``~`` gets one
+more: ``"~~/home"``), everything else as *tagged objects* — a mapping whose key
+``"__rk__"`` names the type and whose ``"v"`` holds plain data.  datetime
+(naive and aware), date, time, timedelta, Decimal, UUID, bytes, set,
+frozenset, tuple, Enum, dataclasses, pydantic v2 models and numpy arrays
+round-trip, nested in any combination.  Application
 types (Enum, dataclass, pydantic) are rebuilt only when registered with
 :func:`register_type`; otherwise they decode to plain data.  Nothing in a
 payload can make the decoder import or call anything else.
@@ -67,6 +70,8 @@ __all__ = [
 ]
 
 TAG = "__rk__"
+#: The first character of a marked string: ``~tag:text`` (a scalar), ``~~...`` (a string).
+MARK = "~"
 JSON_CONTENT_TYPE = "application/x-resultkit-json"
 MSGPACK_CONTENT_TYPE = "application/x-resultkit-msgpack"
 #: Payloads smaller than this are stored in a frame without being compressed.
@@ -75,6 +80,7 @@ COMPRESSION_THRESHOLD_BYTES = 512
 T = TypeVar("T", bound=type)
 
 _TAG_BYTES = TAG.encode()
+_MARK_BYTE = b"~"  # a marked string holds it (and so may a msgpack int 126)
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what both orjson and msgpack carry as numbers
 #: Application types allowed to be rebuilt, by the name payloads use.
 _REGISTRY: dict[str, type] = {}
@@ -149,14 +155,16 @@ class _Unsupported(Exception):
 def _tag(obj: Any, binary: bool) -> Any:
     """*obj* as plain data with tagged objects (the pure-Python form of ``_speedups.prepare``)."""
     kind = type(obj)
-    if kind is str or kind is bool or obj is None:
+    if kind is str:
+        return MARK + obj if obj.startswith(MARK) else obj
+    if kind is bool or obj is None:
         return obj
     if kind is int:
-        return obj if _INT_MIN <= obj <= _INT_MAX else {TAG: "int", "v": str(obj)}
+        return obj if _INT_MIN <= obj <= _INT_MAX else f"~int:{obj}"
     if kind is float:
         if math.isfinite(obj):
             return obj
-        return {TAG: "float", "v": "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
+        return "~float:" + ("nan" if obj != obj else ("inf" if obj > 0 else "-inf"))
     if kind is dict:
         if TAG in obj or not all(type(key) is str for key in obj):
             pairs = [[_tag(k, binary), _at(v, binary, _key(k))] for k, v in obj.items()]
@@ -167,11 +175,11 @@ def _tag(obj: Any, binary: bool) -> Any:
     if kind is tuple:
         return {TAG: "tuple", "v": [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]}
     if kind is dt.datetime or kind is dt.date or kind is dt.time:
-        return {TAG: kind.__name__, "v": obj.isoformat()}
+        return f"~{kind.__name__}:{obj.isoformat()}"
     if kind is Decimal:
-        return {TAG: "decimal", "v": str(obj)}
+        return f"~decimal:{obj}"
     if kind is uuid.UUID:
-        return {TAG: "uuid", "v": str(obj)}
+        return f"~uuid:{obj}"
     return _tag_object(obj, binary)
 
 
@@ -202,7 +210,7 @@ def _tag_object(obj: Any, binary: bool, child: Child | None = None) -> Any:
     # subclasses, pendulum datetimes...) travel as their base type.
     for moment in (dt.datetime, dt.date, dt.time):
         if isinstance(obj, moment):
-            return {TAG: moment.__name__, "v": obj.isoformat()}
+            return f"~{moment.__name__}:{obj.isoformat()}"
     base: type[Any]
     for base in (dict, list, tuple, str, int, float, Decimal):
         if isinstance(obj, base):
@@ -354,7 +362,9 @@ def _list(value: Any) -> list[Any]:
     return [untag(item) for item in value]
 
 
-#: Tags whose "v" is text, decoded by one call (the C walk calls these directly).
+#: Tags whose value is text, written as marked strings ``~tag:text`` and decoded
+#: by one call (the C walk calls these directly; tagged objects with these tags
+#: are read too).
 _SIMPLE: dict[str, Callable[[str], Any]] = {
     "datetime": dt.datetime.fromisoformat,
     "date": dt.date.fromisoformat,
@@ -410,9 +420,24 @@ def _decode_tagged(o: dict[str, Any]) -> Any:
         raise SerializationError(f"malformed {tag!r} value{detail}") from None
 
 
+def _unmark(text: str) -> Any:
+    """The value a marked string (``~tag:text`` or ``~~...``) stands for."""
+    if text.startswith("~~"):
+        return text[1:]
+    tag, colon, value = text[1:].partition(":")
+    if not colon or tag not in _SIMPLE:
+        raise SerializationError(
+            f"unknown marked string {text[:40]!r} (written by a newer resultkit?): "
+            "upgrade resultkit in this process"
+        )
+    return _decode_tagged({TAG: tag, "v": value})
+
+
 def _untag(obj: Any) -> Any:
-    """*obj* with tagged objects replaced by their values (pure-Python ``_speedups.untag``)."""
+    """*obj* with tagged values replaced by their values (pure-Python ``_speedups.untag``)."""
     kind = type(obj)
+    if kind is str:
+        return _unmark(obj) if obj.startswith(MARK) else obj
     if kind is list:
         return [_untag(item) for item in obj]
     if kind is dict:
@@ -426,7 +451,7 @@ def _prepare_py(obj: Any, binary: bool, fallback: Any) -> Any:
     return _tag(obj, binary)  # the pure walk tags contents itself
 
 
-def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any) -> Any:
+def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any, unmark: Any) -> Any:
     return _untag(obj)
 
 
@@ -435,7 +460,7 @@ try:
         raise ImportError("RESULTKIT_PURE_PYTHON is set")
     _speedups = importlib.import_module(f"{__package__}._speedups")  # a C extension
     _prepare: Callable[[Any, bool, Any], Any] = _speedups.prepare
-    _untag_walk: Callable[[Any, Any, Any, Any], Any] = _speedups.untag
+    _untag_walk: Callable[[Any, Any, Any, Any, Any], Any] = _speedups.untag
     SPEEDUPS = True
 except ImportError:
     _prepare, _untag_walk = _prepare_py, _untag_py
@@ -443,12 +468,12 @@ except ImportError:
 
 
 def untag(obj: Any) -> Any:
-    """Decoded plain data with every tagged object replaced by the value it stands for."""
-    return _untag_walk(obj, _SIMPLE, _CONTAINERS, _decode_tagged)
+    """Decoded plain data with every tagged value replaced by the value it stands for."""
+    return _untag_walk(obj, _SIMPLE, _CONTAINERS, _decode_tagged, _unmark)
 
 
 def tag(obj: Any, *, binary: bool = False) -> Any:
-    """*obj* as plain JSON (or msgpack, when *binary*) data with tagged objects."""
+    """*obj* as plain JSON (or msgpack, when *binary*) data with tagged values."""
     try:
         return _prepare(obj, binary, _object_fast)
     except _Unsupported:
@@ -512,7 +537,7 @@ def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
     except orjson.JSONDecodeError as exc:
         raise SerializationError(f"not valid resultkit-json: {str(exc)[:120]}") from None
     raw = data.encode() if type(data) is str else data
-    if _TAG_BYTES not in raw:
+    if _MARK_BYTE not in raw and _TAG_BYTES not in raw:
         return value
     return _guarded_untag(value)
 
@@ -575,7 +600,7 @@ def _msgpack_loads(data: bytes | bytearray | memoryview | str) -> Any:
         value = decode(raw)
     except Exception as exc:  # msgspec.DecodeError, and anything a hostile payload provokes
         raise SerializationError(f"not valid resultkit-msgpack: {str(exc)[:120]}") from None
-    if _TAG_BYTES not in raw:
+    if _MARK_BYTE not in raw and _TAG_BYTES not in raw:
         return value
     return _guarded_untag(value)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..codec import ENCRYPTED, require_serializer
-from ..compare import differences
+from ..compare import as_values, differences
 from ..encryption import KeyRing, configure, keyring_for, sealing_for
 from ..errors import MigrationError, UsageError
 from ..records import Filters, Kind, Record
@@ -357,7 +357,7 @@ def _verify(
     if dst.celery_readable:
         seen = dst.celery_read_many(kind, ids)
     else:
-        seen = {i: r.meta for i, r in dst.read_many(kind, ids).items() if r.meta is not None}
+        seen = {i: as_values(r) for i, r in dst.read_many(kind, ids).items() if r.meta is not None}
     verified = []
     for record in candidates:
         diffs = differences(record, seen.get(record.id), fields)

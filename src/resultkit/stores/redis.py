@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ..codec import JSON_FAMILY
 from ..encryption import key_id_of
 from ..purge import PurgePlan
 from ..records import Kind, Record, as_datetime
@@ -133,6 +134,8 @@ class RedisStore(Store):
         now = time.time()
         out: dict[str, Record] = {}
         loads = orjson.loads
+        # JSON is resultkit-json's when the store is said to hold that.
+        as_json = self.codec.hint if self.codec.hint in JSON_FAMILY else "json"
         for result_id, value, pttl in zip(ids, values, ttls, strict=True):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
@@ -144,7 +147,7 @@ class RedisStore(Store):
                 except orjson.JSONDecodeError:
                     meta = None
             if isinstance(meta, dict):
-                record = Record(kind, result_id, meta, "json", None, expires_at, True, value)
+                record = Record(kind, result_id, meta, as_json, None, expires_at, True, value)
             else:
                 record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
                 record.expires_known = True

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..codec import NOT_READ, PickleRefused, json_at_once, json_dumps
+from ..codec import JSON_FAMILY, NOT_READ, PickleRefused, json_at_once, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
@@ -216,7 +216,11 @@ class SqlStore(Store):
         if plain is None:
             if self.legacy:
                 plain = _pickle
-            elif key == ("json", None, False) and not self.codec.transcodes(record):
+            elif (
+                key[0] in JSON_FAMILY
+                and key[1:] == (None, False)
+                and not self.codec.transcodes(record)
+            ):
                 plain = json_dumps
             else:
                 plain = False  # depends on the record: no shortcut
