@@ -169,6 +169,7 @@ def migrate(
             sealing=sealing,
         ),
     )
+    src.read_lifetimes = dst.native_ttl  # SQL tables, files: no lifetime to keep
     if move and not src.deletable:
         raise UsageError(
             f"--move cannot delete from {src.masked_url}: {src.layout}s are append-only"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -78,11 +78,14 @@ def write_by_kind(
     return outcome
 
 
+Row = TypeVar("Row")
+
+
 def rows_of(
-    batch: list[Record], to_row: Callable[[Record], dict[str, Any]], outcome: WriteResult
-) -> dict[str, dict[str, Any]]:
+    batch: list[Record], to_row: Callable[[Record], Row], outcome: WriteResult
+) -> dict[str, Row]:
     """Rows by id; a record that cannot become a row is counted as failed, with why."""
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, Row] = {}
     for record in batch:
         try:
             rows[record.id] = to_row(record)

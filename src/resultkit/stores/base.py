@@ -144,6 +144,9 @@ class Store(ABC):
     def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
         self.url = url
         self.app = app
+        #: Whether reads ask a store with lifetimes (Redis) for each one: a
+        #: migration into a store that keeps none turns it off.
+        self.read_lifetimes = True
         self.codec = codec or Codec(
             hint=app.conf.result_serializer or "json", keys=keyring_for(app.conf)
         )

@@ -119,18 +119,24 @@ class RedisStore(Store):
         )
         prefix_len = len(self.prefix(kind))
         ids = [k[prefix_len:].decode() for k in keys]
-        records = list(self._fetch(kind, ids).values())
+        records = list(self._fetch(kind, ids, keys).values())
         return Page(records, None if int(next_cursor) == 0 else int(next_cursor))
 
-    def _fetch(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+    def _fetch(
+        self, kind: Kind, ids: Sequence[str], keys: Sequence[bytes] | None = None
+    ) -> dict[str, Record]:
         if not ids:
             return {}
-        keys = [self.key(kind, i) for i in ids]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget(keys)
-        # One reply with every TTL, rather than one reply per key.
-        pipe.eval(_PTTL_SCRIPT, len(keys), *keys)
-        values, ttls = pipe.execute()
+        if keys is None:
+            keys = [self.key(kind, i) for i in ids]
+        if self.read_lifetimes:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mget(keys)
+            # One reply with every TTL, rather than one reply per key.
+            pipe.eval(_PTTL_SCRIPT, len(keys), *keys)
+            values, ttls = pipe.execute()
+        else:
+            values, ttls = self.client.mget(keys), [-3] * len(keys)  # -3: not read
         now = time.time()
         out: dict[str, Record] = {}
         loads = orjson.loads
@@ -140,6 +146,7 @@ class RedisStore(Store):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
             expires_at = now + pttl / 1000 if pttl >= 0 else None
+            known = pttl != -3
             meta = None
             if value[:1] == b"{":  # the common case, uncompressed JSON: decode it directly
                 try:
@@ -147,10 +154,10 @@ class RedisStore(Store):
                 except orjson.JSONDecodeError:
                     meta = None
             if isinstance(meta, dict):
-                record = Record(kind, result_id, meta, as_json, None, expires_at, True, value)
+                record = Record(kind, result_id, meta, as_json, None, expires_at, known, value)
             else:
                 record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
-                record.expires_known = True
+                record.expires_known = known
             out[result_id] = record
         return out
 

@@ -11,7 +11,6 @@ Celery's own model definitions.
 
 from __future__ import annotations
 
-import operator
 import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -65,8 +64,10 @@ class SqlStore(Store):
         self.engine = sa.create_engine(url, **options)
         self.names = celery_table_names(self.app.conf)
         self._tables: dict[Kind, sa.Table | None] = {}
-        self._limits: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._limits: dict[str, tuple[tuple[int, str, int], ...]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
+        #: PostgreSQL's column types of each table, by name (for binary COPY).
+        self._types: dict[str, dict[str, str]] = {}
         #: (serializer, compression) → encoder shared by every such record (False: none).
         self._plain_encoders: dict[tuple[str, str | None, bool], Any] = {}
 
@@ -241,53 +242,64 @@ class SqlStore(Store):
             )
         return layout
 
-    def _row(self, record: Record, table: sa.Table) -> dict[str, Any]:
+    def _columns(self, kind: Kind, table: sa.Table) -> tuple[str, ...]:
+        """The columns :meth:`_row` fills, in the order of its values."""
+        if kind is Kind.GROUP:
+            return ("taskset_id", "result", "date_done")
+        has_children, extended, has_stamps = self._layout(table)
+        return (
+            "task_id",
+            "status",
+            "result",
+            "traceback",
+            "date_done",
+            *(("children",) if has_children else ()),
+            *extended,
+            *(("stamps",) if has_stamps else ()),
+        )
+
+    def _row(self, record: Record, table: sa.Table) -> tuple[Any, ...]:
+        """The values of *record* for :meth:`_columns` (a tuple: rows are many)."""
         meta = record.meta
         if meta is None:
             raise ValueError(record.error or "the record has no readable payload")
         encode = self._encoder(record)
+        get = meta.get
+        done = naive_utc(get("date_done"))
         if record.kind is Kind.GROUP:
-            return {
-                "taskset_id": record.id,
-                "result": encode(meta.get("result")),
-                "date_done": naive_utc(meta.get("date_done")),
-            }
-        row: dict[str, Any] = {
-            "task_id": record.id,
-            "status": meta.get("status"),
-            "result": encode(meta.get("result")),
-            "traceback": meta.get("traceback"),
-            "date_done": naive_utc(meta.get("date_done")),
-        }
+            return (record.id, encode(get("result")), done)
+        row = [record.id, get("status"), encode(get("result")), get("traceback"), done]
         has_children, extended, has_stamps = self._layout(table)
         if has_children:
-            children = meta.get("children")
-            row["children"] = encode(children) if children else None
+            children = get("children")
+            row.append(encode(children) if children else None)
         for name in extended:
-            value = meta.get(name)
-            if value is not None and (name == "args" or name == "kwargs"):
-                value = encode(value)
-            row[name] = value
+            value = get(name)
+            row.append(encode(value) if value is not None and name in _ENCODED else value)
         if has_stamps:
-            stamped = meta.get("stamped_headers")
-            row["stamps"] = (
-                encode({"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}})
+            stamped = get("stamped_headers")
+            row.append(
+                encode({"stamped_headers": stamped, "stamps": {h: get(h) for h in stamped}})
                 if stamped
                 else None
             )
         self._check_sizes(row, table)
-        return row
+        return tuple(row)
 
-    def _check_sizes(self, row: dict[str, Any], table: sa.Table) -> None:
+    def _check_sizes(self, row: list[Any], table: sa.Table) -> None:
         limits = self._limits.get(table.name)
         if limits is None:
-            limits = self._limits[table.name] = tuple(
-                (c.name, int(c.type.length))
+            lengths = {
+                c.name: int(c.type.length)
                 for c in table.columns
                 if isinstance(c.type, sa.String) and c.type.length
+            }
+            columns = self._columns(Kind.TASK if "task_id" in lengths else Kind.GROUP, table)
+            limits = self._limits[table.name] = tuple(
+                (at, name, lengths[name]) for at, name in enumerate(columns) if name in lengths
             )
-        for name, length in limits:
-            value = row.get(name)
+        for at, name, length in limits:
+            value = row[at]
             if value.__class__ is str and len(value) > length:
                 raise ValueError(
                     f"{name} is {len(value)} characters, longer than the {length} of "
@@ -342,24 +354,40 @@ class SqlStore(Store):
         rows = rows_of(batch, lambda record: self._row(record, table), outcome)
         if not rows:
             return
+        columns = self._columns(kind, table)
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
-            self._copy_upsert(conn, kind, table, rows, on_conflict, outcome)
+            self._copy_upsert(conn, kind, table, columns, rows, on_conflict, outcome)
             return
-        upsert_rows(conn, table, id_column, rows, on_conflict, outcome)
+        named = {rid: dict(zip(columns, row, strict=True)) for rid, row in rows.items()}
+        upsert_rows(conn, table, id_column, named, on_conflict, outcome)
+
+    def _binary_types(self, conn: sa.Connection, table: sa.Table) -> dict[str, str]:
+        """PostgreSQL's type of each column of *table*, by name, for a binary COPY."""
+        types = self._types.get(table.name)
+        if types is None:
+            target = self.engine.dialect.identifier_preparer.format_table(table)
+            rows = conn.exec_driver_sql(
+                "SELECT a.attname, t.typname FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid "
+                "WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                {"table": target},
+            )
+            types = self._types[table.name] = {str(row[0]): str(row[1]) for row in rows}
+        return types
 
     def _copy_upsert(
         self,
         conn: sa.Connection,
         kind: Kind,
         table: sa.Table,
-        rows: dict[str, dict[str, Any]],
+        columns: Sequence[str],
+        rows: dict[str, tuple[Any, ...]],
         on_conflict: OnConflict,
         outcome: WriteResult,
     ) -> None:
         """PostgreSQL: COPY the batch into a temporary table, then one upsert from it."""
         preparer = self.engine.dialect.identifier_preparer
         key = "task_id" if kind is Kind.TASK else "taskset_id"
-        columns = list(next(iter(rows.values())))
         quoted = ", ".join(preparer.quote(c) for c in columns)
         target = preparer.format_table(table)
         driver = conn.connection.driver_connection
@@ -368,8 +396,9 @@ class SqlStore(Store):
         sequence = (
             preparer.format_sequence(id_default) if isinstance(id_default, sa.Sequence) else None
         )
+        types = self._binary_types(conn, table)
         if on_conflict is OnConflict.SKIP and self._copy_direct(
-            conn, driver, target, sequence, columns, quoted, rows, outcome
+            conn, driver, target, sequence, columns, quoted, rows, outcome, types
         ):
             return
         temp = preparer.quote(f"_resultkit_copy_{kind.value}")
@@ -377,9 +406,14 @@ class SqlStore(Store):
             f"CREATE TEMPORARY TABLE {temp} ON COMMIT DROP AS "
             f"SELECT {quoted} FROM {target} WITH NO DATA"
         )
-        with driver.cursor() as cursor, cursor.copy(f"COPY {temp} ({quoted}) FROM STDIN") as copy:
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {temp} ({quoted}) FROM STDIN{_binary(types, columns)}") as copy,
+        ):
+            if types:
+                copy.set_types([types[c] for c in columns])
             for row in rows.values():
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(row)
         id_column, id_value = "", ""
         if sequence is not None:
             id_column = "id, "
@@ -412,10 +446,11 @@ class SqlStore(Store):
         driver: Any,
         target: str,
         sequence: str | None,
-        columns: list[str],
+        columns: Sequence[str],
         quoted: str,
-        rows: dict[str, dict[str, Any]],
+        rows: dict[str, tuple[Any, ...]],
         outcome: WriteResult,
+        types: dict[str, str] | None,
     ) -> bool:
         """COPY straight into the table when none of the batch is there yet.
 
@@ -434,17 +469,19 @@ class SqlStore(Store):
                     f"SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, {len(rows)})"
                 ).scalar_one()
             names = f"id, {quoted}" if ids else quoted
+            binary = _binary(types, ["id", *columns] if ids else columns)
             with (
                 driver.cursor() as cursor,
-                cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy,
+                cursor.copy(f"COPY {target} ({names}) FROM STDIN{binary}") as copy,
             ):
-                values = operator.itemgetter(*columns)
+                if binary and types:
+                    copy.set_types([types[c] for c in (["id", *columns] if ids else columns)])
                 if ids:
                     for row_id, row in zip(ids, rows.values(), strict=True):
-                        copy.write_row((row_id, *values(row)))
+                        copy.write_row((row_id, *row))
                 else:
                     for row in rows.values():
-                        copy.write_row(values(row))
+                        copy.write_row(row)
         except psycopg.errors.UniqueViolation:
             savepoint.rollback()
             return False
@@ -543,3 +580,23 @@ class SqlStore(Store):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+#: Extended fields Celery stores encoded (the others are plain columns).
+_ENCODED = frozenset({"args", "kwargs"})
+
+#: Column types whose binary form psycopg writes from what rows hold (naive UTC datetimes).
+_BINARY_TYPES = frozenset(
+    {"int2", "int4", "int8", "varchar", "text", "bpchar", "bytea", "timestamp"}
+)
+
+
+def _binary(types: dict[str, str] | None, columns: Sequence[str]) -> str:
+    """``" (FORMAT BINARY)"`` when every column of a COPY has a type written in binary.
+
+    Binary COPY sends bytes as they are (text COPY doubles them in hex) and
+    dates as numbers: a third less work per row than text.
+    """
+    if types and all(types.get(c) in _BINARY_TYPES for c in columns):
+        return " (FORMAT BINARY)"
+    return ""
