@@ -127,21 +127,32 @@ def raw_redis_to_postgres(client: redis.Redis, dsn: str, batch: int) -> tuple[fl
 def raw_postgres_to_redis(
     client: redis.Redis, dsn: str, table: str, batch: int
 ) -> tuple[float, int]:
-    """SELECT + encode Celery's meta + pipelined SET with a TTL."""
+    """SELECT + encode Celery's meta (extended, as the source holds) + pipelined SET with a TTL."""
     started = time.perf_counter()
     copied = 0
     with psycopg.connect(dsn) as conn, conn.cursor(name="bench") as cur:
         cur.itersize = batch
-        cur.execute(f"SELECT task_id, status, result, date_done, traceback, children FROM {table}")
+        cur.execute(
+            "SELECT task_id, status, result, date_done, traceback, children, name, args, "
+            f"kwargs, worker, retries, queue FROM {table}"
+        )
         pipe = client.pipeline(transaction=False)
-        for task_id, status, result, date_done, traceback, children in cur:
+        for row in cur:
+            task_id, status, result, date_done, traceback, children = row[:6]
+            name, args, kwargs, worker, retries, queue = row[6:]
             meta = {
                 "status": status,
                 "result": orjson.loads(result),
                 "traceback": traceback,
                 "children": orjson.loads(children) if children else None,
-                "date_done": date_done.isoformat(),
+                "date_done": date_done.isoformat() + "+00:00",
                 "task_id": task_id,
+                "name": name,
+                "args": orjson.loads(args) if args is not None else None,
+                "kwargs": orjson.loads(kwargs) if kwargs is not None else None,
+                "worker": worker,
+                "retries": retries,
+                "queue": queue,
             }
             pipe.set(f"celery-task-meta-{task_id}", orjson.dumps(meta), ex=86400)
             copied += 1

@@ -9,7 +9,6 @@ work on records only.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import fnmatch
 import time
@@ -120,8 +119,10 @@ def naive_utc(value: Any) -> datetime | None:
     """A naive UTC datetime, the way Celery's SQL tables hold ``date_done``."""
     if isinstance(value, str):
         if value.endswith("+00:00"):  # what Celery writes: already UTC, drop the offset
-            with contextlib.suppress(ValueError):
+            try:
                 return datetime.fromisoformat(value[:-6])
+            except ValueError:
+                pass
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

@@ -79,27 +79,32 @@ class SqlStore(Store):
         return self._tables[kind]
 
     def _reflect(self, kind: Kind) -> sa.Table | None:
+        """The table as it is: its columns and, when the database has it, Celery's id sequence.
+
+        Only the columns are read (full reflection costs ten catalog queries
+        more), and Celery's models are not needed for a table that exists.
+        """
         schema, name = self.names[kind]
         inspector = sa.inspect(self.engine)
         if not inspector.has_table(name, schema=schema):
             return None
-        reflected = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=self.engine)
-        # Write through Celery's own column definitions (they carry the id
-        # sequence Celery uses), restricted to the columns this table has.
-        model = self._model_table(kind)
         sequence_name = "task_id_sequence" if kind is Kind.TASK else "taskset_id_sequence"
         has_sequence = self.engine.dialect.supports_sequences and inspector.has_sequence(
             sequence_name, schema=schema
         )
         columns = []
-        for column in reflected.columns:
-            if column.name in model.c:
-                copy = model.c[column.name]._copy()
-                if column.name == "id" and not has_sequence:
-                    copy = sa.Column("id", column.type, primary_key=True, autoincrement=True)
-                columns.append(copy)
+        for column in inspector.get_columns(name, schema=schema):
+            if column["name"] == "id":
+                if has_sequence:
+                    # Celery's model draws ids from this sequence (no server default).
+                    sequence = sa.Sequence(sequence_name, schema=schema)
+                    columns.append(sa.Column("id", column["type"], sequence, primary_key=True))
+                else:
+                    columns.append(
+                        sa.Column("id", column["type"], primary_key=True, autoincrement=True)
+                    )
             else:
-                columns.append(column._copy())
+                columns.append(sa.Column(column["name"], column["type"]))
         return sa.Table(name, sa.MetaData(), *columns, schema=schema)
 
     def _model_table(self, kind: Kind) -> sa.Table:
@@ -351,12 +356,12 @@ class SqlStore(Store):
         table = self.table(kind)
         assert table is not None
         id_column = self._id_column(kind, table)
-        rows = rows_of(batch, lambda record: self._row(record, table), outcome)
-        if not rows:
-            return
         columns = self._columns(kind, table)
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
-            self._copy_upsert(conn, kind, table, columns, rows, on_conflict, outcome)
+            self._copy_upsert(conn, kind, table, columns, batch, on_conflict, outcome)
+            return
+        rows = rows_of(batch, lambda record: self._row(record, table), outcome)
+        if not rows:
             return
         named = {rid: dict(zip(columns, row, strict=True)) for rid, row in rows.items()}
         upsert_rows(conn, table, id_column, named, on_conflict, outcome)
@@ -381,7 +386,7 @@ class SqlStore(Store):
         kind: Kind,
         table: sa.Table,
         columns: Sequence[str],
-        rows: dict[str, tuple[Any, ...]],
+        batch: list[Record],
         on_conflict: OnConflict,
         outcome: WriteResult,
     ) -> None:
@@ -398,8 +403,11 @@ class SqlStore(Store):
         )
         types = self._binary_types(conn, table)
         if on_conflict is OnConflict.SKIP and self._copy_direct(
-            conn, driver, target, sequence, columns, quoted, rows, outcome, types
+            conn, driver, target, sequence, columns, quoted, batch, table, outcome, types
         ):
+            return
+        rows = rows_of(batch, lambda record: self._row(record, table), outcome)
+        if not rows:
             return
         temp = preparer.quote(f"_resultkit_copy_{kind.value}")
         conn.exec_driver_sql(
@@ -440,53 +448,63 @@ class SqlStore(Store):
         for result_id in rows:
             (outcome.written if result_id in written else outcome.skipped).append(result_id)
 
-    @staticmethod
     def _copy_direct(
+        self,
         conn: sa.Connection,
         driver: Any,
         target: str,
         sequence: str | None,
         columns: Sequence[str],
         quoted: str,
-        rows: dict[str, tuple[Any, ...]],
+        batch: list[Record],
+        table: sa.Table,
         outcome: WriteResult,
         types: dict[str, str] | None,
     ) -> bool:
         """COPY straight into the table when none of the batch is there yet.
 
-        The common case of a migration into a new table, at COPY speed.  Any
-        conflict (an id already stored, or stored meanwhile by a worker) rolls
-        back to the savepoint and returns False, and the caller upserts.
+        The common case of a migration into a new table, at COPY speed.  Each
+        row is made just before it is written, so that a batch's rows are never
+        all alive at once.  Any conflict (an id already stored, or stored
+        meanwhile by a worker) rolls back to the savepoint and returns False,
+        and the caller upserts.
         """
         import psycopg
 
+        written: list[str] = []
+        failed: dict[str, str] = {}
         savepoint = conn.begin_nested()
         try:
             ids: list[Any] = []
             if sequence is not None:
                 # One row holding every id: far cheaper to fetch than one row per id.
                 ids = conn.exec_driver_sql(
-                    f"SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, {len(rows)})"
+                    f"SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, {len(batch)})"
                 ).scalar_one()
-            names = f"id, {quoted}" if ids else quoted
-            binary = _binary(types, ["id", *columns] if ids else columns)
+            names = ["id", *columns] if ids else list(columns)
+            binary = _binary(types, names)
+            listed = f"id, {quoted}" if ids else quoted
             with (
                 driver.cursor() as cursor,
-                cursor.copy(f"COPY {target} ({names}) FROM STDIN{binary}") as copy,
+                cursor.copy(f"COPY {target} ({listed}) FROM STDIN{binary}") as copy,
             ):
                 if binary and types:
-                    copy.set_types([types[c] for c in (["id", *columns] if ids else columns)])
-                if ids:
-                    for row_id, row in zip(ids, rows.values(), strict=True):
-                        copy.write_row((row_id, *row))
-                else:
-                    for row in rows.values():
-                        copy.write_row(row)
+                    copy.set_types([types[c] for c in names])
+                write = copy.write_row
+                for at, record in enumerate(batch):
+                    try:
+                        row = self._row(record, table)
+                    except Exception as exc:
+                        failed[record.id] = str(exc)
+                        continue
+                    write((ids[at], *row) if ids else row)
+                    written.append(record.id)
         except psycopg.errors.UniqueViolation:
             savepoint.rollback()
             return False
         savepoint.commit()
-        outcome.written.extend(rows)
+        outcome.written.extend(written)
+        outcome.failed.update(failed)
         return True
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
