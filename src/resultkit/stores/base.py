@@ -16,11 +16,19 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..codec import ENCRYPTED, PickleRefused, decode_payload, decode_sealed, encode_payload
+from ..codec import (
+    ENCRYPTED,
+    JSON_FAMILY,
+    PickleRefused,
+    decode_payload,
+    decode_sealed,
+    encode_payload,
+    json_dumps,
+)
 from ..durations import expiry_seconds
 from ..encryption import UnknownKey, keyring_for
 from ..errors import SerializationError
@@ -79,6 +87,11 @@ class Codec:
     keys: KeyRing | None = None
     #: Keys (newest first), inner serializer and compression for encrypted payloads written.
     sealing: Settings | None = None
+    #: (serializer, compression, sealed) → json_dumps when such records are written as
+    #: plain JSON, unchanged; None when each needs :meth:`encode`.
+    _plain: dict[tuple[str, str | None, bool], Callable[[Any], bytes] | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def transcodes(self, record: Record) -> bool:
         serializer, compression = self.target_format(record)
@@ -109,6 +122,18 @@ class Codec:
             source_serializer=record.serializer,
             sealing=self.sealing,
         )
+
+    def encoder_for(self, record: Record) -> Callable[[Any], bytes]:
+        """The function that encodes *record*'s values: plain JSON at once when
+        nothing about it changes (the common case of a migration), else :meth:`encode`."""
+        key = (record.serializer, record.compression, record.envelope is not None)
+        if key not in self._plain:
+            unchanged = key[0] in JSON_FAMILY and key[1:] == (None, False)
+            self._plain[key] = json_dumps if unchanged and not self.transcodes(record) else None
+        plain = self._plain[key]
+        if plain is not None:
+            return plain
+        return lambda value: self.encode(value, record)
 
     def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
         return decode_payload(

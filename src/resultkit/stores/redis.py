@@ -171,7 +171,7 @@ class RedisStore(Store):
             return raw
         if record.meta is None:
             raise ValueError(record.error or "the record has no readable payload")
-        return self.codec.encode(self.meta_for(record), record)
+        return self.codec.encoder_for(record)(self.meta_for(record))
 
     @staticmethod
     def meta_for(record: Record) -> dict[str, Any]:

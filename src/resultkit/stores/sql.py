@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..codec import JSON_FAMILY, NOT_READ, PickleRefused, json_at_once, json_dumps
+from ..codec import NOT_READ, PickleRefused, json_at_once
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
@@ -68,8 +68,6 @@ class SqlStore(Store):
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
         #: PostgreSQL's column types of each table, by name (for binary COPY).
         self._types: dict[str, dict[str, str]] = {}
-        #: (serializer, compression) → encoder shared by every such record (False: none).
-        self._plain_encoders: dict[tuple[str, str | None, bool], Any] = {}
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -125,13 +123,12 @@ class SqlStore(Store):
                 model = self._model_table(kind)
                 model.metadata.create_all(self.engine, checkfirst=True)
                 self._tables.pop(kind, None)
-                self._plain_encoders.clear()
 
     @property
     def legacy(self) -> bool:
         """True for the older layout: a pickled ``result`` and no ``children`` column."""
         table = self.table(Kind.TASK)
-        return table is not None and "children" not in table.c
+        return table is not None and not self._layout(table)[0]
 
     @property
     def extended(self) -> bool:
@@ -217,23 +214,7 @@ class SqlStore(Store):
     # ---------------------------------------------------------- encoding
     def _encoder(self, record: Record) -> Callable[[Any], bytes]:
         """The function that encodes this record's values for a column."""
-        key = (record.serializer, record.compression, record.envelope is not None)
-        plain = self._plain_encoders.get(key)
-        if plain is None:
-            if self.legacy:
-                plain = _pickle
-            elif (
-                key[0] in JSON_FAMILY
-                and key[1:] == (None, False)
-                and not self.codec.transcodes(record)
-            ):
-                plain = json_dumps
-            else:
-                plain = False  # depends on the record: no shortcut
-            self._plain_encoders[key] = plain
-        if plain is not False:
-            return plain  # type: ignore[return-value]
-        return lambda value: self.codec.encode(value, record)
+        return _pickle if self.legacy else self.codec.encoder_for(record)
 
     def _layout(self, table: sa.Table) -> tuple[bool, tuple[str, ...], bool]:
         """Which optional columns the table has: children, extended fields, stamps."""
@@ -268,13 +249,14 @@ class SqlStore(Store):
         meta = record.meta
         if meta is None:
             raise ValueError(record.error or "the record has no readable payload")
-        encode = self._encoder(record)
         get = meta.get
         done = naive_utc(get("date_done"))
         if record.kind is Kind.GROUP:
-            return (record.id, encode(get("result")), done)
-        row = [record.id, get("status"), encode(get("result")), get("traceback"), done]
+            return (record.id, self._encoder(record)(get("result")), done)
         has_children, extended, has_stamps = self._layout(table)
+        # Without a children column, the task table is the older, pickled layout.
+        encode = self.codec.encoder_for(record) if has_children else _pickle
+        row = [record.id, get("status"), encode(get("result")), get("traceback"), done]
         if has_children:
             children = get("children")
             row.append(encode(children) if children else None)
