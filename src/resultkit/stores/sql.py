@@ -274,6 +274,7 @@ class SqlStore(Store):
         return tuple(row)
 
     def _check_sizes(self, row: list[Any], table: sa.Table) -> None:
+        """Refuse a task row whose text is longer than its column (the record fails alone)."""
         limits = self._limits.get(table.name)
         if limits is None:
             lengths = {
@@ -281,7 +282,7 @@ class SqlStore(Store):
                 for c in table.columns
                 if isinstance(c.type, sa.String) and c.type.length
             }
-            columns = self._columns(Kind.TASK if "task_id" in lengths else Kind.GROUP, table)
+            columns = self._columns(Kind.TASK, table)
             limits = self._limits[table.name] = tuple(
                 (at, name, lengths[name]) for at, name in enumerate(columns) if name in lengths
             )
