@@ -17,9 +17,9 @@ more: ``"~~/home"``), everything else as *tagged objects* — a mapping whose ke
 ``"__rk__"`` names the type and whose ``"v"`` holds plain data.  datetime
 (naive and aware), date, time, timedelta, Decimal, UUID, bytes, set,
 frozenset, tuple, Enum, dataclasses, pydantic v2 models and numpy arrays
-round-trip, nested in any combination.  Application
-types (Enum, dataclass, pydantic) are rebuilt only when registered with
-:func:`register_type`; otherwise they decode to plain data.  Nothing in a
+round-trip, nested in any combination.  Application types (Enum, dataclass,
+pydantic) are rebuilt only when registered with :func:`register_type`;
+otherwise they decode to plain data.  Nothing in a
 payload can make the decoder import or call anything else.
 
 The two walks over a result — tagging before encoding, untagging after
@@ -80,7 +80,7 @@ COMPRESSION_THRESHOLD_BYTES = 512
 T = TypeVar("T", bound=type)
 
 _TAG_BYTES = TAG.encode()
-_MARK_BYTE = b"~"  # a marked string holds it (and so may a msgpack int 126)
+_MARK_BYTE = MARK.encode()  # a marked string holds it (and so may a msgpack int 126)
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what both orjson and msgpack carry as numbers
 #: Application types allowed to be rebuilt, by the name payloads use.
 _REGISTRY: dict[str, type] = {}
