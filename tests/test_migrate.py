@@ -259,6 +259,26 @@ def test_bad_records_are_reported_and_the_rest_copied(
     }
 
 
+def test_an_unreachable_target_is_one_line_and_nothing_is_read_away(
+    cli: Any, redis_db: RedisDB
+) -> None:
+    # Given results in Redis and a PostgreSQL target where nothing listens
+    seed(redis_db.url, [task("kept-1"), task("kept-2")])
+    target = "db+postgresql+psycopg://postgres:s3cret@127.0.0.1:9/test"
+    # When they are migrated (and moved) there
+    result = cli("migrate", redis_db.url, target, "--move", "--json")
+    # Then the run stops with one line that says what to do, the password unsaid
+    assert result.code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: could not prepare the target: "), result.stderr
+    assert lines[-1].endswith("Nothing was written; fix the target and run again")
+    assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+    assert "s3cret" not in result.output
+    # And the source still holds every result
+    assert redis_db.client.exists("celery-task-meta-kept-1", "celery-task-meta-kept-2") == 2
+
+
 def test_rpc_is_refused_with_an_explanation(cli: Any, redis_db: RedisDB) -> None:
     for args in (("rpc://", redis_db.url), (redis_db.url, "rpc://")):
         result = cli("migrate", *args)

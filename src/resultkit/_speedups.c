@@ -20,6 +20,10 @@
  *
  * Both functions are exact equivalents of resultkit.serializers._tag and
  * _untag, which are used when this module is not built.
+ *
+ * pack_row(out, spec, record_id, meta, encode, row_id) appends one row of a
+ * PostgreSQL binary COPY made from a record's meta (resultkit.stores._pgcopy
+ * makes the same rows in Python when this module is not built).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -714,11 +718,298 @@ speedups_untag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return unt(args[0], &u);
 }
 
+/* ------------------------------------------------------------------------
+ * pack_row: one row of a PostgreSQL binary COPY, made from a record's meta.
+ *
+ * pack_row(out, spec, record_id, meta, encode, row_id) appends to the
+ * bytearray out the binary COPY tuple of the columns spec describes (a tuple
+ * of (code, key, limit) tuples, see resultkit.stores._pgcopy) and returns
+ * True.  When a value is not in the form this function writes (a date with
+ * another offset, text longer than its column, a value of an unexpected
+ * type, encode raising), out is left as it was and False is returned: the
+ * caller makes that row in Python, which also raises the documented errors.
+ */
+
+enum {
+    COL_ROW_ID = 0, /* the row_id argument (int2/int4/int8: limit is its width in bytes) */
+    COL_ID,         /* the record id, text */
+    COL_TEXT,       /* meta[key]: text or None */
+    COL_ENCODED,    /* encode(meta[key]), always (None is encoded too) */
+    COL_ENCODED_OPT, /* encode(meta[key]), NULL when None */
+    COL_ENCODED_IF, /* encode(meta[key]), NULL when falsy */
+    COL_TIMESTAMP,  /* meta[key] (ISO text or datetime) as a naive UTC timestamp */
+    COL_INT,        /* meta[key]: an int or None (limit is its width in bytes) */
+    COL_NULL_UNLESS, /* NULL when meta[key] is falsy; anything else is made in Python */
+};
+
+/* A growing buffer: starts on the caller's stack, moves to the heap when it must grow. */
+typedef struct {
+    char *data;
+    Py_ssize_t size, used;
+    int on_heap;
+} Buf;
+
+static int
+buf_reserve(Buf *b, Py_ssize_t more)
+{
+    if (b->used + more <= b->size)
+        return 0;
+    Py_ssize_t size = b->size * 2 > b->used + more ? b->size * 2 : b->used + more + 256;
+    char *data = b->on_heap ? PyMem_Realloc(b->data, (size_t)size) : PyMem_Malloc((size_t)size);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!b->on_heap)
+        memcpy(data, b->data, (size_t)b->used);
+    b->data = data;
+    b->on_heap = 1;
+    b->size = size;
+    return 0;
+}
+
+static void
+put_be(char *c, unsigned long long value, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        c[i] = (char)(value & 0xff);
+        value >>= 8;
+    }
+}
+
+/* A field: its 4-byte length, then n bytes of data (NULL data: SQL NULL). */
+static int
+buf_field(Buf *b, const char *data, Py_ssize_t n)
+{
+    if (data == NULL) {
+        if (buf_reserve(b, 4) < 0)
+            return -1;
+        memset(b->data + b->used, 0xff, 4);
+        b->used += 4;
+        return 0;
+    }
+    if (n > 0x7fffffff) {
+        PyErr_SetString(PyExc_OverflowError, "a value of more than 2 GB");
+        return -1;
+    }
+    if (buf_reserve(b, 4 + n) < 0)
+        return -1;
+    put_be(b->data + b->used, (unsigned long long)n, 4);
+    memcpy(b->data + b->used + 4, data, (size_t)n);
+    b->used += 4 + n;
+    return 0;
+}
+
+static int
+buf_int(Buf *b, long long value, int width)
+{
+    char c[8];
+    put_be(c, (unsigned long long)value, width);
+    return buf_field(b, c, width);
+}
+
+static int
+is_leap(int year)
+{
+    return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+}
+
+/* Days from 2000-01-01 to year-month-day (proleptic Gregorian). */
+static long long
+days_since_2000(int year, int month, int day)
+{
+    /* Howard Hinnant's days_from_civil, shifted to PostgreSQL's epoch. */
+    long long y = year - (month <= 2);
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468 - 10957;
+}
+
+/* Microseconds since 2000-01-01 of a moment, 0 when a field is out of range. */
+static int
+moment_micros(int year, int month, int day, const int *clock, long long *out)
+{
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1 || year > 9999 || month < 1 || month > 12 || day < 1 ||
+        day > month_days[month - 1] + (month == 2 && is_leap(year)) || clock[0] > 23 ||
+        clock[1] > 59 || clock[2] > 59)
+        return 0;
+    long long seconds = days_since_2000(year, month, day) * 86400LL + clock[0] * 3600LL +
+                        clock[1] * 60LL + clock[2];
+    *out = seconds * 1000000LL + clock[3];
+    return 1;
+}
+
+/* The naive UTC timestamp of a date_done: ISO text as Celery writes it (no
+ * offset, +00:00 or Z), or a naive or UTC datetime.  0 for anything else. */
+static int
+timestamp_of(PyObject *value, long long *out)
+{
+    int year, month, day, clock[4];
+    if (PyUnicode_CheckExact(value) && PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *c = PyUnicode_1BYTE_DATA(value);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+        if (n >= 6 && memcmp(c + n - 6, "+00:00", 6) == 0)
+            n -= 6;
+        else if (n >= 1 && c[n - 1] == 'Z')
+            n -= 1;
+        if (n < 19 || c[10] != 'T' || !parse_day(c, &year, &month, &day) ||
+            !parse_clock(c + 11, n - 11, clock))
+            return 0;
+        return moment_micros(year, month, day, clock, out);
+    }
+    if (PyDateTime_CheckExact(value)) {
+        PyObject *tz = PyDateTime_DATE_GET_TZINFO(value);
+        if (tz != Py_None && tz != PyDateTime_TimeZone_UTC)
+            return 0;
+        clock[0] = PyDateTime_DATE_GET_HOUR(value);
+        clock[1] = PyDateTime_DATE_GET_MINUTE(value);
+        clock[2] = PyDateTime_DATE_GET_SECOND(value);
+        clock[3] = PyDateTime_DATE_GET_MICROSECOND(value);
+        return moment_micros(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
+                             PyDateTime_GET_DAY(value), clock, out);
+    }
+    return 0;
+}
+
+/* Text as UTF-8 when no longer than limit characters (0: no limit); 0 otherwise. */
+static int
+buf_text(Buf *b, PyObject *value, Py_ssize_t limit)
+{
+    if (!PyUnicode_CheckExact(value) || (limit > 0 && PyUnicode_GET_LENGTH(value) > limit))
+        return 0;
+    Py_ssize_t n;
+    const char *data = PyUnicode_AsUTF8AndSize(value, &n);
+    if (data == NULL) {
+        PyErr_Clear();  /* lone surrogates: Python says what is wrong */
+        return 0;
+    }
+    return buf_field(b, data, n) < 0 ? -1 : 1;
+}
+
+/* encode(value) as a bytea field; 0 when encode raised or returned something else. */
+static int
+buf_encoded(Buf *b, PyObject *encode, PyObject *value)
+{
+    PyObject *data = PyObject_CallOneArg(encode, value);
+    if (data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int rc = 0;
+    if (PyBytes_CheckExact(data))
+        rc = buf_field(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0 ? -1 : 1;
+    Py_DECREF(data);
+    return rc;
+}
+
+/* One column into b: 1 written, 0 not in a form written here, -1 error. */
+static int
+pack_column(Buf *b, PyObject *column, PyObject *record_id, PyObject *meta, PyObject *encode,
+            PyObject *row_id)
+{
+    if (!PyTuple_CheckExact(column) || PyTuple_GET_SIZE(column) != 3) {
+        PyErr_SetString(PyExc_TypeError, "pack_row: each column is (code, key, limit)");
+        return -1;
+    }
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(column, 0));
+    Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(column, 2));
+    if ((code == -1 || limit == -1) && PyErr_Occurred())
+        return -1;
+    if (code == COL_ROW_ID)
+        return buf_int(b, PyLong_AsLongLong(row_id), (int)limit) < 0 ? -1 : 1;
+    if (code == COL_ID)
+        return buf_text(b, record_id, limit);
+    PyObject *value = PyDict_GetItemWithError(meta, PyTuple_GET_ITEM(column, 1));
+    if (value == NULL && PyErr_Occurred())
+        return -1;
+    if (value == NULL)
+        value = Py_None;
+    int truth;
+    long long number;
+    switch (code) {
+    case COL_TEXT:
+        return value == Py_None ? (buf_field(b, NULL, 0) < 0 ? -1 : 1) : buf_text(b, value, limit);
+    case COL_ENCODED:
+        return buf_encoded(b, encode, value);
+    case COL_ENCODED_OPT:
+        return value == Py_None ? (buf_field(b, NULL, 0) < 0 ? -1 : 1)
+                                : buf_encoded(b, encode, value);
+    case COL_ENCODED_IF:
+    case COL_NULL_UNLESS:
+        truth = PyObject_IsTrue(value);
+        if (truth < 0)
+            return -1;
+        if (!truth)
+            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+        return code == COL_ENCODED_IF ? buf_encoded(b, encode, value) : 0;
+    case COL_TIMESTAMP:
+        if (value == Py_None)
+            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+        return timestamp_of(value, &number) ? (buf_int(b, number, 8) < 0 ? -1 : 1) : 0;
+    case COL_INT:
+        if (value == Py_None)
+            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+        if (!PyLong_CheckExact(value))
+            return 0;
+        number = PyLong_AsLongLong(value);
+        if (number == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (limit < 8 && (number < -(1LL << (limit * 8 - 1)) || number >= (1LL << (limit * 8 - 1))))
+            return 0;
+        return buf_int(b, number, (int)limit) < 0 ? -1 : 1;
+    default:
+        PyErr_Format(PyExc_ValueError, "pack_row: unknown column code %ld", code);
+        return -1;
+    }
+}
+
+static PyObject *
+speedups_pack_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyByteArray_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
+        !PyUnicode_Check(args[2]) || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "pack_row(out: bytearray, spec: tuple, record_id: str, meta: dict, "
+                        "encode, row_id)");
+        return NULL;
+    }
+    PyObject *spec = args[1];
+    Py_ssize_t columns = PyTuple_GET_SIZE(spec);
+    char stack[2048];
+    Buf b = {stack, sizeof(stack), 2, 0};
+    put_be(b.data, (unsigned long long)columns, 2);
+    int rc = 1;
+    for (Py_ssize_t i = 0; i < columns && rc == 1; i++)
+        rc = pack_column(&b, PyTuple_GET_ITEM(spec, i), args[2], args[3], args[4], args[5]);
+    PyObject *out = NULL;
+    if (rc == 1) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(args[0]);
+        if (PyByteArray_Resize(args[0], at + b.used) == 0) {
+            memcpy(PyByteArray_AS_STRING(args[0]) + at, b.data, (size_t)b.used);
+            out = Py_NewRef(Py_True);
+        }
+    }
+    else if (rc == 0)
+        out = Py_NewRef(Py_False);
+    if (b.on_heap)
+        PyMem_Free(b.data);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", (PyCFunction)(void (*)(void))speedups_prepare, METH_FASTCALL,
      "prepare(obj, binary, fallback): obj as plain data with tagged values."},
     {"untag", (PyCFunction)(void (*)(void))speedups_untag, METH_FASTCALL,
      "untag(obj, simple, containers, slow, unmark): decoded data with tagged values rebuilt."},
+    {"pack_row", (PyCFunction)(void (*)(void))speedups_pack_row, METH_FASTCALL,
+     "pack_row(out, spec, record_id, meta, encode, row_id): one binary COPY row, or False."},
     {NULL, NULL, 0, NULL},
 };
 

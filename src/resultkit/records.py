@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 import fnmatch
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,6 @@ class Kind(str, enum.Enum):
     GROUP = "group"
 
 
-@dataclass(slots=True)  # a migration holds thousands at a time: slots keep each smaller
 class Record:
     """One stored result.
 
@@ -43,32 +42,115 @@ class Record:
     ``as_tuple()``.  ``meta`` is None when the payload could not be decoded,
     or was not decoded because it is pickle and pickle was not accepted; then
     ``raw`` holds the stored bytes and ``error`` says why.
+
+    A store may leave decoding ``raw`` until ``meta`` or ``error`` is first
+    read: *decode(record, keep)* sets them (``keep`` True) or, when the
+    payload decodes cleanly and ``keep`` is False, only returns the meta
+    (see :meth:`peek`).  A migration into a table then decodes each payload
+    just before its row is made, rather than a whole batch of them ahead.
     """
 
-    kind: Kind
-    id: str
-    meta: dict[str, Any] | None
-    #: kombu serializer name of the stored payload (``json``, ``msgpack``, ``pickle``...).
-    serializer: str = "json"
-    #: kombu compression name, when the payload carries Celery's compression marker.
-    compression: str | None = None
-    #: When the result expires (UTC epoch seconds); None when it never does or the
-    #: store does not know (SQL keeps no lifetime).
-    expires_at: float | None = None
-    #: True when the source knows the lifetime (Redis TTL): ``expires_at`` None then
-    #: means "never expires" rather than "unknown".
-    expires_known: bool = False
-    #: The exact stored payload, when the source layout has one blob per result.
-    raw: bytes | None = None
-    #: Why the payload could not be read, when it could not.
-    error: str | None = None
-    #: For a resultkit-encrypted payload: its key id, inner serializer and compression
-    #: (``serializer`` then names the inner serializer, the form ``meta`` is in).
-    envelope: Envelope | None = field(default=None, compare=False)
-    #: The key id of a payload sealed under a key this process does not have.
-    missing_key: str | None = field(default=None, compare=False)
-    #: Store-specific position, for checkpoints (e.g. a SQL primary key).
-    position: Any = field(default=None, compare=False)
+    # A migration holds thousands at a time: slots keep each smaller.
+    __slots__ = (
+        "_decode",
+        "_error",
+        "_meta",
+        "compression",
+        "envelope",
+        "expires_at",
+        "expires_known",
+        "id",
+        "kind",
+        "missing_key",
+        "position",
+        "raw",
+        "serializer",
+    )
+
+    def __init__(
+        self,
+        kind: Kind,
+        id: str,
+        meta: dict[str, Any] | None,
+        serializer: str = "json",
+        compression: str | None = None,
+        expires_at: float | None = None,
+        expires_known: bool = False,
+        raw: bytes | None = None,
+        error: str | None = None,
+        envelope: Envelope | None = None,
+        missing_key: str | None = None,
+        position: Any = None,
+        decode: Callable[[Record, bool], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.id = id
+        self._meta = meta
+        #: kombu serializer name of the stored payload (``json``, ``msgpack``, ``pickle``...).
+        self.serializer = serializer
+        #: kombu compression name, when the payload carries Celery's compression marker.
+        self.compression = compression
+        #: When the result expires (UTC epoch seconds); None when it never does or the
+        #: store does not know (SQL keeps no lifetime).
+        self.expires_at = expires_at
+        #: True when the source knows the lifetime (Redis TTL): ``expires_at`` None then
+        #: means "never expires" rather than "unknown".
+        self.expires_known = expires_known
+        #: The exact stored payload, when the source layout has one blob per result.
+        self.raw = raw
+        self._error = error
+        #: For a resultkit-encrypted payload: its key id, inner serializer and compression
+        #: (``serializer`` then names the inner serializer, the form ``meta`` is in).
+        self.envelope = envelope
+        #: The key id of a payload sealed under a key this process does not have.
+        self.missing_key = missing_key
+        #: Store-specific position, for checkpoints (e.g. a SQL primary key).
+        self.position = position
+        self._decode = decode
+
+    def __repr__(self) -> str:
+        return (
+            f"Record({self.kind.value} {self.id!r}, status={self.status!r}, "
+            f"serializer={self.serializer!r}, compression={self.compression!r}, "
+            f"error={self.error!r})"
+        )
+
+    def _decoded(self) -> None:
+        decode, self._decode = self._decode, None
+        if decode is not None:
+            decode(self, True)
+
+    def peek(self) -> dict[str, Any] | None:
+        """``meta``, not kept when its decoding was left until it is used.
+
+        For a single pass over many records (the rows of a migration's
+        batch): their decoded payloads need not all be alive at once.  An
+        unreadable payload is decoded as for ``meta`` (its error is kept).
+        """
+        decode = self._decode
+        return self._meta if decode is None else decode(self, False)
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        if self._decode is not None:
+            self._decoded()
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any] | None) -> None:
+        self._decode = None
+        self._meta = value
+
+    @property
+    def error(self) -> str | None:
+        """Why the payload could not be read, when it could not."""
+        if self._decode is not None:
+            self._decoded()
+        return self._error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._error = value
 
     # ------------------------------------------------------------ accessors
     @property

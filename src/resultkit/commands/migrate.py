@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -235,40 +236,51 @@ def _run(
 ) -> None:
     read_seconds = 0.0
     by_state: Counter[str] = Counter()
-    for kind in (Kind.TASK, Kind.GROUP):
-        if kind not in filters.kinds or kind.value in state.finished:
-            continue
-        # Counting is a full pass over the source: only a progress bar needs it.
-        total = src.count(kind) if progress is not None else None
-        done = 0
-        cursor = state.cursors.get(kind.value)
-        for page, seconds in _prefetch(src, kind, cursor, batch_size):
-            read_seconds += seconds
-            done += len(page.records)
-            selected = [r for r in page.records if _selected(r, filters)]
-            if report.dry_run:
-                for record in selected:
-                    if record.error and record.serializer != "pickle":
-                        report.failed += 1
-                        _note_failure(report, record, record.error)
-                        continue
-                    by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
-                    report.bytes += len(record.raw or b"") or len(repr(record.meta))
-            elif selected:
-                outcome = _write(dst, selected, on_conflict)
-                _account(report, selected, outcome)
-                if verify or move:
-                    kept = _verify(dst, selected, outcome, report)
-                    if move:
-                        report.deleted += src.delete_many(kind, kept)
-            if progress is not None:
-                progress(Progress(kind, done, total))
-            if not report.dry_run:
-                state.cursors[kind.value] = page.cursor
-                if page.cursor is None:
-                    state.finished.append(kind.value)
-                state.counters = {name: getattr(report, name) for name in _COUNTERS}
-                state.save()
+    kinds = [k for k in (Kind.TASK, Kind.GROUP) if k in filters.kinds]
+    kinds = [k for k in kinds if k.value not in state.finished]
+    # Counting is a full pass over the source: only a progress bar needs it.
+    totals = {kind: src.count(kind) for kind in kinds} if progress is not None else {}
+    done: Counter[Kind] = Counter()
+    prepare = None
+    if not report.dry_run:
+        # Before the reading thread starts: making tables imports modules, which
+        # two threads must not do at once.
+        try:
+            dst.ensure_tables()
+        except Exception as exc:
+            raise MigrationError(
+                f"could not prepare the target: {_first_line(exc)}. Nothing was written; "
+                "fix the target and run again"
+            ) from exc
+        prepare = functools.partial(dst.prepare, on_conflict=on_conflict)
+    starts = [(kind, state.cursors.get(kind.value)) for kind in kinds]
+    pages = _prefetch(src, starts, batch_size, filters, prepare)
+    for kind, page, selected, prepared, seconds in pages:
+        read_seconds += seconds
+        done[kind] += len(page.records)
+        if report.dry_run:
+            for record in selected:
+                if record.error and record.serializer != "pickle":
+                    report.failed += 1
+                    _note_failure(report, record, record.error)
+                    continue
+                by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
+                report.bytes += len(record.raw or b"") or len(repr(record.meta))
+        elif selected:
+            outcome = _write(dst, selected, on_conflict, prepared)
+            _account(report, selected, outcome)
+            if verify or move:
+                kept = _verify(dst, selected, outcome, report)
+                if move:
+                    report.deleted += src.delete_many(kind, kept)
+        if progress is not None:
+            progress(Progress(kind, done[kind], totals.get(kind)))
+        if not report.dry_run:
+            state.cursors[kind.value] = page.cursor
+            if page.cursor is None:
+                state.finished.append(kind.value)
+            state.counters = {name: getattr(report, name) for name in _COUNTERS}
+            state.save()
     if report.dry_run:
         report.by_state = dict(sorted(by_state.items()))
         copied = sum(by_state.values())
@@ -276,21 +288,50 @@ def _run(
         report.estimated_seconds = round(read_seconds * 2 + copied / 20000, 1)
 
 
-def _prefetch(src: Store, kind: Kind, cursor: Any, batch_size: int) -> Iterator[tuple[Page, float]]:
-    """Every page from *cursor* on, the next one read while the caller writes this one."""
+def _prefetch(
+    src: Store,
+    starts: list[tuple[Kind, Any]],
+    batch_size: int,
+    filters: Filters,
+    prepare: Callable[[list[Record]], object | None] | None,
+) -> Iterator[tuple[Kind, Page, list[Record], object | None, float]]:
+    """The pages of each (kind, cursor) of *starts* in turn, each with its records
+    selected by *filters* and what *prepare* makes of them.
 
-    def read(at: Any) -> tuple[Page, float]:
+    The next page is read and prepared in a thread while the caller writes
+    this one (from one kind's last page to the next kind's first).
+    """
+
+    def read(kind: Kind, at: Any) -> tuple[Kind, Page, list[Record], object | None, float]:
         began = time.monotonic()
-        return src.scan(kind, at, batch_size), time.monotonic() - began
+        page = src.scan(kind, at, batch_size)
+        seconds = time.monotonic() - began
+        if filters.empty:  # every record, the unreadable ones too (they are reported)
+            selected = list(page.records)
+        else:
+            selected = [r for r in page.records if _selected(r, filters)]
+        prepared = None
+        if prepare is not None and selected:
+            try:
+                prepared = prepare(selected)
+            except Exception:  # writing the batch does this work again, and reports what fails
+                prepared = None
+        return kind, page, selected, prepared, seconds
 
+    queue = list(starts)
+    if not queue:
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resultkit-read") as pool:
-        pending = pool.submit(read, cursor)
+        pending = pool.submit(read, *queue.pop(0))
         while True:
-            page, seconds = pending.result()
-            if page.cursor is not None:
-                pending = pool.submit(read, page.cursor)
-            yield page, seconds
-            if page.cursor is None:
+            kind, page, selected, prepared, seconds = pending.result()
+            following = (kind, page.cursor) if page.cursor is not None else None
+            if following is None and queue:
+                following = queue.pop(0)
+            if following is not None:
+                pending = pool.submit(read, *following)
+            yield kind, page, selected, prepared, seconds
+            if following is None:
                 return
 
 
@@ -299,10 +340,12 @@ def _selected(record: Record, filters: Filters) -> bool:
     return filters.empty if record.error else filters.matches(record)
 
 
-def _write(dst: Store, records: list[Record], on_conflict: OnConflict) -> WriteResult:
+def _write(
+    dst: Store, records: list[Record], on_conflict: OnConflict, prepared: object | None = None
+) -> WriteResult:
     """Write a batch; when the batch as a whole is refused, isolate the records at fault."""
     try:
-        return dst.write_many(records, on_conflict)
+        return dst.write_prepared(records, on_conflict, prepared)
     except Exception as batch_error:
         merged = WriteResult()
         for record in records:

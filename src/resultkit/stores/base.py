@@ -199,6 +199,23 @@ class Store(ABC):
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         """Store *records* all at once or not at all (one transaction or pipeline)."""
 
+    def ensure_tables(self) -> None:  # noqa: B027 - an optional step, nothing by default
+        """Create what writing here needs (tables) when it is missing; safe to call
+        from two threads at once.  Nothing, for stores that need nothing made."""
+
+    def prepare(self, records: Sequence[Record], on_conflict: OnConflict) -> object | None:
+        """Do ahead, possibly in another thread, the work of writing *records*
+        that needs neither the target's transaction nor the previous batch
+        written; None when there is none.  Give the result to :meth:`write_prepared`.
+        """
+        return None
+
+    def write_prepared(
+        self, records: Sequence[Record], on_conflict: OnConflict, prepared: object | None
+    ) -> WriteResult:
+        """:meth:`write_many`, with what :meth:`prepare` made of the same records."""
+        return self.write_many(records, on_conflict)
+
     @abstractmethod
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         """Delete the results of *ids*; return how many existed."""
@@ -409,7 +426,7 @@ class Store(ABC):
         """
         if not self.meta_blobs or record.raw is None or self.codec.transcodes(record):
             return None
-        if record.meta is None and record.serializer != "pickle":
+        if record.peek() is None and record.serializer != "pickle":
             return None
         return record.raw
 

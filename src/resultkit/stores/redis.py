@@ -139,27 +139,44 @@ class RedisStore(Store):
             values, ttls = self.client.mget(keys), [-3] * len(keys)  # -3: not read
         now = time.time()
         out: dict[str, Record] = {}
-        loads = orjson.loads
         # JSON is resultkit-json's when the store is said to hold that.
         as_json = self.codec.hint if self.codec.hint in JSON_FAMILY else "json"
+        decode = self._decode_json
         for result_id, value, pttl in zip(ids, values, ttls, strict=True):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
             expires_at = now + pttl / 1000 if pttl >= 0 else None
             known = pttl != -3
-            meta = None
-            if value[:1] == b"{":  # the common case, uncompressed JSON: decode it directly
-                try:
-                    meta = loads(value)
-                except orjson.JSONDecodeError:
-                    meta = None
-            if isinstance(meta, dict):
-                record = Record(kind, result_id, meta, as_json, None, expires_at, known, value)
+            if value[:1] == b"{":
+                # The common case, uncompressed JSON: decoded when first used (a
+                # migration into a table decodes each just before making its row).
+                record = Record(
+                    kind, result_id, None, as_json, None, expires_at, known, value, decode=decode
+                )
             else:
                 record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
                 record.expires_known = known
             out[result_id] = record
         return out
+
+    def _decode_json(self, record: Record, keep: bool) -> dict[str, Any] | None:
+        """Decode a payload that looked like JSON (see :meth:`_fetch` and
+        :meth:`Record.peek`); anything else is decoded as any other payload,
+        with the same errors."""
+        assert record.raw is not None
+        try:
+            meta = orjson.loads(record.raw)
+        except orjson.JSONDecodeError:
+            meta = None
+        if isinstance(meta, dict):
+            if keep:
+                record.meta = meta
+            return meta
+        other = self.record_from_payload(record.kind, record.id, record.raw)
+        record.meta, record.error = other.meta, other.error
+        record.serializer, record.compression = other.serializer, other.compression
+        record.envelope, record.missing_key = other.envelope, other.missing_key
+        return other.meta
 
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         return self._fetch(kind, ids)

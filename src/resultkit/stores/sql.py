@@ -12,18 +12,23 @@ Celery's own model definitions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import pickle
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
-from ..codec import NOT_READ, PickleRefused, json_at_once
+from ..codec import NOT_READ, PickleRefused, json_at_once, json_dumps
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
 from ..summary import Summary, sealed_key_counts, sql_summary
+from ._pgcopy import SIGNATURE, TRAILER, Spec, pack_row, pack_values, row_spec
 from ._sql import (
     IN_CHUNK_ROWS,
     delete_ids,
@@ -65,10 +70,14 @@ class SqlStore(Store):
         self.engine = sa.create_engine(url, **options)
         self.names = celery_table_names(self.app.conf)
         self._tables: dict[Kind, sa.Table | None] = {}
+        #: Held while the tables are made (a migration's reading thread may make them too).
+        self._creating = threading.Lock()
         self._limits: dict[str, tuple[tuple[int, str, int], ...]] = {}
         self._layouts: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
         #: PostgreSQL's column types of each table, by name (for binary COPY).
         self._types: dict[str, dict[str, str]] = {}
+        #: How binary COPY rows are made, by table and column count (() for: in Python).
+        self._specs: dict[tuple[str, int], Spec] = {}
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -119,11 +128,12 @@ class SqlStore(Store):
 
     def ensure_tables(self) -> None:
         """Create the tables (Celery's extended layout, with the date_done index) if missing."""
-        for kind in (Kind.TASK, Kind.GROUP):
-            if self.table(kind) is None:
-                model = self._model_table(kind)
-                model.metadata.create_all(self.engine, checkfirst=True)
-                self._tables.pop(kind, None)
+        with self._creating:
+            for kind in (Kind.TASK, Kind.GROUP):
+                if self.table(kind) is None:
+                    model = self._model_table(kind)
+                    model.metadata.create_all(self.engine, checkfirst=True)
+                    self._tables.pop(kind, None)
 
     @property
     def legacy(self) -> bool:
@@ -274,8 +284,8 @@ class SqlStore(Store):
         self._check_sizes(row, table)
         return tuple(row)
 
-    def _check_sizes(self, row: list[Any], table: sa.Table) -> None:
-        """Refuse a task row whose text is longer than its column (the record fails alone)."""
+    def _text_limits(self, table: sa.Table) -> tuple[tuple[int, str, int], ...]:
+        """(index in a task row, name, length) of each task column of limited length."""
         limits = self._limits.get(table.name)
         if limits is None:
             lengths = {
@@ -287,7 +297,11 @@ class SqlStore(Store):
             limits = self._limits[table.name] = tuple(
                 (at, name, lengths[name]) for at, name in enumerate(columns) if name in lengths
             )
-        for at, name, length in limits:
+        return limits
+
+    def _check_sizes(self, row: list[Any], table: sa.Table) -> None:
+        """Refuse a task row whose text is longer than its column (the record fails alone)."""
+        for at, name, length in self._text_limits(table):
             value = row[at]
             if value.__class__ is str and len(value) > length:
                 raise ValueError(
@@ -324,10 +338,75 @@ class SqlStore(Store):
         )
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        return self.write_prepared(records, on_conflict, None)
+
+    def write_prepared(
+        self, records: Sequence[Record], on_conflict: OnConflict, prepared: object | None
+    ) -> WriteResult:
         if not records:
             return WriteResult()
         self.ensure_tables()
-        return write_by_kind(self.engine, records, on_conflict, self._write_kind)
+        write_kind = functools.partial(self._write_kind, prepared=prepared)
+        return write_by_kind(self.engine, records, on_conflict, write_kind)
+
+    @property
+    def _copies(self) -> bool:
+        """True on PostgreSQL through psycopg 3: batches are written with COPY."""
+        return self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
+
+    def prepare(self, records: Sequence[Record], on_conflict: OnConflict) -> object | None:
+        """PostgreSQL: the batch's binary COPY rows and their ids, made ahead.
+
+        Writing a batch then sends them and waits for PostgreSQL to store them,
+        while the next batch is read and prepared.  Only for the usual
+        migration into tables without these records (``skip``), and tables of
+        types that binary COPY writes; anything else is made when written.
+        """
+        if not records or on_conflict is not OnConflict.SKIP or not self._copies:
+            return None
+        kind = records[0].kind
+        if any(record.kind is not kind for record in records):
+            return None
+        self.ensure_tables()
+        table = self.table(kind)
+        assert table is not None
+        columns = self._columns(kind, table)
+        with self.engine.connect() as conn:
+            types = self._binary_types(conn, table)
+            if not _binary(types, ["id", *columns]):
+                return None
+            ids = self._next_ids(conn, table, len(records))
+        prepared = _Prepared(kind, [r.id for r in records], ids)
+        names = ["id", *columns] if ids else columns
+        self._copy_blocks(
+            prepared.blocks.append,
+            records,
+            table,
+            names,
+            types,
+            ids,
+            prepared.written,
+            prepared.failed,
+        )
+        return prepared
+
+    def _next_ids(self, conn: sa.Connection, table: sa.Table, count: int) -> list[Any]:
+        """*count* ids from the table's id sequence; none when it has no sequence."""
+        sequence = self._sequence(table)
+        if sequence is None:
+            return []
+        # One row holding every id: far cheaper to fetch than one row per id.
+        ids: list[Any] = conn.exec_driver_sql(
+            f"SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, {count})"
+        ).scalar_one()
+        return ids
+
+    def _sequence(self, table: sa.Table) -> str | None:
+        """The quoted name of the sequence Celery's model draws ids from, if any."""
+        id_default = table.c.id.default
+        if not isinstance(id_default, sa.Sequence):
+            return None
+        return str(self.engine.dialect.identifier_preparer.format_sequence(id_default))
 
     def _write_kind(
         self,
@@ -336,13 +415,16 @@ class SqlStore(Store):
         batch: list[Record],
         on_conflict: OnConflict,
         outcome: WriteResult,
+        *,
+        prepared: object | None = None,
     ) -> None:
         table = self.table(kind)
         assert table is not None
         id_column = self._id_column(kind, table)
         columns = self._columns(kind, table)
-        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
-            self._copy_upsert(conn, kind, table, columns, batch, on_conflict, outcome)
+        if self._copies:
+            ready = prepared if isinstance(prepared, _Prepared) and prepared.fits(batch) else None
+            self._copy_upsert(conn, kind, table, columns, batch, on_conflict, outcome, ready)
             return
         rows = rows_of(batch, lambda record: self._row(record, table), outcome)
         if not rows:
@@ -373,6 +455,7 @@ class SqlStore(Store):
         batch: list[Record],
         on_conflict: OnConflict,
         outcome: WriteResult,
+        prepared: _Prepared | None,
     ) -> None:
         """PostgreSQL: COPY the batch into a temporary table, then one upsert from it."""
         preparer = self.engine.dialect.identifier_preparer
@@ -381,13 +464,10 @@ class SqlStore(Store):
         target = preparer.format_table(table)
         driver = conn.connection.driver_connection
         assert driver is not None
-        id_default = table.c.id.default
-        sequence = (
-            preparer.format_sequence(id_default) if isinstance(id_default, sa.Sequence) else None
-        )
+        sequence = self._sequence(table)
         types = self._binary_types(conn, table)
         if on_conflict is OnConflict.SKIP and self._copy_direct(
-            conn, driver, target, sequence, columns, batch, table, outcome, types
+            conn, driver, target, columns, batch, table, outcome, types, prepared
         ):
             return
         rows = rows_of(batch, lambda record: self._row(record, table), outcome)
@@ -448,20 +528,20 @@ class SqlStore(Store):
         conn: sa.Connection,
         driver: Any,
         target: str,
-        sequence: str | None,
         columns: Sequence[str],
         batch: list[Record],
         table: sa.Table,
         outcome: WriteResult,
         types: dict[str, str],
+        prepared: _Prepared | None,
     ) -> bool:
         """COPY straight into the table when none of the batch is there yet.
 
-        The common case of a migration into a new table, at COPY speed.  Each
-        row is made just before it is written, so that a batch's rows are never
-        all alive at once.  Any conflict (an id already stored, or stored
-        meanwhile by a worker) rolls back to the savepoint and returns False,
-        and the caller upserts.
+        The common case of a migration into a new table, at COPY speed.  The
+        rows are those *prepared*, or made just before they are written, so
+        that a batch's rows are never all alive at once.  Any conflict (an id
+        already stored, or stored meanwhile by a worker) rolls back to the
+        savepoint and returns False, and the caller upserts.
         """
         import psycopg
 
@@ -469,23 +549,25 @@ class SqlStore(Store):
         failed: dict[str, str] = {}
         savepoint = conn.begin_nested()
         try:
-            ids: list[Any] = []
-            if sequence is not None:
-                # One row holding every id: far cheaper to fetch than one row per id.
-                ids = conn.exec_driver_sql(
-                    f"SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, {len(batch)})"
-                ).scalar_one()
+            ids = prepared.ids if prepared else self._next_ids(conn, table, len(batch))
             names = ["id", *columns] if ids else columns
             with self._copy_into(driver, target, names, types) as copy:
-                write = copy.write_row
-                for at, record in enumerate(batch):
-                    try:
-                        row = self._row(record, table)
-                    except Exception as exc:
-                        failed[record.id] = str(exc)
-                        continue
-                    write((ids[at], *row) if ids else row)
-                    written.append(record.id)
+                if prepared is not None:
+                    for block in prepared.blocks:
+                        copy.write(block)
+                    written, failed = prepared.written, prepared.failed
+                elif _binary(types, names):
+                    self._copy_blocks(copy.write, batch, table, names, types, ids, written, failed)
+                else:
+                    write = copy.write_row
+                    for at, record in enumerate(batch):
+                        try:
+                            row = self._row(record, table)
+                        except Exception as exc:
+                            failed[record.id] = str(exc)
+                            continue
+                        write((ids[at], *row) if ids else row)
+                        written.append(record.id)
         except psycopg.errors.UniqueViolation:
             savepoint.rollback()
             return False
@@ -493,6 +575,50 @@ class SqlStore(Store):
         outcome.written.extend(written)
         outcome.failed.update(failed)
         return True
+
+    def _copy_blocks(
+        self,
+        write: Callable[[bytearray], object],
+        batch: Sequence[Record],
+        table: sa.Table,
+        names: Sequence[str],
+        types: dict[str, str],
+        ids: Sequence[int],
+        written: list[str],
+        failed: dict[str, str],
+    ) -> None:
+        """Write *batch* as binary COPY blocks, each row made from its record's meta
+        in C (:mod:`._pgcopy`); a row it declines is made by :meth:`_row` here."""
+        kind = batch[0].kind
+        spec = self._specs.get((table.name, len(names)))
+        if spec is None:
+            limits = {name: limit for _, name, limit in self._text_limits(table)}
+            spec = self._specs[(table.name, len(names))] = (
+                row_spec(names, types, limits if kind is Kind.TASK else {}) or ()
+            )
+        kinds = [types[n] for n in names]
+        encoder_for = self.codec.encoder_for
+        legacy = self.legacy
+        out = bytearray(SIGNATURE)
+        for at, record in enumerate(batch):
+            row_id = ids[at] if ids else None
+            meta = record.peek()
+            encode = _pickle if legacy else encoder_for(record)
+            # orjson itself for plain JSON: the bytes are copied into the block at once.
+            fast = orjson.dumps if encode is json_dumps else encode
+            if meta is None or not spec or not pack_row(out, spec, record.id, meta, fast, row_id):
+                try:
+                    row = self._row(record, table)
+                    out += pack_values((row_id, *row) if ids else row, kinds)
+                except Exception as exc:
+                    failed[record.id] = str(exc)
+                    continue
+            written.append(record.id)
+            if len(out) >= _COPY_BLOCK:
+                write(out)
+                out = bytearray()
+        out += TRAILER
+        write(out)
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         table = self.table(kind)
@@ -590,6 +716,9 @@ class SqlStore(Store):
 #: Extended fields Celery stores encoded (the others are plain columns).
 _ENCODED = frozenset({"args", "kwargs"})
 
+#: Bytes of binary COPY rows sent at a time.
+_COPY_BLOCK = 256 * 1024
+
 #: Column types whose binary form psycopg writes from what rows hold (naive UTC datetimes).
 _BINARY_TYPES = frozenset(
     {"int2", "int4", "int8", "varchar", "text", "bpchar", "bytea", "timestamp"}
@@ -605,3 +734,24 @@ def _binary(types: dict[str, str], columns: Sequence[str]) -> str:
     if all(types.get(c) in _BINARY_TYPES for c in columns):
         return " (FORMAT BINARY)"
     return ""
+
+
+@dataclass
+class _Prepared:
+    """A batch's binary COPY rows, made ahead by :meth:`SqlStore.prepare`."""
+
+    kind: Kind
+    record_ids: list[str]
+    #: The value of each record's id column (none for tables without Celery's sequence).
+    ids: list[Any]
+    blocks: list[bytearray] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def fits(self, batch: Sequence[Record]) -> bool:
+        """True when made of exactly these records, in this order."""
+        return (
+            len(batch) == len(self.record_ids)
+            and all(record.id == made for record, made in zip(batch, self.record_ids, strict=True))
+            and all(record.kind is self.kind for record in batch)
+        )
