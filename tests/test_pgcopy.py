@@ -290,3 +290,40 @@ def test_peek_gives_the_meta_that_meta_gives(redis_db: RedisDB) -> None:
         assert record.meta == peeked
     finally:
         store.close()
+
+
+# ------------------------------------------------------------ prepared ahead
+
+
+def test_a_prepared_batch_meeting_stored_records_is_upserted(postgres_db: SqlDB) -> None:
+    store = open_store(postgres_db.url)
+    try:
+        store.write_many([task("pre-0", result={"v": "stored"})], OnConflict.SKIP)
+        batch = [task(f"pre-{i}", result={"v": "new"}) for i in range(4)]
+        prepared = store.prepare(batch, OnConflict.SKIP)
+        assert prepared is not None
+        outcome = store.write_prepared(batch, OnConflict.SKIP, prepared)
+        assert (sorted(outcome.written), outcome.skipped) == (
+            ["pre-1", "pre-2", "pre-3"],
+            ["pre-0"],
+        )
+        back = store.read_many(Kind.TASK, [r.id for r in batch])
+        assert {i: r.meta["result"]["v"] for i, r in back.items() if r.meta} == {
+            "pre-0": "stored",
+            "pre-1": "new",
+            "pre-2": "new",
+            "pre-3": "new",
+        }
+    finally:
+        store.close()
+
+
+def test_a_prepared_batch_is_used_only_for_its_own_records(postgres_db: SqlDB) -> None:
+    store = open_store(postgres_db.url)
+    try:
+        prepared = store.prepare([task("other-1")], OnConflict.SKIP)
+        outcome = store.write_prepared([task("mine-1")], OnConflict.SKIP, prepared)
+        assert outcome.written == ["mine-1"]
+        assert set(store.read_many(Kind.TASK, ["mine-1", "other-1"])) == {"mine-1"}
+    finally:
+        store.close()

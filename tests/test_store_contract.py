@@ -66,6 +66,16 @@ def test_skip_keeps_the_stored_result(store: Store) -> None:
     assert store.read_many(Kind.TASK, ["c1"])["c1"].meta["result"] == {"v": "old"}
 
 
+def test_skip_in_a_batch_of_both_kinds_writes_the_new_and_keeps_the_stored(store: Store) -> None:
+    store.write_many([group("g-kept", ["first"])], OnConflict.SKIP)
+    outcome = store.write_many([task("t-new"), group("g-kept", ["second"])], OnConflict.SKIP)
+    assert (outcome.written, outcome.skipped) == (["t-new"], ["g-kept"])
+    assert set(store.read_many(Kind.TASK, ["t-new"])) == {"t-new"}
+    kept = store.read_many(Kind.GROUP, ["g-kept"])["g-kept"].meta
+    assert kept is not None
+    assert kept["result"][1][0][0][0] == "first"
+
+
 def test_overwrite_replaces_the_stored_result(store: Store) -> None:
     store.write_many([task("c2", result={"v": "old"})], OnConflict.SKIP)
     outcome = store.write_many([task("c2", result={"v": "new"})], OnConflict.OVERWRITE)

@@ -346,8 +346,14 @@ class SqlStore(Store):
         if not records:
             return WriteResult()
         self.ensure_tables()
-        write_kind = functools.partial(self._write_kind, prepared=prepared)
-        return write_by_kind(self.engine, records, on_conflict, write_kind)
+        if self._copies and on_conflict is OnConflict.SKIP:
+            # Straight into the table, the usual case of a migration.  When a
+            # record is stored already (or meanwhile, by a worker), that
+            # transaction rolls back and the batch is upserted instead.
+            direct = functools.partial(self._write_kind, prepared=prepared, direct=True)
+            with contextlib.suppress(_Conflict):
+                return write_by_kind(self.engine, records, on_conflict, direct)
+        return write_by_kind(self.engine, records, on_conflict, self._write_kind)
 
     @property
     def _copies(self) -> bool:
@@ -417,14 +423,18 @@ class SqlStore(Store):
         outcome: WriteResult,
         *,
         prepared: object | None = None,
+        direct: bool = False,
     ) -> None:
         table = self.table(kind)
         assert table is not None
         id_column = self._id_column(kind, table)
         columns = self._columns(kind, table)
-        if self._copies:
+        if direct:
             ready = prepared if isinstance(prepared, _Prepared) and prepared.fits(batch) else None
-            self._copy_upsert(conn, kind, table, columns, batch, on_conflict, outcome, ready)
+            self._copy_direct(conn, table, columns, batch, outcome, ready)
+            return
+        if self._copies:
+            self._copy_upsert(conn, kind, table, columns, batch, on_conflict, outcome)
             return
         rows = rows_of(batch, lambda record: self._row(record, table), outcome)
         if not rows:
@@ -455,7 +465,6 @@ class SqlStore(Store):
         batch: list[Record],
         on_conflict: OnConflict,
         outcome: WriteResult,
-        prepared: _Prepared | None,
     ) -> None:
         """PostgreSQL: COPY the batch into a temporary table, then one upsert from it."""
         preparer = self.engine.dialect.identifier_preparer
@@ -466,10 +475,6 @@ class SqlStore(Store):
         assert driver is not None
         sequence = self._sequence(table)
         types = self._binary_types(conn, table)
-        if on_conflict is OnConflict.SKIP and self._copy_direct(
-            conn, driver, target, columns, batch, table, outcome, types, prepared
-        ):
-            return
         rows = rows_of(batch, lambda record: self._row(record, table), outcome)
         if not rows:
             return
@@ -526,28 +531,27 @@ class SqlStore(Store):
     def _copy_direct(
         self,
         conn: sa.Connection,
-        driver: Any,
-        target: str,
+        table: sa.Table,
         columns: Sequence[str],
         batch: list[Record],
-        table: sa.Table,
         outcome: WriteResult,
-        types: dict[str, str],
         prepared: _Prepared | None,
-    ) -> bool:
-        """COPY straight into the table when none of the batch is there yet.
+    ) -> None:
+        """COPY straight into the table; raise :class:`_Conflict` when a record of
+        the batch is stored already (the transaction is then unusable).
 
         The common case of a migration into a new table, at COPY speed.  The
         rows are those *prepared*, or made just before they are written, so
-        that a batch's rows are never all alive at once.  Any conflict (an id
-        already stored, or stored meanwhile by a worker) rolls back to the
-        savepoint and returns False, and the caller upserts.
+        that a batch's rows are never all alive at once.
         """
         import psycopg
 
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        target = self.engine.dialect.identifier_preparer.format_table(table)
+        types = self._binary_types(conn, table)
         written: list[str] = []
         failed: dict[str, str] = {}
-        savepoint = conn.begin_nested()
         try:
             ids = prepared.ids if prepared else self._next_ids(conn, table, len(batch))
             names = ["id", *columns] if ids else columns
@@ -568,13 +572,10 @@ class SqlStore(Store):
                             continue
                         write((ids[at], *row) if ids else row)
                         written.append(record.id)
-        except psycopg.errors.UniqueViolation:
-            savepoint.rollback()
-            return False
-        savepoint.commit()
+        except psycopg.errors.UniqueViolation as exc:
+            raise _Conflict() from exc
         outcome.written.extend(written)
         outcome.failed.update(failed)
-        return True
 
     def _copy_blocks(
         self,
@@ -734,6 +735,10 @@ def _binary(types: dict[str, str], columns: Sequence[str]) -> str:
     if all(types.get(c) in _BINARY_TYPES for c in columns):
         return " (FORMAT BINARY)"
     return ""
+
+
+class _Conflict(Exception):
+    """A record of a batch copied straight into its table is stored there already."""
 
 
 @dataclass
