@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -254,25 +255,21 @@ def _run(
             ) from exc
         prepare = functools.partial(dst.prepare, on_conflict=on_conflict)
     starts = [(kind, state.cursors.get(kind.value)) for kind in kinds]
-    pages = _prefetch(src, starts, batch_size, filters, prepare)
-    for kind, page, selected, prepared, seconds in pages:
-        read_seconds += seconds
-        done[kind] += len(page.records)
-        if report.dry_run:
-            for record in selected:
-                if record.error and record.serializer != "pickle":
-                    report.failed += 1
-                    _note_failure(report, record, record.error)
-                    continue
-                by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
-                report.bytes += len(record.raw or b"") or len(repr(record.meta))
-        elif selected:
-            outcome = _write(dst, selected, on_conflict, prepared)
+    # Batches are written in order; where the target allows it, the next one is
+    # written while this one commits (each in its own transaction).
+    depth = 2 if dst.concurrent_writes and not report.dry_run else 1
+    Writing = Future[WriteResult] | WriteResult | None
+    in_flight: deque[tuple[Kind, Page, list[Record], Writing]] = deque()
+
+    def finish(kind: Kind, page: Page, selected: list[Record], writing: Writing) -> None:
+        if writing is not None:
+            outcome = writing.result() if isinstance(writing, Future) else writing
             _account(report, selected, outcome)
             if verify or move:
                 kept = _verify(dst, selected, outcome, report)
                 if move:
                     report.deleted += src.delete_many(kind, kept)
+        done[kind] += len(page.records)
         if progress is not None:
             progress(Progress(kind, done[kind], totals.get(kind)))
         if not report.dry_run:
@@ -281,6 +278,34 @@ def _run(
                 state.finished.append(kind.value)
             state.counters = {name: getattr(report, name) for name in _COUNTERS}
             state.save()
+
+    with contextlib.ExitStack() as stack:
+        writers = None
+        if depth > 1:
+            pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="resultkit-write")
+            writers = stack.enter_context(pool)
+        for kind, page, selected, prepared, seconds in _prefetch(
+            src, starts, batch_size, filters, prepare
+        ):
+            read_seconds += seconds
+            writing: Writing = None
+            if report.dry_run:
+                for record in selected:
+                    if record.error and record.serializer != "pickle":
+                        report.failed += 1
+                        _note_failure(report, record, record.error)
+                        continue
+                    by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
+                    report.bytes += len(record.raw or b"") or len(repr(record.meta))
+            elif selected and writers is not None:
+                writing = writers.submit(_write, dst, selected, on_conflict, prepared)
+            elif selected:
+                writing = _write(dst, selected, on_conflict, prepared)
+            in_flight.append((kind, page, selected, writing))
+            if len(in_flight) >= depth:
+                finish(*in_flight.popleft())
+        while in_flight:
+            finish(*in_flight.popleft())
     if report.dry_run:
         report.by_state = dict(sorted(by_state.items()))
         copied = sum(by_state.values())
@@ -305,6 +330,10 @@ def _prefetch(
     def read(kind: Kind, at: Any) -> tuple[Kind, Page, list[Record], object | None, float]:
         began = time.monotonic()
         page = src.scan(kind, at, batch_size)
+        while not page.records and page.cursor is not None:
+            # A page that matched nothing (Redis scans every key for each kind):
+            # read on rather than hand over, and checkpoint, nothing.
+            page = src.scan(kind, page.cursor, batch_size)
         seconds = time.monotonic() - began
         if filters.empty:  # every record, the unreadable ones too (they are reported)
             selected = list(page.records)

@@ -199,6 +199,12 @@ class Store(ABC):
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         """Store *records* all at once or not at all (one transaction or pipeline)."""
 
+    @property
+    def concurrent_writes(self) -> bool:
+        """True when two batches may be written at once, from two threads, each
+        in its own transaction."""
+        return False
+
     def ensure_tables(self) -> None:  # noqa: B027 - an optional step, nothing by default
         """Create what writing here needs (tables) when it is missing; safe to call
         from two threads at once.  Nothing, for stores that need nothing made."""

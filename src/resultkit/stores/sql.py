@@ -360,6 +360,11 @@ class SqlStore(Store):
         """True on PostgreSQL through psycopg 3: batches are written with COPY."""
         return self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 
+    @property
+    def concurrent_writes(self) -> bool:
+        """PostgreSQL: one batch's COPY streams while the one before commits."""
+        return self._copies
+
     def prepare(self, records: Sequence[Record], on_conflict: OnConflict) -> object | None:
         """PostgreSQL: the batch's binary COPY rows and their ids, made ahead.
 
