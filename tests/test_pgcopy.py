@@ -4,6 +4,7 @@ migration through either path reads back through Celery."""
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -327,3 +328,198 @@ def test_a_prepared_batch_is_used_only_for_its_own_records(postgres_db: SqlDB) -
         assert set(store.read_many(Kind.TASK, ["mine-1", "other-1"])) == {"mine-1"}
     finally:
         store.close()
+
+
+# ------------------------------------------------------------ from the stored JSON
+
+ENCODED_COLUMNS = {"result", "children", "args", "kwargs", "stamps"}
+
+
+def fields(row: bytes) -> list[bytes | None]:
+    """The fields of one binary COPY row."""
+    (count,) = struct.unpack_from("!h", row)
+    at, out = 2, []
+    for _ in range(count):
+        (size,) = struct.unpack_from("!i", row, at)
+        at += 4
+        if size < 0:
+            out.append(None)
+            continue
+        out.append(row[at : at + size])
+        at += size
+    assert at == len(row)
+    return out
+
+
+def same_row(target: Target, left: bytes, right: bytes) -> None:
+    """Equal rows; JSON columns equal as values (their text may differ in form)."""
+    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    for name, a, b in zip(names, fields(left), fields(right), strict=True):
+        if name in ENCODED_COLUMNS and a is not None and b is not None:
+            assert json.loads(a) == json.loads(b), name
+        else:
+            assert a == b, name
+
+
+def json_row(target: Target, raw: bytes) -> bytes | None:
+    out = bytearray(b"before")
+    made = _speedups.pack_json_row(out, target.spec, "t-1", raw, ROW_ID)
+    if not made:
+        assert out == b"before"
+        return None
+    return bytes(out[6:])
+
+
+def meta_row(target: Target, raw: bytes) -> bytes | None:
+    """The row made from the decoded meta (C, else Python); None when refused."""
+    record = Record(Kind.TASK, "t-1", json.loads(raw))
+    try:
+        return target.c_row(record) or target.python_row(record)
+    except (ValueError, TypeError):
+        return None
+
+
+finite_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+json_metas = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["SUCCESS", "FAILURE"]) | texts,
+        "result": finite_json,
+        "traceback": st.none() | st.text(max_size=200),
+        "children": st.none() | st.just([]) | st.lists(finite_json, max_size=2),
+        "date_done": st.none()
+        | moments.map(lambda d: d.isoformat())
+        | moments.map(lambda d: d.isoformat() + "+00:00")
+        | moments.map(lambda d: d.isoformat() + "-05:30"),
+        "task_id": st.text(max_size=10),
+    },
+    optional={
+        "name": texts,
+        "args": st.none() | st.lists(finite_json, max_size=3),
+        "kwargs": st.none() | st.dictionaries(st.text(max_size=5), finite_json, max_size=3),
+        "worker": texts,
+        "retries": st.none() | st.integers(-(2**40), 2**40) | st.booleans(),
+        "queue": texts,
+        "stamped_headers": st.none() | st.just([]) | st.just(["h"]),
+    },
+)
+writers = st.sampled_from(
+    [
+        orjson.dumps,
+        lambda m: json.dumps(m).encode(),  # Celery's kombu json: ", " and ": ", \\u escapes
+        lambda m: json.dumps(m, ensure_ascii=False, indent=2).encode(),
+    ]
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(meta=json_metas, write=writers)
+def test_the_stored_json_makes_the_row_the_meta_makes(
+    target: Target, meta: dict[str, Any], write: Any
+) -> None:
+    try:
+        raw = write(meta)
+    except TypeError:  # orjson: an int beyond 64 bits
+        raw = json.dumps(meta).encode()
+    made = json_row(target, raw)
+    if made is not None:
+        expected = meta_row(target, raw)
+        assert expected is not None
+        same_row(target, made, expected)
+
+
+def test_an_ordinary_stored_result_is_made_from_its_json(target: Target) -> None:
+    for record in [*standard_set(), failure("f", done=NOW)]:
+        if record.kind is not Kind.TASK:
+            continue
+        meta = dict(record.meta or {}, date_done=NOW.isoformat())
+        for raw in (orjson.dumps(meta), json.dumps(meta).encode()):
+            made = json_row(target, raw)
+            assert made is not None, (record.id, raw)
+            expected = meta_row(target, raw)
+            assert expected is not None
+            same_row(target, made, expected)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"status": "SUCCESS", "result": 1',  # cut short
+        b'{"status": "SUCCESS"} x',  # trailing garbage
+        b'{"status": "SUCCESS", "result": NaN}',
+        b'{"status": "SUCCESS", "result": [1,]}',
+        b'{"status": "SUCCESS", "result": 01}',
+        b'{"status": "SUCCESS", "result": "\xff"}',  # not UTF-8
+        b'{"status": "SUCCESS", "result": "\xed\xa0\x80"}',  # a surrogate in UTF-8
+        b'{"status": "SUCCESS", "result": "\\ud800"}',  # a lone surrogate escape
+        b'{"status": "SUCCESS", "result": "\\x41"}',
+        b'{"status": "SUCCESS", "result": "tab\there"}',  # a raw control character
+        b'{"status": "SUCCESS", "result": ' + b"[" * 300 + b"]" * 300 + b"}",
+        b'{"sta\\u0074us": "SUCCESS"}',  # a key with an escape
+        b'{"status": "SU\\u0000CCESS"}',  # NUL, which text columns cannot hold
+        b'{"status": "SUCCESS", "retries": 1.5}',
+        b'{"status": "SUCCESS", "retries": 12345678901}',  # beyond int4
+        b'{"status": "SUCCESS", "date_done": "2026-11-24T10:00:00+02:00"}',
+        b'{"status": "SUCCESS", "date_done": "2026-02-30T10:00:00"}',
+        b'{"status": "SUCCESS", "children": 0}',
+        b'{"status": "SUCCESS", "stamped_headers": ["h"], "h": 1}',
+        b'{"status": "' + b"S" * 51 + b'"}',
+        b"[1, 2]",
+        b"",
+    ],
+)
+def test_json_not_made_here_is_declined(target: Target, raw: bytes) -> None:
+    assert json_row(target, raw) is None
+
+
+def test_escapes_duplicates_and_big_numbers_read_as_python_reads_them(target: Target) -> None:
+    raw = (
+        b'{"status": "FAILURE", "status": "SUCCESS", "traceback": "line 1\\nline \\"2\\" \\u00e9'
+        b' \\ud83d\\ude00 \\/", "result": 123456789012345678901234567890, "date_done": '
+        b'"2026-11-24T10:11:12.000001Z", "children": [ ], "kwargs": {"a": [1e5, -0]}}'
+    )
+    made = json_row(target, raw)
+    assert made is not None
+    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    values = dict(zip(names, fields(made), strict=True))
+    assert values["status"] == b"SUCCESS"
+    assert values["traceback"] == 'line 1\nline "2" é 😀 /'.encode()
+    assert values["result"] == b"123456789012345678901234567890"
+    assert values["children"] is None
+    assert json.loads(values["kwargs"] or b"") == {"a": [100000.0, 0]}
+    micros = (datetime(2026, 11, 24, 10, 11, 12, 1) - datetime(2000, 1, 1)) // timedelta(
+        microseconds=1
+    )
+    assert values["date_done"] == struct.pack("!q", micros)
+
+
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.binary(max_size=80) | st.text(max_size=80).map(str.encode))
+def test_only_strict_json_objects_are_made(target: Target, raw: bytes) -> None:
+    if json_row(target, b'{"status": "SUCCESS", "result": ' + raw + b"}") is not None:
+        json.loads(b'{"result": ' + raw + b"}")  # what C took is JSON Python reads
+
+
+@pytest.mark.parametrize("empty", [b"null", b"false", b'""', b"[]", b"{}", b"[ ]", b"{\n }"])
+def test_empty_children_and_stamps_are_null_as_python_finds_them_false(
+    target: Target, empty: bytes
+) -> None:
+    raw = b'{"status": "SUCCESS", "children": %s, "stamped_headers": %s}' % (empty, empty)
+    made = json_row(target, raw)
+    assert made is not None
+    expected = meta_row(target, raw)
+    assert expected is not None
+    same_row(target, made, expected)
+    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    assert dict(zip(names, fields(made), strict=True))["children"] is None

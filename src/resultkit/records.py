@@ -120,6 +120,12 @@ class Record:
         if decode is not None:
             decode(self, True)
 
+    @property
+    def undecoded(self) -> bool:
+        """True while ``raw`` is left to decode: it is then the meta exactly as
+        stored, in ``serializer`` and ``compression``, and nothing has changed it."""
+        return self._decode is not None
+
     def peek(self) -> dict[str, Any] | None:
         """``meta``, not kept when its decoding was left until it is used.
 

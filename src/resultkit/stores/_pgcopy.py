@@ -12,7 +12,9 @@ length (-1 for NULL) and its bytes, then the trailer.
 meta for the columns a :func:`row_spec` describes, and declines (returns
 False) any value it does not write itself; the store then makes that row in
 Python with :func:`pack_values`, which is also used for every row when the
-extension is not built.
+extension is not built.  :data:`pack_json_row` makes the same row from the
+meta's stored JSON, for a record not decoded yet: the encoded columns take
+their values' JSON text as stored, with no Python objects made for them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["SIGNATURE", "TRAILER", "pack_row", "pack_values", "row_spec"]
+__all__ = ["SIGNATURE", "TRAILER", "pack_json_row", "pack_row", "pack_values", "row_spec"]
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)  # no flags, no extension
 TRAILER = struct.pack("!h", -1)
@@ -124,12 +126,20 @@ def _pack_row_declined(
     return False  # without the C extension every row is made in Python
 
 
+def _pack_json_row_declined(
+    out: bytearray, spec: Spec, record_id: str, raw: bytes, row_id: Any
+) -> bool:
+    return False
+
+
 _MICROSECOND = datetime(2000, 1, 1, 0, 0, 0, 1) - _EPOCH
 
 pack_row: Callable[[bytearray, Spec, str, dict[str, Any], Any, Any], bool]
+pack_json_row: Callable[[bytearray, Spec, str, bytes, Any], bool]
 try:
     if os.environ.get("RESULTKIT_PURE_PYTHON"):
         raise ImportError("RESULTKIT_PURE_PYTHON is set")
-    pack_row = importlib.import_module(f"{__package__.rpartition('.')[0]}._speedups").pack_row
+    _speedups = importlib.import_module(f"{__package__.rpartition('.')[0]}._speedups")
+    pack_row, pack_json_row = _speedups.pack_row, _speedups.pack_json_row
 except (ImportError, AttributeError):
-    pack_row = _pack_row_declined
+    pack_row, pack_json_row = _pack_row_declined, _pack_json_row_declined

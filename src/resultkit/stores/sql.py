@@ -28,7 +28,7 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
 from ..summary import Summary, sealed_key_counts, sql_summary
-from ._pgcopy import SIGNATURE, TRAILER, Spec, pack_row, pack_values, row_spec
+from ._pgcopy import SIGNATURE, TRAILER, Spec, pack_json_row, pack_row, pack_values, row_spec
 from ._sql import (
     IN_CHUNK_ROWS,
     delete_ids,
@@ -593,8 +593,12 @@ class SqlStore(Store):
         written: list[str],
         failed: dict[str, str],
     ) -> None:
-        """Write *batch* as binary COPY blocks, each row made from its record's meta
-        in C (:mod:`._pgcopy`); a row it declines is made by :meth:`_row` here."""
+        """Write *batch* as binary COPY blocks (:mod:`._pgcopy`).
+
+        A row is made in C from the record's stored JSON when it is unchanged
+        and not decoded yet, else from its meta; a row C declines is made by
+        :meth:`_row` here, which also refuses what cannot be stored.
+        """
         kind = batch[0].kind
         spec = self._specs.get((table.name, len(names)))
         if spec is None:
@@ -608,18 +612,30 @@ class SqlStore(Store):
         out = bytearray(SIGNATURE)
         for at, record in enumerate(batch):
             row_id = ids[at] if ids else None
-            meta = record.peek()
             encode = _pickle if legacy else encoder_for(record)
-            # orjson itself for plain JSON: the bytes are copied into the block at once.
-            fast = orjson.dumps if encode is json_dumps else encode
-            if meta is None or not spec or not pack_row(out, spec, record.id, meta, fast, row_id):
-                try:
-                    row = self._row(record, table)
-                    out += pack_values((row_id, *row) if ids else row, kinds)
-                except Exception as exc:
-                    failed[record.id] = str(exc)
-                    continue
-            written.append(record.id)
+            if (
+                encode is json_dumps
+                and spec
+                and record.undecoded
+                and record.compression is None
+                and record.envelope is None
+                and record.raw is not None
+                and pack_json_row(out, spec, record.id, record.raw, row_id)
+            ):
+                # Stored JSON, unchanged: the row is made from it as it is.
+                written.append(record.id)
+            else:
+                meta = record.peek()
+                # orjson itself for plain JSON: the bytes are copied into the block at once.
+                fast = orjson.dumps if encode is json_dumps else encode
+                if not (meta and spec and pack_row(out, spec, record.id, meta, fast, row_id)):
+                    try:
+                        row = self._row(record, table)
+                        out += pack_values((row_id, *row) if ids else row, kinds)
+                    except Exception as exc:
+                        failed[record.id] = str(exc)
+                        continue
+                written.append(record.id)
             if len(out) >= _COPY_BLOCK:
                 write(out)
                 out = bytearray()
