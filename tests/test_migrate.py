@@ -3,6 +3,7 @@ transcoding, app settings, old table layouts, and crash safety."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -503,6 +504,69 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
         ).one()
     assert rows == distinct == total
     assert not checkpoint.exists()
+
+
+def test_ctrl_c_stops_cleanly_and_resume_redoes_no_batch(
+    redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given 50,000 results in Redis, migrated in batches of 100
+    total = 50_000
+    pipe = redis_db.client.pipeline(transaction=False)
+    for i in range(total):
+        pipe.set(
+            f"celery-task-meta-c{i:05d}",
+            b'{"status": "SUCCESS", "result": %d, "traceback": null, "children": [], '
+            b'"date_done": "%s", "task_id": "c%05d"}' % (i, NOW.isoformat().encode(), i),
+        )
+    pipe.execute()
+    checkpoint = tmp_path / "cp.json"
+    command = [
+        str(Path(sys.executable).parent / "resultkit"),
+        "migrate",
+        redis_db.url,
+        postgres_db.url,
+        "--batch-size",
+        "100",
+        "--checkpoint",
+        str(checkpoint),
+        "--json",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: whatever the test runner does with SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # When Ctrl-C is pressed part-way
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    # Then it stops with one line and exit 130, having written part of the results
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "error: interrupted"
+    with postgres_db.engine.connect() as conn:
+        partial = conn.execute(sa.text("SELECT count(*) FROM celery_taskmeta")).scalar_one()
+    assert 0 < partial < total
+    # And --resume copies the rest without redoing a batch written before the stop
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed"] is True
+    assert (summary["copied"], summary["skipped"], summary["failed"]) == (total, 0, 0)
+    with postgres_db.engine.connect() as conn:
+        rows, distinct = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT task_id) FROM celery_taskmeta")
+        ).one()
+    assert rows == distinct == total
 
 
 def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(

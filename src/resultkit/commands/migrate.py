@@ -6,6 +6,8 @@ import contextlib
 import functools
 import gc
 import os
+import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -203,7 +205,22 @@ def migrate(
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], 50 * batch_size), *threshold[1:])
     try:
-        _run(src, dst, report, state, filters, batch_size, on_conflict, verify, move, progress)
+        with _stop_on_ctrl_c() as stop:
+            _run(
+                src,
+                dst,
+                report,
+                state,
+                filters,
+                batch_size,
+                on_conflict,
+                verify,
+                move,
+                progress,
+                stop,
+            )
+            if stop.is_set():
+                raise KeyboardInterrupt
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
@@ -234,6 +251,7 @@ def _run(
     verify: bool,
     move: bool,
     progress: Callable[[Progress], None] | None,
+    stop: threading.Event,
 ) -> None:
     read_seconds = 0.0
     by_state: Counter[str] = Counter()
@@ -262,8 +280,9 @@ def _run(
     in_flight: deque[tuple[Kind, Page, list[Record], Writing]] = deque()
 
     def finish(kind: Kind, page: Page, selected: list[Record], writing: Writing) -> None:
+        interrupted = False
         if writing is not None:
-            outcome = writing.result() if isinstance(writing, Future) else writing
+            outcome, interrupted = _outcome(writing)
             _account(report, selected, outcome)
             if verify or move:
                 kept = _verify(dst, selected, outcome, report)
@@ -278,34 +297,45 @@ def _run(
                 state.finished.append(kind.value)
             state.counters = {name: getattr(report, name) for name in _COUNTERS}
             state.save()
+        if interrupted:
+            raise KeyboardInterrupt
 
     with contextlib.ExitStack() as stack:
         writers = None
         if depth > 1:
             pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="resultkit-write")
             writers = stack.enter_context(pool)
-        for kind, page, selected, prepared, seconds in _prefetch(
-            src, starts, batch_size, filters, prepare
-        ):
-            read_seconds += seconds
-            writing: Writing = None
-            if report.dry_run:
-                for record in selected:
-                    if record.error and record.serializer != "pickle":
-                        report.failed += 1
-                        _note_failure(report, record, record.error)
-                        continue
-                    by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
-                    report.bytes += len(record.raw or b"") or len(repr(record.meta))
-            elif selected and writers is not None:
-                writing = writers.submit(_write, dst, selected, on_conflict, prepared)
-            elif selected:
-                writing = _write(dst, selected, on_conflict, prepared)
-            in_flight.append((kind, page, selected, writing))
-            if len(in_flight) >= depth:
+        try:
+            for kind, page, selected, prepared, seconds in _prefetch(
+                src, starts, batch_size, filters, prepare
+            ):
+                read_seconds += seconds
+                writing: Writing = None
+                if report.dry_run:
+                    for record in selected:
+                        if record.error and record.serializer != "pickle":
+                            report.failed += 1
+                            _note_failure(report, record, record.error)
+                            continue
+                        by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
+                        report.bytes += len(record.raw or b"") or len(repr(record.meta))
+                elif selected and writers is not None:
+                    writing = writers.submit(_write, dst, selected, on_conflict, prepared)
+                elif selected:
+                    writing = _write(dst, selected, on_conflict, prepared)
+                in_flight.append((kind, page, selected, writing))
+                if len(in_flight) >= depth:
+                    finish(*in_flight.popleft())
+                if stop.is_set():
+                    break  # Ctrl-C: stop after the batches under way
+            while in_flight:
                 finish(*in_flight.popleft())
-        while in_flight:
-            finish(*in_flight.popleft())
+        except KeyboardInterrupt:
+            # Batches being written are committed by their threads anyway:
+            # count and checkpoint them, so that --resume does not redo them.
+            while in_flight:
+                finish(*in_flight.popleft())
+            raise
     if report.dry_run:
         report.by_state = dict(sorted(by_state.items()))
         copied = sum(by_state.values())
@@ -362,6 +392,49 @@ def _prefetch(
             yield kind, page, selected, prepared, seconds
             if following is None:
                 return
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """An event that Ctrl-C sets: the migration then stops after the batches
+    under way are written and checkpointed, and raises KeyboardInterrupt.
+
+    A second Ctrl-C raises at once; batches being written by their threads
+    are still waited for and checkpointed, as they commit anyway.  Only where
+    Python's own handler is in place, in the main thread; elsewhere Ctrl-C is
+    what it was.
+    """
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield stop
+        return
+
+    def ask(number: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, ask)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _outcome(writing: Future[WriteResult] | WriteResult) -> tuple[WriteResult, bool]:
+    """A batch's outcome, and whether Ctrl-C was pressed meanwhile: a batch
+    written by its own thread is committed anyway, so it is waited for."""
+    if not isinstance(writing, Future):
+        return writing, False
+    interrupted = False
+    while True:
+        try:
+            return writing.result(), interrupted
+        except KeyboardInterrupt:
+            interrupted = True
 
 
 def _selected(record: Record, filters: Filters) -> bool:
