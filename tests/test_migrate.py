@@ -433,32 +433,43 @@ def test_the_older_layout_with_a_pickled_result_column(
 # ------------------------------------------------------------ crash safety
 
 
+def fill_json_results(redis_db: RedisDB, prefix: str, total: int) -> None:
+    """*total* small results, as Celery's json serializer writes them, with a day to live."""
+    pipe = redis_db.client.pipeline(transaction=False)
+    for i in range(total):
+        pipe.set(
+            f"celery-task-meta-{prefix}{i:05d}",
+            b'{"status": "SUCCESS", "result": %d, "traceback": null, "children": [], '
+            b'"date_done": "%s", "task_id": "%s%05d"}'
+            % (i, NOW.isoformat().encode(), prefix.encode(), i),
+            ex=86400,
+        )
+    pipe.execute()
+
+
+def migrate_command(source: str, target: str, checkpoint: Path, batch: int) -> list[str]:
+    """The CLI, run as a user runs it, checkpointing in batches of *batch*."""
+    resultkit = str(Path(sys.executable).parent / "resultkit")
+    options = ["--batch-size", str(batch), "--checkpoint", str(checkpoint), "--json"]
+    return [resultkit, "migrate", source, target, *options]
+
+
+def rows_and_ids(db: SqlDB) -> tuple[int, int]:
+    """Rows in the task table, and distinct task ids among them."""
+    with db.engine.connect() as conn:
+        query = "SELECT count(*), count(DISTINCT task_id) FROM celery_taskmeta"
+        rows, distinct = conn.execute(sa.text(query)).one()
+    return int(rows), int(distinct)
+
+
 def test_a_migration_killed_part_way_resumes_to_exactly_once(
     redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
     # Given 20,000 results in Redis
     total = 20_000
-    pipe = redis_db.client.pipeline(transaction=False)
-    for i in range(total):
-        pipe.set(
-            f"celery-task-meta-k{i:05d}",
-            b'{"status": "SUCCESS", "result": %d, "traceback": null, "children": [], '
-            b'"date_done": "%s", "task_id": "k%05d"}' % (i, NOW.isoformat().encode(), i),
-            ex=86400,
-        )
-    pipe.execute()
+    fill_json_results(redis_db, "k", total)
     checkpoint = tmp_path / "cp.json"
-    command = [
-        str(Path(sys.executable).parent / "resultkit"),
-        "migrate",
-        redis_db.url,
-        postgres_db.url,
-        "--batch-size",
-        "200",
-        "--checkpoint",
-        str(checkpoint),
-        "--json",
-    ]
+    command = migrate_command(redis_db.url, postgres_db.url, checkpoint, 200)
     # When the migration is killed with SIGKILL after some batches
     process = subprocess.Popen(
         command,
@@ -474,8 +485,7 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    with postgres_db.engine.connect() as conn:
-        partial = conn.execute(sa.text("SELECT count(*) FROM celery_taskmeta")).scalar_one()
+    partial, _ = rows_and_ids(postgres_db)
     assert 0 < partial < total
     # Then --resume finishes it, and a verifying run finds every record exactly once
     resumed = subprocess.run(
@@ -498,11 +508,7 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert json.loads(verify.stdout)["verified"] == total
-    with postgres_db.engine.connect() as conn:
-        rows, distinct = conn.execute(
-            sa.text("SELECT count(*), count(DISTINCT task_id) FROM celery_taskmeta")
-        ).one()
-    assert rows == distinct == total
+    assert rows_and_ids(postgres_db) == (total, total)
     assert not checkpoint.exists()
 
 
@@ -511,26 +517,9 @@ def test_ctrl_c_stops_cleanly_and_resume_redoes_no_batch(
 ) -> None:
     # Given 50,000 results in Redis, migrated in batches of 100
     total = 50_000
-    pipe = redis_db.client.pipeline(transaction=False)
-    for i in range(total):
-        pipe.set(
-            f"celery-task-meta-c{i:05d}",
-            b'{"status": "SUCCESS", "result": %d, "traceback": null, "children": [], '
-            b'"date_done": "%s", "task_id": "c%05d"}' % (i, NOW.isoformat().encode(), i),
-        )
-    pipe.execute()
+    fill_json_results(redis_db, "c", total)
     checkpoint = tmp_path / "cp.json"
-    command = [
-        str(Path(sys.executable).parent / "resultkit"),
-        "migrate",
-        redis_db.url,
-        postgres_db.url,
-        "--batch-size",
-        "100",
-        "--checkpoint",
-        str(checkpoint),
-        "--json",
-    ]
+    command = migrate_command(redis_db.url, postgres_db.url, checkpoint, 100)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         command,
@@ -551,8 +540,7 @@ def test_ctrl_c_stops_cleanly_and_resume_redoes_no_batch(
     # Then it stops with one line and exit 130, having written part of the results
     assert process.returncode == 130, stderr
     assert stderr.strip() == "error: interrupted"
-    with postgres_db.engine.connect() as conn:
-        partial = conn.execute(sa.text("SELECT count(*) FROM celery_taskmeta")).scalar_one()
+    partial, _ = rows_and_ids(postgres_db)
     assert 0 < partial < total
     # And --resume copies the rest without redoing a batch written before the stop
     resumed = subprocess.run(
@@ -562,11 +550,7 @@ def test_ctrl_c_stops_cleanly_and_resume_redoes_no_batch(
     summary = json.loads(resumed.stdout)
     assert summary["resumed"] is True
     assert (summary["copied"], summary["skipped"], summary["failed"]) == (total, 0, 0)
-    with postgres_db.engine.connect() as conn:
-        rows, distinct = conn.execute(
-            sa.text("SELECT count(*), count(DISTINCT task_id) FROM celery_taskmeta")
-        ).one()
-    assert rows == distinct == total
+    assert rows_and_ids(postgres_db) == (total, total)
 
 
 def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(

@@ -976,6 +976,26 @@ pack_column(Buf *b, PyObject *column, PyObject *record_id, PyObject *meta, PyObj
     }
 }
 
+/* What making a row into b came to (rc 1 made, 0 declined, -1 error): the row
+ * appended to out and True, False with out as it was, or NULL.  Frees b. */
+static PyObject *
+row_made(PyObject *out, Buf *b, int rc)
+{
+    PyObject *made = NULL;
+    if (rc == 1) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(out);
+        if (PyByteArray_Resize(out, at + b->used) == 0) {
+            memcpy(PyByteArray_AS_STRING(out) + at, b->data, (size_t)b->used);
+            made = Py_NewRef(Py_True);
+        }
+    }
+    else if (rc == 0)
+        made = Py_NewRef(Py_False);
+    if (b->on_heap)
+        PyMem_Free(b->data);
+    return made;
+}
+
 static PyObject *
 speedups_pack_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -994,19 +1014,7 @@ speedups_pack_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int rc = 1;
     for (Py_ssize_t i = 0; i < columns && rc == 1; i++)
         rc = pack_column(&b, PyTuple_GET_ITEM(spec, i), args[2], args[3], args[4], args[5]);
-    PyObject *out = NULL;
-    if (rc == 1) {
-        Py_ssize_t at = PyByteArray_GET_SIZE(args[0]);
-        if (PyByteArray_Resize(args[0], at + b.used) == 0) {
-            memcpy(PyByteArray_AS_STRING(args[0]) + at, b.data, (size_t)b.used);
-            out = Py_NewRef(Py_True);
-        }
-    }
-    else if (rc == 0)
-        out = Py_NewRef(Py_False);
-    if (b.on_heap)
-        PyMem_Free(b.data);
-    return out;
+    return row_made(args[0], &b, rc);
 }
 
 /* ------------------------------------------------------------------------
@@ -1490,19 +1498,7 @@ speedups_pack_json_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         if (rc < 0 && !PyErr_Occurred())
             rc = 0;
     }
-    PyObject *out = NULL;
-    if (rc == 1) {
-        Py_ssize_t at = PyByteArray_GET_SIZE(args[0]);
-        if (PyByteArray_Resize(args[0], at + b.used) == 0) {
-            memcpy(PyByteArray_AS_STRING(args[0]) + at, b.data, (size_t)b.used);
-            out = Py_NewRef(Py_True);
-        }
-    }
-    else if (rc == 0)
-        out = Py_NewRef(Py_False);
-    if (b.on_heap)
-        PyMem_Free(b.data);
-    return out;
+    return row_made(args[0], &b, rc);
 }
 
 static PyMethodDef methods[] = {
