@@ -3,7 +3,9 @@ transcoding, app settings, old table layouts, and crash safety."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from celery.app.task import Context
 
@@ -610,3 +613,46 @@ def test_resultkit_json_results_keep_their_types_and_verify(
     reader = celery_app(postgres_db.url, **settings)
     for task_id, value in values.items():
         assert reader.AsyncResult(task_id).get(timeout=5) == value
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["c", "pure-python"])
+def test_numbers_json_holds_inexactly_survive_every_hop(
+    cli: Any,
+    redis_db: RedisDB,
+    postgres_db: SqlDB,
+    sqlite_db: SqlDB,
+    own_redis: Any,
+    tmp_path: Path,
+    pure_python: bool,
+) -> None:
+    # Given results Celery's RedisBackend stored with NaN, infinities and big integers
+    # (Python's json writes NaN and Infinity; orjson would read or write them otherwise)
+    values = {
+        "nan": {"mean": math.nan, "n": 0},
+        "inf": [math.inf, -math.inf, 1.5],
+        "big": {"id": 2**70 + 1, "neg": -(3**45), "u64": 2**64 - 1},
+        "mixed": {"x": [math.nan, 2**80 + 7], "label": "12345678901234567890123"},
+    }
+    writer = celery_app(redis_db.url)
+    for task_id, value in values.items():
+        writer.backend.store_result(task_id, value, "SUCCESS")
+    # When they go Redis -> PostgreSQL -> archive -> SQLite -> Redis, verified at each hop
+    other = own_redis().url
+    hops = [
+        redis_db.url,
+        postgres_db.url,
+        f"jsonl://{tmp_path / 'numbers.jsonl.gz'}",
+        sqlite_db.url,
+        other,
+    ]
+    env = {"RESULTKIT_PURE_PYTHON": "1"} if pure_python else None
+    for source, target in itertools.pairwise(hops):
+        result = cli("migrate", source, target, "--verify", "--json", env=env)
+        assert result.code == 0, (source, target, result.output)
+        assert result.json["verified"] == len(values), (source, target, result.output)
+    # Then Celery reads every value back exactly, wherever it reads them
+    for url in (postgres_db.url, sqlite_db.url, other):
+        reader = celery_app(url)
+        for task_id, value in values.items():
+            back = reader.backend.get_task_meta(task_id, cache=False)["result"]
+            assert repr(back) == repr(value), (url, task_id)

@@ -5,6 +5,7 @@ migration through either path reads back through Celery."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resultkit import _speedups
+from resultkit import _speedups, codec
 from resultkit.records import Kind, Record
 from resultkit.stores import OnConflict, open_store
 from resultkit.stores._pgcopy import SIGNATURE, TRAILER, pack_values, row_spec
@@ -455,7 +456,7 @@ def test_an_ordinary_stored_result_is_made_from_its_json(target: Target) -> None
     [
         b'{"status": "SUCCESS", "result": 1',  # cut short
         b'{"status": "SUCCESS"} x',  # trailing garbage
-        b'{"status": "SUCCESS", "result": NaN}',
+        b'{"status": "SUCCESS", "result": Nan}',
         b'{"status": "SUCCESS", "result": [1,]}',
         b'{"status": "SUCCESS", "result": 01}',
         b'{"status": "SUCCESS", "result": "\xff"}',  # not UTF-8
@@ -485,7 +486,8 @@ def test_escapes_duplicates_and_big_numbers_read_as_python_reads_them(target: Ta
     raw = (
         b'{"status": "FAILURE", "status": "SUCCESS", "traceback": "line 1\\nline \\"2\\" \\u00e9'
         b' \\ud83d\\ude00 \\/", "result": 123456789012345678901234567890, "date_done": '
-        b'"2026-11-24T10:11:12.000001Z", "children": [ ], "kwargs": {"a": [1e5, -0]}}'
+        b'"2026-11-24T10:11:12.000001Z", "children": [ ], "kwargs": {"a": [1e5, -0]}, '
+        b'"args": [NaN, Infinity, -Infinity]}'
     )
     made = json_row(target, raw)
     assert made is not None
@@ -496,6 +498,7 @@ def test_escapes_duplicates_and_big_numbers_read_as_python_reads_them(target: Ta
     assert values["result"] == b"123456789012345678901234567890"
     assert values["children"] is None
     assert json.loads(values["kwargs"] or b"") == {"a": [100000.0, 0]}
+    assert values["args"] == b"[NaN, Infinity, -Infinity]"  # as Python's json writes them
     micros = (datetime(2026, 11, 24, 10, 11, 12, 1) - datetime(2000, 1, 1)) // timedelta(
         microseconds=1
     )
@@ -523,3 +526,41 @@ def test_empty_children_and_stamps_are_null_as_python_finds_them_false(
     same_row(target, made, expected)
     names = ["id", *target.store._columns(Kind.TASK, target.table)]
     assert dict(zip(names, fields(made), strict=True))["children"] is None
+
+
+# ------------------------------------------------------------ numbers JSON holds inexactly
+
+number_trees = st.recursive(
+    st.none() | st.floats() | st.integers() | st.text(alphabet="0123456789x", max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(tree=number_trees)
+def test_the_c_number_checks_agree_with_python(tree: Any) -> None:
+    data = repr(tree).encode()
+    assert _speedups.long_digits(data) == codec._long_digits(data)
+    assert _speedups.nonfinite(tree) == codec._nonfinite(tree)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, [math.inf], {"a": [1, {"b": -math.inf}]}, 2**70 + 1, {"n": -(2**80)}],
+)
+def test_json_dumps_writes_what_orjson_cannot_as_celery_does(value: Any) -> None:
+    data = codec.json_dumps(value)
+    assert repr(json.loads(data)) == repr(value)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"v": 123456789012345678901}', b'{"v": NaN}', b'{"v": [Infinity, -Infinity]}']
+)
+def test_payloads_orjson_would_change_are_read_exactly(raw: bytes) -> None:
+    value, serializer, _ = codec.decode_payload(raw)
+    assert serializer == "json"
+    assert repr(value) == repr(json.loads(raw))

@@ -895,7 +895,84 @@ buf_text(Buf *b, PyObject *value, Py_ssize_t limit)
     return buf_field(b, data, n) < 0 ? -1 : 1;
 }
 
-/* encode(value) as a bytea field; 0 when encode raised or returned something else. */
+/* 1 when o holds a NaN or an infinite float in its dicts, lists and tuples
+ * (orjson writes those as null); 0 when not; -1 with an error. */
+static int
+nonfinite(PyObject *o)
+{
+    if (PyFloat_Check(o)) {
+        double v = PyFloat_AS_DOUBLE(o);
+        return !isfinite(v);
+    }
+    PyObject *const *items;
+    Py_ssize_t n;
+    if (PyDict_Check(o)) {
+        Py_ssize_t at = 0;
+        PyObject *key, *value;
+        if (Py_EnterRecursiveCall(" in nonfinite"))
+            return -1;
+        int rc = 0;
+        while (rc == 0 && PyDict_Next(o, &at, &key, &value))
+            rc = nonfinite(value);
+        Py_LeaveRecursiveCall();
+        return rc;
+    }
+    if (PyList_Check(o)) {
+        items = (PyObject *const *)((PyListObject *)o)->ob_item;
+        n = PyList_GET_SIZE(o);
+    }
+    else if (PyTuple_Check(o)) {
+        items = (PyObject *const *)((PyTupleObject *)o)->ob_item;
+        n = PyTuple_GET_SIZE(o);
+    }
+    else
+        return 0;
+    if (Py_EnterRecursiveCall(" in nonfinite"))
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++)
+        rc = nonfinite(items[i]);
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static PyObject *
+speedups_nonfinite(PyObject *module, PyObject *o)
+{
+    int rc = nonfinite(o);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+/* long_digits(data): True when data has 20 digits in a row somewhere (an
+ * integer beyond 64 bits, which orjson would read as a float). */
+static PyObject *
+speedups_long_digits(PyObject *module, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *c = view.buf;
+    Py_ssize_t run = 0, found = 0;
+    for (Py_ssize_t i = 0; i < view.len && !found; i++) {
+        run = (c[i] >= '0' && c[i] <= '9') ? run + 1 : 0;
+        found = run >= 20;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
+}
+
+/* True when the n bytes at text contain "null". */
+static int
+has_null(const char *text, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i + 4 <= n; i++)
+        if (text[i] == 'n' && memcmp(text + i, "null", 4) == 0)
+            return 1;
+    return 0;
+}
+
+/* encode(value) as a bytea field; 0 when encode raised or returned something
+ * else, or wrote null for a NaN or an infinity (Python then writes them). */
 static int
 buf_encoded(Buf *b, PyObject *encode, PyObject *value)
 {
@@ -907,8 +984,15 @@ buf_encoded(Buf *b, PyObject *encode, PyObject *value)
         return 0;
     }
     int rc = 0;
-    if (PyBytes_CheckExact(data))
-        rc = buf_field(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0 ? -1 : 1;
+    if (PyBytes_CheckExact(data)) {
+        const char *text = PyBytes_AS_STRING(data);
+        Py_ssize_t n = PyBytes_GET_SIZE(data);
+        int lost = has_null(text, n) ? nonfinite(value) : 0;
+        if (lost < 0)
+            rc = -1;
+        else if (!lost)
+            rc = buf_field(b, text, n) < 0 ? -1 : 1;
+    }
     Py_DECREF(data);
     return rc;
 }
@@ -1022,8 +1106,9 @@ speedups_pack_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *
  * pack_json_row(out, spec, record_id, raw, row_id) reads raw (bytes: Celery's
  * meta as a JSON object, as stored) without making Python objects.  Every
- * value is validated as strict JSON (UTF-8, escapes, surrogate pairs,
- * numbers); the encoded columns take a value's JSON text as it is, text
+ * value is validated as JSON (UTF-8, escapes, surrogate pairs, numbers; NaN
+ * and Infinity too, which Python's json, and so Celery, writes and reads);
+ * the encoded columns take a value's JSON text as it is, text
  * columns its unescaped string, date_done and retries their parsed value.
  * Anything else (not strict JSON, a key with escapes, a form pack_row would
  * decline) returns False with out unchanged: the caller decodes the meta.
@@ -1220,6 +1305,10 @@ scan_value(Scan *s)
         return scan_literal(s, "false");
     case 'n':
         return scan_literal(s, "null");
+    case 'N': /* NaN and Infinity: not JSON, but what Python's json (and so Celery) writes */
+        return scan_literal(s, "NaN");
+    case 'I':
+        return scan_literal(s, "Infinity");
     case '{':
     case '[': {
         Py_UCS1 close = *s->p == '{' ? '}' : ']';
@@ -1259,6 +1348,10 @@ scan_value(Scan *s)
         }
     }
     default:
+        if (s->end - s->p >= 9 && memcmp(s->p, "-Infinity", 9) == 0) {
+            s->p += 9;
+            return 1;
+        }
         return scan_number(s, &flag);
     }
 }
@@ -1508,6 +1601,10 @@ static PyMethodDef methods[] = {
      "untag(obj, simple, containers, slow, unmark): decoded data with tagged values rebuilt."},
     {"pack_row", (PyCFunction)(void (*)(void))speedups_pack_row, METH_FASTCALL,
      "pack_row(out, spec, record_id, meta, encode, row_id): one binary COPY row, or False."},
+    {"nonfinite", speedups_nonfinite, METH_O,
+     "nonfinite(tree): True when a float in tree is NaN or infinite."},
+    {"long_digits", speedups_long_digits, METH_O,
+     "long_digits(data): True when data has 20 digits in a row."},
     {"pack_json_row", (PyCFunction)(void (*)(void))speedups_pack_json_row, METH_FASTCALL,
      "pack_json_row(out, spec, record_id, raw, row_id): that row from the meta's JSON, or False."},
     {NULL, NULL, 0, NULL},

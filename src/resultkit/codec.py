@@ -16,10 +16,14 @@ turns the tags into Python values (:func:`materialize`).
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._native import speedups
 from .encryption import MAGIC
 from .errors import ConfigurationError, ResultkitError, SerializationError
 
@@ -169,12 +173,35 @@ def json_at_once(data: bytes, hint: str) -> Any:
     for anything else (NaN, big integers, other serializers), which
     :func:`decode_sealed` then reads carefully.
     """
-    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS:
+    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS and not long_digits(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     return NOT_READ
+
+
+def _long_digits(data: bytes) -> bool:
+    return _LONG_DIGITS.search(data) is not None
+
+
+def _nonfinite(tree: Any) -> bool:
+    if isinstance(tree, float):
+        return not math.isfinite(tree)
+    if isinstance(tree, dict):
+        return any(_nonfinite(value) for value in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return any(_nonfinite(value) for value in tree)
+    return False
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+#: True when a payload has 20 digits in a row: orjson reads an integer past 64
+#: bits as a float, so such payloads are read by the standard library.
+long_digits: Callable[[bytes], bool] = speedups.long_digits if speedups else _long_digits
+#: True when a tree holds a NaN or an infinite float, which orjson writes as null.
+nonfinite: Callable[[Any], bool] = speedups.nonfinite if speedups else _nonfinite
 
 
 def decode_payload(
@@ -258,10 +285,11 @@ def decompress_body(body: bytes, name: str) -> bytes:
 
 
 def _json_tree(body: bytes, size: int) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass  # NaN, Infinity or integers past 64 bits: the standard library reads them
+    if not long_digits(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # NaN or Infinity: the standard library reads them
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -286,12 +314,15 @@ def json_dumps(tree: Any) -> bytes:
     """
     try:
         data = orjson.dumps(tree)
-        return _EMPTY.join((data, _EMPTY)) if len(data) < COMPACT_BELOW else data  # a copy
     except TypeError:
-        # Python values rather than a tree (datetimes, Decimals...): kombu tags them.
-        from kombu.utils.json import dumps
+        pass  # Python values (datetimes, Decimals...) or integers past 64 bits
+    else:
+        # orjson writes NaN and infinities as null; kombu writes them as Celery does.
+        if b"null" not in data or not nonfinite(tree):
+            return _EMPTY.join((data, _EMPTY)) if len(data) < COMPACT_BELOW else data  # a copy
+    from kombu.utils.json import dumps
 
-        return str(dumps(tree)).encode("utf-8")
+    return str(dumps(tree)).encode("utf-8")
 
 
 def materialize(tree: Any, serializer: str = "json") -> Any:

@@ -15,7 +15,8 @@ DATE_TOLERANCE = timedelta(seconds=1)
 
 def _plain(value: Any) -> Any:
     """Lists for tuples, recursively, exceptions as (type, message), kombu's JSON
-    type tags as the values they stand for (resultkit-json's are read by :func:`as_values`)."""
+    type tags as the values they stand for (resultkit-json's are read by
+    :func:`as_values`), NaN as a value equal to itself."""
     if isinstance(value, BaseException):
         return ("exception", type(value).__name__, str(value))
     if isinstance(value, dict):
@@ -33,7 +34,12 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return _NAN  # a NaN equals the NaN it was copied from
     return value
+
+
+_NAN = ("nan",)
 
 
 def _group_members(value: Any) -> list[str] | None:

@@ -41,9 +41,7 @@ import dataclasses
 import datetime as dt
 import enum
 import gc
-import importlib
 import math
-import os
 import struct
 import uuid
 from collections.abc import Callable
@@ -52,6 +50,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ._native import speedups
 from .errors import SerializationError
 
 __all__ = [
@@ -455,14 +454,12 @@ def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any, unmark: Any) ->
     return _untag(obj)
 
 
-try:
-    if os.environ.get("RESULTKIT_PURE_PYTHON"):
-        raise ImportError("RESULTKIT_PURE_PYTHON is set")
-    _speedups = importlib.import_module(f"{__package__}._speedups")  # a C extension
-    _prepare: Callable[[Any, bool, Any], Any] = _speedups.prepare
-    _untag_walk: Callable[[Any, Any, Any, Any, Any], Any] = _speedups.untag
+_prepare: Callable[[Any, bool, Any], Any]
+_untag_walk: Callable[[Any, Any, Any, Any, Any], Any]
+if speedups is not None:  # the C extension
+    _prepare, _untag_walk = speedups.prepare, speedups.untag
     SPEEDUPS = True
-except ImportError:
+else:
     _prepare, _untag_walk = _prepare_py, _untag_py
     SPEEDUPS = False
 

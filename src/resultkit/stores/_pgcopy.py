@@ -19,12 +19,12 @@ their values' JSON text as stored, with no Python objects made for them.
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+
+from .._native import speedups
 
 __all__ = ["SIGNATURE", "TRAILER", "pack_json_row", "pack_row", "pack_values", "row_spec"]
 
@@ -136,10 +136,7 @@ _MICROSECOND = datetime(2000, 1, 1, 0, 0, 0, 1) - _EPOCH
 
 pack_row: Callable[[bytearray, Spec, str, dict[str, Any], Any, Any], bool]
 pack_json_row: Callable[[bytearray, Spec, str, bytes, Any], bool]
-try:
-    if os.environ.get("RESULTKIT_PURE_PYTHON"):
-        raise ImportError("RESULTKIT_PURE_PYTHON is set")
-    _speedups = importlib.import_module(f"{__package__.rpartition('.')[0]}._speedups")
-    pack_row, pack_json_row = _speedups.pack_row, _speedups.pack_json_row
-except (ImportError, AttributeError):
+if speedups is not None:
+    pack_row, pack_json_row = speedups.pack_row, speedups.pack_json_row
+else:
     pack_row, pack_json_row = _pack_row_declined, _pack_json_row_declined

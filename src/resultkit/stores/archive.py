@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ..codec import encode_payload, split_compression
+from ..codec import encode_payload, long_digits, split_compression
 from ..errors import ConfigurationError
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
@@ -161,8 +161,9 @@ class ArchiveStore(Store):
             raise ValueError(record.error or "the record has no readable payload")
         body, compression = split_compression(payload)
         serializer, _ = self.codec.target_format(record)
-        if compression is None and serializer == "json":
-            line["meta"] = orjson.loads(body)
+        meta = _inline_meta(body) if compression is None and serializer == "json" else None
+        if meta is not None:
+            line["meta"] = meta
         else:
             line["payload"] = base64.b64encode(payload).decode("ascii")
         return orjson.dumps(line) + b"\n"
@@ -212,3 +213,15 @@ class ArchiveStore(Store):
 
     def count(self, kind: Kind) -> int:
         return len({r.id for page in self.pages(kind, 5000) for r in page.records})
+
+
+def _inline_meta(body: bytes) -> Any:
+    """A JSON meta as the archive line's ``meta``, when JSON holds it exactly;
+    None for NaN, infinities and integers past 64 bits (orjson would change
+    them), which go as the base64 payload instead."""
+    if long_digits(body):
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None

@@ -10,6 +10,7 @@ exactly as they do in Celery.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..codec import JSON_FAMILY
+from ..codec import JSON_FAMILY, long_digits
 from ..encryption import key_id_of
 from ..purge import PurgePlan
 from ..records import Kind, Record, as_datetime
@@ -164,10 +165,10 @@ class RedisStore(Store):
         :meth:`Record.peek`); anything else is decoded as any other payload,
         with the same errors."""
         assert record.raw is not None
-        try:
-            meta = orjson.loads(record.raw)
-        except orjson.JSONDecodeError:
-            meta = None
+        meta = None
+        if not long_digits(record.raw):  # else orjson would read a big integer as a float
+            with contextlib.suppress(orjson.JSONDecodeError):
+                meta = orjson.loads(record.raw)
         if isinstance(meta, dict):
             if keep:
                 record.meta = meta
