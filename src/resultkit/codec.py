@@ -173,12 +173,21 @@ def json_at_once(data: bytes, hint: str) -> Any:
     for anything else (NaN, big integers, other serializers), which
     :func:`decode_sealed` then reads carefully.
     """
-    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS and not long_digits(data):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
+    if hint in JSON_FAMILY and data[:1] in JSON_OPENERS:
+        return exact_json(data)
     return NOT_READ
+
+
+def exact_json(data: bytes) -> Any:
+    """*data* read by orjson when that reading is exact, else :data:`NOT_READ`:
+    not JSON, NaN or Infinity (the standard library reads them), or an integer
+    past 64 bits (which orjson would read as a float)."""
+    if long_digits(data):
+        return NOT_READ
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return NOT_READ
 
 
 def _long_digits(data: bytes) -> bool:
@@ -285,11 +294,9 @@ def decompress_body(body: bytes, name: str) -> bytes:
 
 
 def _json_tree(body: bytes, size: int) -> Any:
-    if not long_digits(body):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # NaN or Infinity: the standard library reads them
+    tree = exact_json(body)
+    if tree is not NOT_READ:
+        return tree
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

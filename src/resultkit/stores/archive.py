@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ..codec import encode_payload, long_digits, split_compression
+from ..codec import NOT_READ, encode_payload, exact_json, split_compression
 from ..errors import ConfigurationError
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
@@ -219,9 +219,5 @@ def _inline_meta(body: bytes) -> Any:
     """A JSON meta as the archive line's ``meta``, when JSON holds it exactly;
     None for NaN, infinities and integers past 64 bits (orjson would change
     them), which go as the base64 payload instead."""
-    if long_digits(body):
-        return None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
+    meta = exact_json(body)
+    return None if meta is NOT_READ else meta

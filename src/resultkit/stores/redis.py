@@ -10,7 +10,6 @@ exactly as they do in Celery.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,9 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
-from ..codec import JSON_FAMILY, long_digits
+from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
 from ..purge import PurgePlan
 from ..records import Kind, Record, as_datetime
@@ -165,10 +162,7 @@ class RedisStore(Store):
         :meth:`Record.peek`); anything else is decoded as any other payload,
         with the same errors."""
         assert record.raw is not None
-        meta = None
-        if not long_digits(record.raw):  # else orjson would read a big integer as a float
-            with contextlib.suppress(orjson.JSONDecodeError):
-                meta = orjson.loads(record.raw)
+        meta = json_at_once(record.raw, record.serializer)
         if isinstance(meta, dict):
             if keep:
                 record.meta = meta
