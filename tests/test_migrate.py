@@ -468,11 +468,11 @@ def rows_and_ids(db: SqlDB) -> tuple[int, int]:
 def test_a_migration_killed_part_way_resumes_to_exactly_once(
     redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
-    # Given 20,000 results in Redis
-    total = 20_000
+    # Given 50,000 results in Redis, migrated in batches of 100
+    total = 50_000
     fill_json_results(redis_db, "k", total)
     checkpoint = tmp_path / "cp.json"
-    command = migrate_command(redis_db.url, postgres_db.url, checkpoint, 200)
+    command = migrate_command(redis_db.url, postgres_db.url, checkpoint, 100)
     # When the migration is killed with SIGKILL after some batches
     process = subprocess.Popen(
         command,
@@ -484,7 +484,7 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.3)
+    time.sleep(0.05)  # a few batches on
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -499,8 +499,6 @@ def test_a_migration_killed_part_way_resumes_to_exactly_once(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert resumed.returncode == 0, resumed.stderr
-    import json
-
     summary = json.loads(resumed.stdout)
     assert summary["resumed"] is True
     verify = subprocess.run(
