@@ -802,6 +802,26 @@ buf_field(Buf *b, const char *data, Py_ssize_t n)
     return 0;
 }
 
+/* A NULL field: 1, or -1 with an error (the result of a column made). */
+static int
+buf_null(Buf *b)
+{
+    return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+}
+
+/* The code and limit of a spec column (code, key, limit): 0, or -1 with an error. */
+static int
+column_of(PyObject *column, const char *caller, long *code, Py_ssize_t *limit)
+{
+    if (!PyTuple_CheckExact(column) || PyTuple_GET_SIZE(column) != 3) {
+        PyErr_Format(PyExc_TypeError, "%s: each column is (code, key, limit)", caller);
+        return -1;
+    }
+    *code = PyLong_AsLong(PyTuple_GET_ITEM(column, 0));
+    *limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(column, 2));
+    return (*code == -1 || *limit == -1) && PyErr_Occurred() ? -1 : 0;
+}
+
 static int
 buf_int(Buf *b, long long value, int width)
 {
@@ -1002,13 +1022,9 @@ static int
 pack_column(Buf *b, PyObject *column, PyObject *record_id, PyObject *meta, PyObject *encode,
             PyObject *row_id)
 {
-    if (!PyTuple_CheckExact(column) || PyTuple_GET_SIZE(column) != 3) {
-        PyErr_SetString(PyExc_TypeError, "pack_row: each column is (code, key, limit)");
-        return -1;
-    }
-    long code = PyLong_AsLong(PyTuple_GET_ITEM(column, 0));
-    Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(column, 2));
-    if ((code == -1 || limit == -1) && PyErr_Occurred())
+    long code;
+    Py_ssize_t limit;
+    if (column_of(column, "pack_row", &code, &limit) < 0)
         return -1;
     if (code == COL_ROW_ID)
         return buf_int(b, PyLong_AsLongLong(row_id), (int)limit) < 0 ? -1 : 1;
@@ -1023,11 +1039,11 @@ pack_column(Buf *b, PyObject *column, PyObject *record_id, PyObject *meta, PyObj
     long long number;
     switch (code) {
     case COL_TEXT:
-        return value == Py_None ? (buf_field(b, NULL, 0) < 0 ? -1 : 1) : buf_text(b, value, limit);
+        return value == Py_None ? buf_null(b) : buf_text(b, value, limit);
     case COL_ENCODED:
         return buf_encoded(b, encode, value);
     case COL_ENCODED_OPT:
-        return value == Py_None ? (buf_field(b, NULL, 0) < 0 ? -1 : 1)
+        return value == Py_None ? buf_null(b)
                                 : buf_encoded(b, encode, value);
     case COL_ENCODED_IF:
     case COL_NULL_UNLESS:
@@ -1035,15 +1051,15 @@ pack_column(Buf *b, PyObject *column, PyObject *record_id, PyObject *meta, PyObj
         if (truth < 0)
             return -1;
         if (!truth)
-            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+            return buf_null(b);
         return code == COL_ENCODED_IF ? buf_encoded(b, encode, value) : 0;
     case COL_TIMESTAMP:
         if (value == Py_None)
-            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+            return buf_null(b);
         return timestamp_of(value, &number) ? (buf_int(b, number, 8) < 0 ? -1 : 1) : 0;
     case COL_INT:
         if (value == Py_None)
-            return buf_field(b, NULL, 0) < 0 ? -1 : 1;
+            return buf_null(b);
         if (!PyLong_CheckExact(value))
             return 0;
         number = PyLong_AsLongLong(value);
@@ -1456,12 +1472,6 @@ span_field(Buf *b, const Span *v)
     return buf_field(b, (const char *)v->start, v->end - v->start) < 0 ? -1 : 1;
 }
 
-static int
-span_null(Buf *b)
-{
-    return buf_field(b, NULL, 0) < 0 ? -1 : 1;
-}
-
 /* One column from its value's span: 1 written, 0 declined, -1 error. */
 static int
 pack_span(Buf *b, long code, const Span *v, Py_ssize_t limit)
@@ -1470,27 +1480,27 @@ pack_span(Buf *b, long code, const Span *v, Py_ssize_t limit)
     long long micros;
     switch (code) {
     case COL_TEXT:
-        return is_null ? span_null(b) : span_text(b, v, limit);
+        return is_null ? buf_null(b) : span_text(b, v, limit);
     case COL_ENCODED:
         return v->start ? span_field(b, v) : (buf_field(b, "null", 4) < 0 ? -1 : 1);
     case COL_ENCODED_OPT:
-        return is_null ? span_null(b) : span_field(b, v);
+        return is_null ? buf_null(b) : span_field(b, v);
     case COL_ENCODED_IF:
         if (span_is_empty(v))
-            return span_null(b);
+            return buf_null(b);
         return *v->start == '-' || (*v->start >= '0' && *v->start <= '9') ? 0 : span_field(b, v);
     case COL_NULL_UNLESS:
-        return span_is_empty(v) ? span_null(b) : 0;
+        return span_is_empty(v) ? buf_null(b) : 0;
     case COL_TIMESTAMP:
         if (is_null)
-            return span_null(b);
+            return buf_null(b);
         /* Dates have no escapes: the text between the quotes. */
         if (*v->start != '"' || memchr(v->start, '\\', v->end - v->start) ||
             !timestamp_of_text(v->start + 1, v->end - v->start - 2, &micros))
             return 0;
         return buf_int(b, micros, 8) < 0 ? -1 : 1;
     case COL_INT:
-        return is_null ? span_null(b) : span_int(b, v, (int)limit);
+        return is_null ? buf_null(b) : span_int(b, v, (int)limit);
     default:
         return 0;
     }
@@ -1519,15 +1529,14 @@ speedups_pack_json_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Span values[64];
     for (Py_ssize_t i = 0; i < columns; i++) {
         PyObject *column = PyTuple_GET_ITEM(spec, i);
-        if (!PyTuple_CheckExact(column) || PyTuple_GET_SIZE(column) != 3 ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(column, 1))) {
-            PyErr_SetString(PyExc_TypeError, "pack_json_row: each column is (code, key, limit)");
+        if (column_of(column, "pack_json_row", &codes[i], &limits[i]) < 0)
+            return NULL;
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(column, 1))) {
+            PyErr_SetString(PyExc_TypeError, "pack_json_row: each column's key is text");
             return NULL;
         }
-        codes[i] = PyLong_AsLong(PyTuple_GET_ITEM(column, 0));
-        limits[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(column, 2));
         keys[i] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(column, 1), &key_sizes[i]);
-        if (keys[i] == NULL || ((codes[i] == -1 || limits[i] == -1) && PyErr_Occurred()))
+        if (keys[i] == NULL)
             return NULL;
         values[i].start = values[i].end = NULL;
     }
