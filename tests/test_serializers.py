@@ -243,6 +243,18 @@ def test_every_text_form_of_a_moment_reads_as_fromisoformat_does(walks: str) -> 
             assert getattr(back, "tzinfo", None) == getattr(parse(text), "tzinfo", None)
 
 
+@pytest.mark.parametrize("micros", [1, -7, 999_999])
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_an_offset_of_microseconds_only_round_trips(walks: str, codec: str, micros: int) -> None:
+    # Python 3.11's fromisoformat reads "+00:00:00.000001" as UTC.
+    zone = dt.timezone(dt.timedelta(microseconds=micros))
+    dumps, loads = getattr(serializers, f"{codec}_dumps"), getattr(serializers, f"{codec}_loads")
+    for value in (dt.datetime(2000, 1, 1, tzinfo=zone), dt.time(1, 2, 3, tzinfo=zone)):
+        back = loads(dumps(value))
+        assert back == value
+        assert back.utcoffset() == value.utcoffset()
+
+
 # ---------------------------------------------------------------- properties
 
 scalars = (

@@ -42,6 +42,7 @@ import datetime as dt
 import enum
 import gc
 import math
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -361,13 +362,32 @@ def _list(value: Any) -> list[Any]:
     return [untag(item) for item in value]
 
 
+#: A UTC offset of microseconds only, as isoformat() writes it.
+_MICRO_OFFSET = re.compile(r"([+-])00:00:00\.(\d{6})$")
+
+
+def _keeping_offset(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """*parse* (a fromisoformat), keeping an offset of microseconds only:
+    Python 3.11 reads ``+00:00:00.000001`` as UTC."""
+
+    def read(text: str) -> Any:
+        value = parse(text)
+        found = _MICRO_OFFSET.search(text)
+        if found is None:
+            return value
+        micros = int(found[2]) * (-1 if found[1] == "-" else 1)
+        return value.replace(tzinfo=dt.timezone(dt.timedelta(microseconds=micros)))
+
+    return read
+
+
 #: Tags whose value is text, written as marked strings ``~tag:text`` and decoded
 #: by one call (the C walk calls these directly; tagged objects with these tags
 #: are read too).
 _SIMPLE: dict[str, Callable[[str], Any]] = {
-    "datetime": dt.datetime.fromisoformat,
+    "datetime": _keeping_offset(dt.datetime.fromisoformat),
     "date": dt.date.fromisoformat,
-    "time": dt.time.fromisoformat,
+    "time": _keeping_offset(dt.time.fromisoformat),
     "decimal": Decimal,
     "uuid": uuid.UUID,
     "int": _decode_int,
