@@ -8,6 +8,7 @@ schema, its own MySQL database and its own SQLite file, removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -118,9 +119,9 @@ class RedisDB:
     client: Any
 
 
-@pytest.fixture
-def redis_db() -> Iterator[RedisDB]:
-    """A Redis database of this test's own (flushed before and after)."""
+@contextlib.contextmanager
+def redis_database() -> Iterator[RedisDB]:
+    """Claim a Redis database number of its own (flushed before and after)."""
     import redis
 
     require("redis")
@@ -148,6 +149,13 @@ def redis_db() -> Iterator[RedisDB]:
         if locks.get(_LOCK.format(number)) == token.encode():
             locks.delete(_LOCK.format(number))
         locks.close()
+
+
+@pytest.fixture
+def redis_db() -> Iterator[RedisDB]:
+    """A Redis database of this test's own (flushed before and after)."""
+    with redis_database() as db:
+        yield db
 
 
 def free_port() -> int:
@@ -258,9 +266,9 @@ def _with_query(url: str, **params: str) -> str:
     return parsed.update_query_dict(params).render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def postgres_db() -> Iterator[SqlDB]:
-    """A PostgreSQL schema of this test's own, first on the search_path of every connection."""
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[SqlDB]:
+    """A PostgreSQL schema of its own, first on the search_path of every connection."""
     require("postgres")
     schema = _unique("rk")
     admin = sa.create_engine(services.POSTGRES_URL)
@@ -278,8 +286,15 @@ def postgres_db() -> Iterator[SqlDB]:
 
 
 @pytest.fixture
-def mysql_db() -> Iterator[SqlDB]:
-    """A MySQL/MariaDB database of this test's own."""
+def postgres_db() -> Iterator[SqlDB]:
+    """A PostgreSQL schema of this test's own."""
+    with postgres_schema() as db:
+        yield db
+
+
+@contextlib.contextmanager
+def mysql_database() -> Iterator[SqlDB]:
+    """A MySQL/MariaDB database of its own."""
     require("mysql")
     name = _unique("rk")
     admin = sa.create_engine(services.MYSQL_URL)
@@ -294,6 +309,13 @@ def mysql_db() -> Iterator[SqlDB]:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
+
+
+@pytest.fixture
+def mysql_db() -> Iterator[SqlDB]:
+    """A MySQL/MariaDB database of this test's own."""
+    with mysql_database() as db:
+        yield db
 
 
 @pytest.fixture

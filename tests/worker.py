@@ -46,8 +46,10 @@ def sleep(seconds):
 """
 
 
-def write_app(folder: Path, name: str, broker: str, backend: str, **settings: Any) -> str:
-    """Write an importable app module *name* in *folder*; return the queue it uses."""
+def write_app(
+    folder: Path, name: str, broker: str, backend: str, *, tasks: str = TASKS, **settings: Any
+) -> str:
+    """Write an importable app module *name* in *folder* (with *tasks*); return its queue."""
     queue = f"rk-{uuid.uuid4().hex[:10]}"
     lines = [
         "from celery import Celery",
@@ -56,7 +58,7 @@ def write_app(folder: Path, name: str, broker: str, backend: str, **settings: An
         "app.conf.broker_connection_retry_on_startup = True",
     ]
     lines += [f"app.conf.{key} = {value!r}" for key, value in settings.items()]
-    (folder / f"{name}.py").write_text("\n".join(lines) + "\n" + textwrap.dedent(TASKS))
+    (folder / f"{name}.py").write_text("\n".join(lines) + "\n" + textwrap.dedent(tasks))
     return queue
 
 

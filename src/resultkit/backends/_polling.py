@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-__all__ = ["poll_many"]
+__all__ = ["follow_parents", "poll_many"]
 
 
 def poll_many(
@@ -47,3 +47,30 @@ def poll_many(
         if on_interval:
             on_interval()
         wait(pending, deadline)
+
+
+def follow_parents(results: Iterable[Any], on_interval: Any = None) -> Any:
+    """*on_interval*, first raising the error of a failed parent of any of *results*.
+
+    ``AsyncResult.get()`` re-raises a parent's error while it waits; a native
+    join (``get_many``) sees only the ids it waits for, so the members of a
+    group after a failed chain step would wait for ever.  This gives the join
+    the same check, once per polling round, over every distinct ancestor.
+    """
+    ancestors: dict[str, Any] = {}
+    for result in results:
+        node = getattr(result, "parent", None)
+        while node is not None and node.id not in ancestors:
+            ancestors[node.id] = node
+            node = getattr(node, "parent", None)
+    if not ancestors:
+        return on_interval
+    oldest_first = list(reversed(ancestors.values()))
+
+    def check() -> None:
+        for node in oldest_first:
+            node.maybe_throw()
+        if on_interval is not None:
+            on_interval()
+
+    return check

@@ -14,31 +14,37 @@ so either backend reads what the other wrote.  What changes:
 - on PostgreSQL, ``AsyncResult.get()`` wakes on ``LISTEN``/``NOTIFY`` the moment
   a result is stored (polling remains the fallback); elsewhere it polls every
   ``resultkit_poll_interval`` seconds (default 0.05);
-- chords count their finished parts in a counter row instead of polling with
-  ``celery.chord_unlock``;
+- chords count their finished parts in rows (see :mod:`._chords`) instead of
+  polling with ``celery.chord_unlock``: nested groups, chords of chords and
+  redelivered tasks count exactly as on Redis;
 - ``cleanup()`` deletes in bounded batches, with the retention policy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from celery import states
-from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.database import DatabaseBackend
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import GroupResult, allow_join_result
 from kombu.utils.encoding import ensure_bytes
 
 from ..purge import PurgePlan, purge_table
 from ..records import naive_utc
 from ..retention import RetentionPolicy
-from ._polling import poll_many
+from ._chords import ChordLedger, insert_or_update
+from ._polling import follow_parents, poll_many
 
 __all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend"]
 
@@ -48,14 +54,24 @@ NOTIFY_CHANNEL = "resultkit_results"
 DEFAULT_POLL_INTERVAL_S = 0.05
 #: Ids per query when joining a group.
 JOIN_BATCH_IDS = 1000
-_CHORD_TABLE = "resultkit_chord_counter"
+#: A chord's claim lasts at least this long (seconds) before another worker may
+#: take it over; otherwise twice ``result_chord_join_timeout``, as on Redis.
+CHORD_CLAIM_MIN_S = 5.0
+
+logger = logging.getLogger("resultkit.db")
+
+
+def _chord_error(message: str, cause: BaseException) -> ChordError:
+    """A ChordError that keeps the exception behind it as its cause."""
+    error = ChordError(message)
+    error.__cause__ = cause
+    return error
 
 
 class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
     """Celery's SQL result backend with a pooled engine, upserts and fast waiting."""
 
     supports_native_join = True
-    implements_incr = True  # chords count parts in a row, like Redis counts in a key
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._engine: sa.Engine | None = None
@@ -70,15 +86,8 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         self.retention = RetentionPolicy.from_app(self.app)
         conf = self.app.conf
         self.poll_interval = float(conf.get("resultkit_poll_interval") or DEFAULT_POLL_INTERVAL_S)
-        metadata = sa.MetaData()
         group_schema = (conf.database_table_schemas or {}).get("group")
-        self.chord_table = sa.Table(
-            _CHORD_TABLE,
-            metadata,
-            sa.Column("group_id", sa.String(155), primary_key=True),
-            sa.Column("done", sa.Integer, nullable=False),
-            schema=group_schema,
-        )
+        self.chords = ChordLedger(sa.MetaData(), group_schema)
 
     # ------------------------------------------------------------- engine
     @property
@@ -114,7 +123,7 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
 
     def _ready_tables(self) -> None:
         if not self._tables_ready:
-            tables = [self.task_cls.__table__, self.taskset_cls.__table__, self.chord_table]
+            tables = [self.task_cls.__table__, self.taskset_cls.__table__, *self.chords.tables]
             for table in tables:
                 table.create(self.engine, checkfirst=True)
             self._tables_ready = True
@@ -335,6 +344,21 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
                     out[row.task_id] = self._meta_from_row(row._mapping)
         return out
 
+    def iter_native(
+        self,
+        result: Any,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Any = None,
+        on_interval: Any = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Celery's native join, raising a failed parent's error as ``get()`` does."""
+        on_interval = follow_parents([result, *result.results], on_interval)
+        return super().iter_native(  # type: ignore[no-any-return]
+            result, timeout, interval, no_ack, on_message, on_interval
+        )
+
     def get_many(
         self,
         task_ids: Any,
@@ -383,6 +407,11 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             meta: dict[str, Any] = self.get_task_meta(task_id, cache=False)
+            if meta["status"] in states.PROPAGATE_STATES and on_interval:
+                # AsyncResult.get() checks the parents here: a failed parent is
+                # the error to raise, however fast its consequence was stored
+                # (a chord body failed by its header, a chain's next task).
+                on_interval()
             if meta["status"] in states.READY_STATES:
                 return meta
             if on_interval:
@@ -442,8 +471,10 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         id_default = table.c.id.default
         if isinstance(id_default, sa.Sequence) and self.engine.dialect.supports_sequences:
             values["id"] = id_default.next_value()
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(table).values(values))
+        # A reapplied chord saves its header again under the same id.
+        update = {"result": value, "date_done": values["date_done"]}
+        with self.engine.connect() as conn:
+            insert_or_update(conn, table, values, keys=["taskset_id"], update=update)
         return result
 
     def _restore_group(self, group_id: str) -> dict[str, Any] | None:
@@ -473,61 +504,108 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
             conn.execute(sa.delete(table).where(table.c.task_id == task_id))
 
     # -------------------------------------------------------------- chords
-    def get_key_for_chord(self, group_id: str, key: str = "") -> str:
-        return group_id
-
-    def get_key_for_task(self, task_id: str, key: str = "") -> str:
-        return task_id
-
-    def get_key_for_group(self, group_id: str, key: str = "") -> str:
-        return group_id
-
-    _chord_result_expires = 0
-    chord_expires = 0
-
-    def expire(self, key: str, value: Any) -> None:
-        """SQL results carry no lifetime: cleanup removes them."""
-
-    def incr(self, key: str) -> int:
-        """Count one finished chord part, atomically; return the count."""
-        self._ready_tables()
-        table = self.chord_table
-        with self.engine.begin() as conn:
-            if self.dialect in ("postgresql", "sqlite"):
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-                insert = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
-                statement = (
-                    insert.values(group_id=key, done=1)
-                    .on_conflict_do_update(
-                        index_elements=[table.c.group_id], set_={"done": table.c.done + 1}
-                    )
-                    .returning(table.c.done)
-                )
-                return int(conn.execute(statement).scalar_one())
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            counter = mysql_insert(table).values(group_id=key, done=1)
-            result = conn.execute(
-                counter.on_duplicate_key_update(done=sa.func.LAST_INSERT_ID(table.c.done + 1))
-            )
-            if result.rowcount == 1:  # inserted: the first part
-                return 1
-            return int(conn.execute(sa.select(sa.func.LAST_INSERT_ID())).scalar_one())
-
-    def delete(self, key: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(self.chord_table).where(self.chord_table.c.group_id == key))
-
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Save the header (its shape, for the final join) and start counting afresh."""
         self.ensure_chords_allowed()
         header_result = self.app.GroupResult(*header_result_args)
         header_result.save(backend=self)
-        self.delete(header_result.id)  # a reapplied chord starts counting again
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.reset(conn, header_result.id)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Celery announces the header's size, the tasks of nested groups counted."""
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.set_size(conn, group_id, chord_size)
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.add(conn, group_id)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> Any:
-        return BaseKeyValueStoreBackend.on_chord_part_return(self, request, state, result, **kwargs)
+        """Count a finished header task; the one that completes the header sends the body."""
+        group_id, task_id = request.group, request.id
+        if not group_id or not task_id:
+            return None
+        self._ready_tables()
+        finished, size, extra, chord_state = self._ensure_retryable(
+            self._record_part, group_id, task_id, request.group_index
+        )
+        if chord_state == "done":
+            return None
+        callback = maybe_signature(request.chord, app=self.app)
+        deps = None
+        if size is None:
+            # Celery did not announce the size: the request's, else the header's length.
+            size = (request.chord or {}).get("chord_size")
+            if size is None:
+                deps, failure = self._header(group_id)
+                if deps is None:
+                    return self.chord_error_from_stack(callback, failure)
+                size = len(deps)
+        if finished < size + extra:
+            return None
+        token = uuid.uuid4().hex
+        join_timeout = self.app.conf.result_chord_join_timeout
+        stale_after = max(CHORD_CLAIM_MIN_S, 2 * float(join_timeout or CHORD_CLAIM_MIN_S))
+        with self.engine.connect() as conn:
+            if not self.chords.claim(conn, group_id, size, token, stale_after):
+                return None
+        try:
+            return self._run_body(group_id, callback, deps, join_timeout)
+        finally:
+            with self.engine.connect() as conn:
+                self.chords.finish(conn, group_id, token)
+
+    def _record_part(
+        self, group_id: str, task_id: str, index: int | None
+    ) -> tuple[int, int | None, int, str]:
+        with self.engine.connect() as conn:
+            return self.chords.record_part(conn, group_id, task_id, index)
+
+    def _header(self, group_id: str) -> tuple[Any, ChordError | None]:
+        """The chord's saved header, or the error to fail the body with."""
+        try:
+            deps = GroupResult.restore(group_id, backend=self)
+        except Exception as exc:  # a broken row must fail the chord, not the worker
+            logger.exception("Chord %r raised: %r", group_id, exc)
+            return None, _chord_error(f"Cannot restore group: {exc!r}", exc)
+        if deps is None:
+            return None, ChordError(f"GroupResult {group_id} no longer exists")
+        return deps, None
+
+    def _run_body(self, group_id: str, callback: Any, deps: Any, join_timeout: Any) -> Any:
+        """Join the header (every part has finished) and send the body with its values."""
+        if deps is None:
+            deps, failure = self._header(group_id)
+            if deps is None:
+                return self.chord_error_from_stack(callback, failure)
+        join = deps.join_native if deps.supports_native_join else deps.join
+        try:
+            with allow_join_result():
+                values = join(timeout=join_timeout, propagate=True)
+        except Exception as exc:
+            try:
+                culprit = next(deps._failed_join_report())
+                reason = f"Dependency {culprit.id} raised {exc!r}"
+            except StopIteration:
+                reason = repr(exc)
+            logger.error("Chord %r raised: %s", group_id, reason)
+            return self.chord_error_from_stack(callback, _chord_error(reason, exc))
+        publish = getattr(self.app.amqp, "_retry_publish", None)  # Celery 5.6+
+        try:
+            if publish is not None:
+                publish(callback.delay, values)
+            else:
+                callback.delay(values)
+        except Exception as exc:
+            logger.exception("Chord %r raised: %r", group_id, exc)
+            return self.chord_error_from_stack(
+                callback, _chord_error(f"Callback error: {exc!r}", exc)
+            )
+        return None
 
     # ------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -550,3 +628,8 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
                 to_record=lambda row: row,
                 before_delete=None,
             )
+        # Finished (or abandoned) chords go with their groups' lifetime.
+        lifetime = self.retention.lifetime(None, "SUCCESS")
+        if lifetime is not None:
+            with self.engine.connect() as conn:
+                self.chords.purge(conn, plan.cutoff(lifetime))
