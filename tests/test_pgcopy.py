@@ -564,3 +564,13 @@ def test_payloads_orjson_would_change_are_read_exactly(raw: bytes) -> None:
     value, serializer, _ = codec.decode_payload(raw)
     assert serializer == "json"
     assert repr(value) == repr(json.loads(raw))
+
+
+def test_the_c_row_maker_uses_the_python_column_codes() -> None:
+    # The C enum and the Python constants are one definition, checked here
+    from resultkit.stores import _pgcopy
+
+    assert _speedups.COLUMN_CODES, "the C extension names its column codes"
+    assert {name: getattr(_pgcopy, name) for name in _speedups.COLUMN_CODES} == (
+        _speedups.COLUMN_CODES
+    )
