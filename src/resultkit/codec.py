@@ -19,30 +19,30 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ._native import speedups
-from .encryption import MAGIC
+from .compression import add_marker, compress, decompress, split_compression
+from .encryption import MAGIC, UnknownKey
 from .errors import ConfigurationError, ResultkitError, SerializationError
 
 if TYPE_CHECKING:
     from .encryption import Envelope, KeyRing, Settings
+    from .records import Record
 
 __all__ = [
+    "Codec",
     "PickleRefused",
     "decode_payload",
     "decode_sealed",
+    "encode_json_tree",
     "encode_payload",
     "require_serializer",
     "sniff_serializer",
-    "split_compression",
 ]
-
-#: Celery's in-band compression marker (Celery 5.7); also recognised when the
-#: installed Celery predates it, so such payloads are reported, not mangled.
-COMPRESSED_MAGIC = b"\x00celery-compressed\x00"
 
 _CONTENT_TYPES = {
     "json": "application/json",
@@ -56,13 +56,6 @@ JSON_FAMILY = frozenset({"json", "resultkit-json"})
 ENCRYPTED = "resultkit-encrypted"
 #: First bytes of JSON that orjson reads at once (objects and arrays).
 JSON_OPENERS = frozenset((b"{", b"["))
-_COMPRESSION_NAMES = {
-    "application/x-gzip": "gzip",
-    "application/x-bz2": "bzip2",
-    "application/x-lzma": "lzma",
-    "application/zstd": "zstd",
-    "application/x-lz4": "lz4",
-}
 
 
 class PickleRefused(SerializationError):
@@ -90,25 +83,6 @@ def serializer_of(content_type: str) -> str:
         if ctype == content_type:
             return str(name)
     return content_type
-
-
-def split_compression(payload: bytes) -> tuple[bytes, str | None]:
-    """Undo Celery's in-band compression; return the body and the compression name."""
-    if not payload.startswith(COMPRESSED_MAGIC):
-        return payload, None
-    from kombu.compression import decompress
-
-    content_type, _, body = payload[len(COMPRESSED_MAGIC) :].partition(b"\x00")
-    ctype = content_type.decode("ascii", "replace")
-    try:
-        return decompress(body, ctype), _COMPRESSION_NAMES.get(ctype, ctype)
-    except KeyError as exc:
-        raise SerializationError(
-            f"compressed with {ctype}, which is not installed here: install its library "
-            "(zstandard, lz4) so kombu can decompress it"
-        ) from exc
-    except Exception as exc:
-        raise SerializationError(f"corrupt {ctype} compressed payload: {exc}") from exc
 
 
 def require_serializer(name: str) -> None:
@@ -257,7 +231,7 @@ def decode_sealed(
             raise UnknownKey(key_id_of(body) or "?", [])
         envelope, inner = open_payload(body, keys)
         if envelope.compression:
-            inner = decompress_body(inner, envelope.compression)
+            inner = decompress(inner, envelope.compression)
         value, serializer, _ = decode_payload(inner, hint=envelope.serializer)
         return value, serializer, compression, envelope
     if serializer == "pickle" and not accept_pickle:
@@ -279,20 +253,6 @@ def decode_sealed(
     return value, serializer, compression, None
 
 
-def decompress_body(body: bytes, name: str) -> bytes:
-    """*body* decompressed with the kombu compression method *name*."""
-    from kombu.compression import decompress, get_encoder
-
-    try:
-        return bytes(decompress(body, get_encoder(name)[1]))
-    except KeyError:
-        raise SerializationError(
-            f"the payload is compressed with {name}, which is not installed"
-        ) from None
-    except Exception as exc:
-        raise SerializationError(f"corrupt {name} compressed payload: {exc}") from exc
-
-
 def _json_tree(body: bytes, size: int) -> Any:
     tree = exact_json(body)
     if tree is not NOT_READ:
@@ -310,7 +270,7 @@ COMPACT_BELOW = 512
 _EMPTY = b""
 
 
-def json_dumps(tree: Any) -> bytes:
+def encode_json_tree(tree: Any) -> bytes:
     """Encode a JSON tree (as :func:`decode_payload` returns it) back to JSON.
 
     orjson writes into a buffer of about 1 KB and shrinks it when done; a batch
@@ -378,14 +338,12 @@ def encode_payload(
 
         inner = encode_payload(value, sealing.serializer, source_serializer=source_serializer)
         if sealing.compression:
-            from kombu.compression import compress
-
             inner, _ = compress(inner, sealing.compression)
         data = seal(inner, sealing.keys, sealing.serializer, sealing.compression)
-        return _with_marker(data, compression)
+        return add_marker(data, compression)
     try:
         if serializer in JSON_FAMILY and source_serializer == serializer:
-            data = json_dumps(value)
+            data = encode_json_tree(value)
         else:
             if source_serializer in JSON_FAMILY:
                 value = materialize(value, source_serializer)
@@ -395,14 +353,86 @@ def encode_payload(
         raise SerializationError(
             f"cannot encode as {serializer}: {type(exc).__name__}: {exc}"
         ) from exc
-    return _with_marker(data, compression)
+    return add_marker(data, compression)
 
 
-def _with_marker(data: bytes, compression: str | None) -> bytes:
-    """*data* compressed behind Celery's in-band marker, when *compression* is set."""
-    if compression:
-        from kombu.compression import compress
+@dataclass
+class Codec:
+    """How a store encodes payloads it writes."""
 
-        compressed, content_type = compress(data, compression)
-        data = b"".join([COMPRESSED_MAGIC, content_type.encode("ascii"), b"\x00", compressed])
-    return data
+    #: Serializer to (re)encode with; None keeps each record's own.
+    serializer: str | None = None
+    #: Compression to (re)encode with; "" forces none, None keeps each record's own.
+    compression: str | None = None
+    accept_pickle: bool = False
+    #: Serializer assumed when a payload's first bytes do not tell.
+    hint: str = "json"
+    #: Keys that open resultkit-encrypted payloads read from this store.
+    keys: KeyRing | None = None
+    #: Keys (newest first), inner serializer and compression for encrypted payloads written.
+    sealing: Settings | None = None
+    #: (serializer, compression, sealed) → encode_json_tree when such records are written as
+    #: plain JSON, unchanged; None when each needs :meth:`encode`.
+    _plain: dict[tuple[str, str | None, bool], Callable[[Any], bytes] | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def transcodes(self, record: Record) -> bool:
+        serializer, compression = self.target_format(record)
+        if serializer == ENCRYPTED:
+            if record.envelope is None:
+                return True  # encrypt what was stored in the clear
+            if (
+                self.sealing is not None
+                and record.envelope.key_id != self.sealing.keys.primary.label
+            ):
+                return True  # re-encrypt under the newest key
+        elif serializer != record.serializer or record.envelope is not None:
+            return True
+        return compression != record.compression
+
+    def target_format(self, record: Record) -> tuple[str, str | None]:
+        kept = ENCRYPTED if record.envelope is not None else record.serializer
+        serializer = self.serializer or kept
+        compression = record.compression if self.compression is None else (self.compression or None)
+        return serializer, compression
+
+    def encode(self, value: Any, record: Record) -> bytes:
+        serializer, compression = self.target_format(record)
+        return encode_payload(
+            value,
+            serializer,
+            compression,
+            source_serializer=record.serializer,
+            sealing=self.sealing,
+        )
+
+    def encoder_for(self, record: Record) -> Callable[[Any], bytes]:
+        """The function that encodes *record*'s values: plain JSON at once when
+        nothing about it changes (the common case of a migration), else :meth:`encode`."""
+        key = (record.serializer, record.compression, record.envelope is not None)
+        if key not in self._plain:
+            unchanged = key[0] in JSON_FAMILY and key[1:] == (None, False)
+            self._plain[key] = (
+                encode_json_tree if unchanged and not self.transcodes(record) else None
+            )
+        plain = self._plain[key]
+        if plain is not None:
+            return plain
+        return lambda value: self.encode(value, record)
+
+    def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
+        return decode_payload(
+            payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
+        )
+
+    def decode_into(self, payload: bytes | str, record: Record) -> Any:
+        """Decode *payload* and note its serializer, compression and envelope on *record*."""
+        try:
+            value, record.serializer, record.compression, record.envelope = decode_sealed(
+                payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
+            )
+        except UnknownKey as exc:
+            record.serializer, record.missing_key = ENCRYPTED, exc.key_id
+            raise
+        return value

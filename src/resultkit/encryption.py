@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +48,16 @@ __all__ = [
     "Settings",
     "UnknownKey",
     "configure",
+    "current",
     "generate_key",
     "install_worker_check",
     "key_id_of",
     "key_label",
     "keyring_for",
+    "load_settings",
     "open_payload",
     "reset",
+    "scoped",
     "seal",
     "sealing_for",
     "undecryptable",
@@ -295,6 +300,11 @@ class Settings:
 
 
 _SETTINGS: Settings | None = None
+#: Settings for the current context only (see :func:`scoped`): a library call
+#: never replaces the process's own.
+_SCOPED: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "resultkit_encryption", default=None
+)
 
 
 def configure(
@@ -315,12 +325,24 @@ def configure(
         from celery import current_app
 
         conf = current_app.conf
+    _SETTINGS = load_settings(keys, conf=conf, serializer=serializer, compression=compression)
+    return _SETTINGS
+
+
+def load_settings(
+    keys: KeyRing | Sequence[str] | None = None,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    serializer: str | None = None,
+    compression: str | None = None,
+) -> Settings:
+    """The keys, inner serializer and compression that *keys* or *conf* (then the
+    environment) give, validated; nothing is changed.  Raises ConfigurationError."""
     if isinstance(keys, KeyRing):
         ring = keys
     else:
         ring = KeyRing(keys) if keys is not None else KeyRing.from_settings(conf)
-    _SETTINGS = _settings_from(ring, conf, serializer, compression)
-    return _SETTINGS
+    return _settings_from(ring, conf, serializer, compression)
 
 
 def _settings_from(
@@ -337,17 +359,30 @@ def _settings_from(
         )
     packing = compression or (conf or {}).get("resultkit_encryption_compression") or None
     if packing:
-        from kombu import compression as kombu_compression
+        from .compression import require_compression
 
-        try:
-            kombu_compression.get_encoder(packing)
-        except KeyError:
-            raise ConfigurationError(
-                f"resultkit_encryption_compression {packing!r} is not installed: "
-                f"pip install 'celery-resultkit[{packing}]' or pick one of "
-                f"{', '.join(sorted(kombu_compression._aliases))}"
-            ) from None
+        require_compression(packing, setting="resultkit_encryption_compression")
     return Settings(ring, inner, packing)
+
+
+@contextlib.contextmanager
+def scoped(settings: Settings) -> Iterator[Settings]:
+    """Use *settings* in this context (thread or task) while the block runs.
+
+    For a library call that reads results through Celery's own classes with
+    keys of its own (``migrate --verify``): the keys reach kombu's decoder
+    without replacing the process's settings, which other threads keep using.
+    """
+    token = _SCOPED.set(settings)
+    try:
+        yield settings
+    finally:
+        _SCOPED.reset(token)
+
+
+def current() -> Settings:
+    """The settings in force here: the scoped ones, else the process's (read once)."""
+    return _SCOPED.get() or _SETTINGS or configure()
 
 
 def reset() -> None:
@@ -395,10 +430,10 @@ def _inner(name: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
 
 def encrypted_dumps(obj: Any) -> bytes:
     """kombu encoder: serialize with the inner serializer, compress, seal."""
-    settings = _SETTINGS or configure()
+    settings = current()
     data = _inner(settings.serializer)[0](obj)
     if settings.compression:
-        from kombu.compression import compress
+        from .compression import compress
 
         data, _ = compress(data, settings.compression)
     return seal(data, settings.keys, settings.serializer, settings.compression)
@@ -407,11 +442,11 @@ def encrypted_dumps(obj: Any) -> bytes:
 def encrypted_loads(payload: bytes | str) -> Any:
     """kombu decoder: open, decompress, deserialize with the serializer the payload names."""
     data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
-    envelope, body = open_payload(data, (_SETTINGS or configure()).keys)
+    envelope, body = open_payload(data, current().keys)
     if envelope.compression:
-        from .codec import decompress_body
+        from .compression import decompress
 
-        body = decompress_body(body, envelope.compression)
+        body = decompress(body, envelope.compression)
     return _inner(envelope.serializer)[1](body)
 
 

@@ -1,4 +1,4 @@
-"""Fast, type-preserving, safe result serializers and compression, registered with kombu.
+"""Fast, type-preserving, safe result serializers, registered with kombu.
 
 Two serializers, usable as ``result_serializer`` and in accept lists::
 
@@ -27,11 +27,8 @@ decoding — run in the optional C extension ``resultkit._speedups`` when it was
 built, and in the equivalent pure-Python functions below otherwise; both
 produce the same bytes.
 
-Compression: ``zstd`` (zstandard) and ``lz4`` are registered in kombu's
-compression registry when their libraries are installed.  Payloads below
-:data:`COMPRESSION_THRESHOLD_BYTES` are written as *stored* frames — valid
-zstd/lz4 frames holding the bytes uncompressed — so small results cost no
-compression work and any reader with the library decodes them.
+Registering them also registers ``zstd`` and ``lz4`` compression
+(:mod:`resultkit.compression`, the layer below).
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ import enum
 import gc
 import math
 import re
-import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -55,7 +51,6 @@ from ._native import speedups
 from .errors import SerializationError
 
 __all__ = [
-    "COMPRESSION_THRESHOLD_BYTES",
     "JSON_CONTENT_TYPE",
     "MSGPACK_CONTENT_TYPE",
     "SPEEDUPS",
@@ -75,7 +70,6 @@ MARK = "~"
 JSON_CONTENT_TYPE = "application/x-resultkit-json"
 MSGPACK_CONTENT_TYPE = "application/x-resultkit-msgpack"
 #: Payloads smaller than this are stored in a frame without being compressed.
-COMPRESSION_THRESHOLD_BYTES = 512
 
 T = TypeVar("T", bound=type)
 
@@ -627,85 +621,15 @@ JSON_REGISTRATION = (json_dumps, json_loads, JSON_CONTENT_TYPE, "binary")
 MSGPACK_REGISTRATION = (msgpack_dumps, msgpack_loads, MSGPACK_CONTENT_TYPE, "binary")
 
 
-# -------------------------------------------------------------- compression
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_MAX_RAW_BLOCK = 128 * 1024 - 1
-
-
-def zstd_stored_frame(data: bytes) -> bytes:
-    """A zstd frame holding *data* in raw (uncompressed) blocks: any zstd decoder reads it."""
-    # Frame header: single-segment, 4-byte content size (RFC 8878, 3.1.1.1).
-    header = _ZSTD_MAGIC + b"\xa0" + struct.pack("<I", len(data))
-    chunks = [data[i : i + _MAX_RAW_BLOCK] for i in range(0, len(data), _MAX_RAW_BLOCK)] or [b""]
-    blocks = []
-    for index, chunk in enumerate(chunks):
-        last = int(index == len(chunks) - 1)
-        blocks.append(struct.pack("<I", last | (len(chunk) << 3))[:3] + chunk)  # type 0: raw
-    return header + b"".join(blocks)
-
-
-def lz4_stored_frame(header: bytes, data: bytes) -> bytes:
-    """An lz4 frame holding *data* in one uncompressed block, then the end mark."""
-    return header + struct.pack("<I", len(data) | 0x80000000) + data + b"\0\0\0\0"
-
-
-def _register_compression() -> None:
-    from kombu import compression
-
-    try:
-        import zstandard
-    except ImportError:
-        pass
-    else:
-        compressor = zstandard.ZstdCompressor(level=3)
-        decompressor = zstandard.ZstdDecompressor()
-
-        def zstd_compress(body: bytes) -> bytes:
-            if len(body) < COMPRESSION_THRESHOLD_BYTES:
-                return zstd_stored_frame(body)
-            return compressor.compress(body)
-
-        def zstd_decompress(body: bytes) -> bytes:
-            try:
-                return decompressor.decompress(body)
-            except zstandard.ZstdError as exc:
-                raise SerializationError(f"not a valid zstd frame: {exc}") from None
-
-        compression.register(
-            zstd_compress, zstd_decompress, "application/zstd", aliases=["zstd", "zstandard"]
-        )
-    try:
-        import lz4.frame as lz4_frame
-    except ImportError:
-        pass
-    else:
-        # The 7-byte header of a frame with independent 64 KB blocks and no checksums.
-        header = lz4_frame.compress(
-            b"", block_size=lz4_frame.BLOCKSIZE_MAX64KB, content_checksum=False
-        )[:7]
-
-        def lz4_compress(body: bytes) -> bytes:
-            if len(body) < COMPRESSION_THRESHOLD_BYTES:
-                return lz4_stored_frame(header, body)
-            return lz4_frame.compress(body)  # type: ignore[no-any-return]
-
-        def lz4_decompress(body: bytes) -> bytes:
-            try:
-                return lz4_frame.decompress(body)  # type: ignore[no-any-return]
-            except RuntimeError as exc:
-                raise SerializationError(f"not a valid lz4 frame: {exc}") from None
-
-        compression.register(lz4_compress, lz4_decompress, "application/x-lz4", aliases=["lz4"])
-
-
 def register() -> None:
-    """Register the serializers and compression methods with kombu (idempotent)."""
+    """Register the serializers (and zstd, lz4) with kombu (idempotent)."""
     from kombu.serialization import register as register_serializer
+
+    from . import compression
 
     register_serializer("resultkit-json", *JSON_REGISTRATION)
     register_serializer("resultkit-msgpack", *MSGPACK_REGISTRATION)
-    _register_compression()
+    compression.register()
 
 
 register()

@@ -526,12 +526,12 @@ def _file_state(probe: Probe) -> list[CheckResult]:
 
 def check_encryption(probe: Probe) -> list[CheckResult]:
     """The app's encryption keys, and stored results sealed under keys it does not have."""
-    from ..encryption import configure, undecryptable
+    from ..encryption import load_settings, undecryptable
     from ..errors import ConfigurationError
     from ..stores import open_store
 
     try:
-        ring = configure(conf=probe.target.app.conf).keys
+        ring = load_settings(conf=probe.target.app.conf).keys
     except ConfigurationError as exc:
         return [
             CheckResult.failed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -17,10 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import encryption
 from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
-from ..encryption import KeyRing, configure, keyring_for, sealing_for
+from ..encryption import KeyRing, keyring_for, sealing_for
 from ..errors import MigrationError, UsageError
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
@@ -154,10 +156,12 @@ def migrate(
             "--target-serializer resultkit-encrypted needs the target's keys: "
             "--target-keys-env VAR, or resultkit_encryption_keys in the app"
         )
+    reading: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if sealing is not None:
         # Celery's backend reads the target back (--verify) with these keys; the
-        # source's open what the target does not know.
-        configure(sealing.keys + source_keys if source_keys else sealing.keys, conf=conf)
+        # source's open what the target does not know.  Only for this call.
+        ring = sealing.keys + source_keys if source_keys else sealing.keys
+        reading = encryption.scoped(dataclasses.replace(sealing, keys=ring))
     src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle, keys=source_keys))
     if target_serializer is None and app is not None and source_serializer is not None:
         target_serializer = app.conf.result_serializer
@@ -205,7 +209,7 @@ def migrate(
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], 50 * batch_size), *threshold[1:])
     try:
-        with _stop_on_ctrl_c() as stop:
+        with reading, _stop_on_ctrl_c() as stop:
             _run(
                 src,
                 dst,

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from ..codec import NOT_READ, encode_payload, exact_json, split_compression
+from ..codec import NOT_READ, encode_payload, exact_json
+from ..compression import split_compression
 from ..errors import ConfigurationError
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult

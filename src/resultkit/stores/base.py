@@ -16,21 +16,13 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..codec import (
-    ENCRYPTED,
-    JSON_FAMILY,
-    PickleRefused,
-    decode_payload,
-    decode_sealed,
-    encode_payload,
-    json_dumps,
-)
+from ..codec import Codec, PickleRefused
 from ..durations import expiry_seconds
-from ..encryption import UnknownKey, keyring_for
+from ..encryption import keyring_for
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
@@ -40,9 +32,8 @@ from ..urls import mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..encryption import KeyRing, Settings
 
-__all__ = ["OnConflict", "Page", "Store", "WriteResult"]
+__all__ = ["Codec", "OnConflict", "Page", "Store", "WriteResult"]
 
 
 class OnConflict(str, enum.Enum):
@@ -70,86 +61,6 @@ class WriteResult:
     failed: dict[str, str] = field(default_factory=dict)
     #: Ids left out because their lifetime had already ended.
     expired: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Codec:
-    """How a store encodes payloads it writes."""
-
-    #: Serializer to (re)encode with; None keeps each record's own.
-    serializer: str | None = None
-    #: Compression to (re)encode with; "" forces none, None keeps each record's own.
-    compression: str | None = None
-    accept_pickle: bool = False
-    #: Serializer assumed when a payload's first bytes do not tell.
-    hint: str = "json"
-    #: Keys that open resultkit-encrypted payloads read from this store.
-    keys: KeyRing | None = None
-    #: Keys (newest first), inner serializer and compression for encrypted payloads written.
-    sealing: Settings | None = None
-    #: (serializer, compression, sealed) → json_dumps when such records are written as
-    #: plain JSON, unchanged; None when each needs :meth:`encode`.
-    _plain: dict[tuple[str, str | None, bool], Callable[[Any], bytes] | None] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-
-    def transcodes(self, record: Record) -> bool:
-        serializer, compression = self.target_format(record)
-        if serializer == ENCRYPTED:
-            if record.envelope is None:
-                return True  # encrypt what was stored in the clear
-            if (
-                self.sealing is not None
-                and record.envelope.key_id != self.sealing.keys.primary.label
-            ):
-                return True  # re-encrypt under the newest key
-        elif serializer != record.serializer or record.envelope is not None:
-            return True
-        return compression != record.compression
-
-    def target_format(self, record: Record) -> tuple[str, str | None]:
-        kept = ENCRYPTED if record.envelope is not None else record.serializer
-        serializer = self.serializer or kept
-        compression = record.compression if self.compression is None else (self.compression or None)
-        return serializer, compression
-
-    def encode(self, value: Any, record: Record) -> bytes:
-        serializer, compression = self.target_format(record)
-        return encode_payload(
-            value,
-            serializer,
-            compression,
-            source_serializer=record.serializer,
-            sealing=self.sealing,
-        )
-
-    def encoder_for(self, record: Record) -> Callable[[Any], bytes]:
-        """The function that encodes *record*'s values: plain JSON at once when
-        nothing about it changes (the common case of a migration), else :meth:`encode`."""
-        key = (record.serializer, record.compression, record.envelope is not None)
-        if key not in self._plain:
-            unchanged = key[0] in JSON_FAMILY and key[1:] == (None, False)
-            self._plain[key] = json_dumps if unchanged and not self.transcodes(record) else None
-        plain = self._plain[key]
-        if plain is not None:
-            return plain
-        return lambda value: self.encode(value, record)
-
-    def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
-        return decode_payload(
-            payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
-        )
-
-    def decode_into(self, payload: bytes | str, record: Record) -> Any:
-        """Decode *payload* and note its serializer, compression and envelope on *record*."""
-        try:
-            value, record.serializer, record.compression, record.envelope = decode_sealed(
-                payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
-            )
-        except UnknownKey as exc:
-            record.serializer, record.missing_key = ENCRYPTED, exc.key_id
-            raise
-        return value
 
 
 class Store(ABC):
@@ -360,7 +271,8 @@ class Store(ABC):
         workers) is read by one backend per serializer.
         """
         from ..apps import app_for_url, user_settings
-        from ..codec import sniff_serializer, split_compression
+        from ..codec import sniff_serializer
+        from ..compression import split_compression
 
         serializer = serializer or self.codec.hint
         if isinstance(payload, (bytes, bytearray, memoryview)):

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..codec import NOT_READ, PickleRefused, json_at_once, json_dumps
+from ..codec import NOT_READ, PickleRefused, encode_json_tree, json_at_once
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import EXTENDED_FIELDS, Kind, Record, as_datetime, naive_utc
@@ -614,7 +614,7 @@ class SqlStore(Store):
             row_id = ids[at] if ids else None
             encode = _pickle if legacy else encoder_for(record)
             if (
-                encode is json_dumps
+                encode is encode_json_tree
                 and spec
                 and record.undecoded
                 and record.compression is None
@@ -627,7 +627,7 @@ class SqlStore(Store):
             else:
                 meta = record.peek()
                 # orjson itself for plain JSON: the bytes are copied into the block at once.
-                fast = orjson.dumps if encode is json_dumps else encode
+                fast = orjson.dumps if encode is encode_json_tree else encode
                 if not (meta and spec and pack_row(out, spec, record.id, meta, fast, row_id)):
                     try:
                         row = self._row(record, table)
