@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -162,6 +163,8 @@ class RedisServer:
 
     port: int
     process: subprocess.Popen[bytes]
+    #: Where its RDB file (``dump-<port>.rdb``) is saved and loaded from.
+    folder: Path | None = None
 
     @property
     def url(self) -> str:
@@ -173,14 +176,16 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
 
-def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
+def start_redis_server(tmp_path: Path, *extra: str, port: int | None = None) -> RedisServer:
+    """Start redis-server on *port* (a free one by default); it loads
+    ``dump-<port>.rdb`` from *tmp_path* when that file exists."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed; the tests that need a server of their own fail"
         if services.in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,
@@ -194,18 +199,21 @@ def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
             "no",
             "--dir",
             str(tmp_path),
+            "--dbfilename",
+            f"dump-{port}.rdb",
             *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(port, process)
+    server = RedisServer(port, process, tmp_path)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
                 probe.sendall(b"PING\r\n")
-                if probe.recv(64):  # +PONG, or -NOAUTH from a server with a password
+                # +PONG, or -NOAUTH from a server with a password (-LOADING: not yet)
+                if probe.recv(64)[:8] not in (b"", b"-LOADING"):
                     return server
         except OSError:
             time.sleep(0.05)
@@ -218,8 +226,8 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     """Start redis-server processes of this test's own; all stopped afterwards."""
     started: list[RedisServer] = []
 
-    def start(*extra: str) -> RedisServer:
-        server = start_redis_server(tmp_path, *extra)
+    def start(*extra: str, port: int | None = None) -> RedisServer:
+        server = start_redis_server(tmp_path, *extra, port=port)
         started.append(server)
         return server
 
@@ -227,8 +235,10 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     # Result objects still alive would unsubscribe from these servers when collected.
     gc.collect()
     for server in started:
-        server.process.terminate()
-        server.process.wait(10)
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a stopped server ignores SIGTERM
+            server.process.terminate()
+            server.process.wait(10)
 
 
 # -------------------------------------------------------------- PostgreSQL
