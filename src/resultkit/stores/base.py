@@ -59,6 +59,14 @@ class Page:
 
     records: list[Record]
     cursor: Any
+    #: What the cursors of this scan are valid for, as told by the server that
+    #: answered it: a token that changes when earlier cursors stop meaning
+    #: anything (a Redis server restarted or failed over: its SCAN cursor is a
+    #: position in a hash table of that process).  None for stores whose
+    #: cursors stay valid (SQL ids, file names, archive lines).
+    epoch: str | None = None
+    #: Results the scan found that were gone (expired, deleted) when read.
+    vanished: int = 0
 
 
 @dataclass

@@ -1,0 +1,166 @@
+"""resultkit migrate under real faults: the source restarted or failed over, the
+target's connections terminated, the process killed or stopped, a full disk.
+
+Each test ends with every record present exactly once, read back through
+Celery's own backend class, or with a non-zero exit that names what is
+missing and how to finish.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import RedisDB, SqlDB, run
+from tests.faults import (
+    assert_every_result_once,
+    fill,
+    finish,
+    one_line,
+    restart_from_rdb,
+    start,
+    stop_after,
+)
+
+
+def migrate_args(source: str, target: str, checkpoint: Path, batch: int = 100) -> list[str]:
+    return [
+        "migrate",
+        source,
+        target,
+        "--batch-size",
+        str(batch),
+        "--checkpoint",
+        str(checkpoint),
+        "--json",
+    ]
+
+
+# ------------------------------------------------------ the source restarts
+
+
+def test_resume_after_the_source_restarted_copies_every_result(
+    own_redis: Any, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given 10,000 results in a Redis that keeps an RDB file
+    source = own_redis()
+    ids = fill(source.client(), "r", 10_000)
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(source.url, postgres_db.url, checkpoint)
+    # When the migration is killed part-way and the source restarts from its RDB file
+    process = start(*args, cwd=tmp_path)
+    stop_after(process, checkpoint, 2000, signal.SIGKILL)
+    process.wait()
+    restart_from_rdb(own_redis, source)
+    # Then --resume notices that its SCAN cursor means nothing now, scans again,
+    # and every result is in the target exactly once
+    resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+    assert resumed.code == 0, resumed.output
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+    report = resumed.json
+    assert report["resumed"] is True
+    assert report["rescans"] == 1
+    assert report["complete"] is True
+    assert report["missing"] == 0
+
+
+def test_a_source_restart_under_a_running_migration_is_noticed(
+    own_redis: Any, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given a migration of 10,000 results under way
+    source = own_redis()
+    ids = fill(source.client(), "m", 10_000)
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(source.url, postgres_db.url, checkpoint)
+    process = start(*args, cwd=tmp_path)
+    # When the source restarts from its RDB file while the migration is stopped
+    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    restart_from_rdb(own_redis, source)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process)
+    # Then the run scans the new server again from the start and copies every result
+    assert code == 0, stderr
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+    report = json.loads(stdout)
+    assert report["rescans"] == 1
+    assert report["complete"] is True
+    assert report["missing"] == 0
+
+
+# ------------------------------------------------------------ the checkpoint
+
+
+def test_a_checkpoint_keeps_no_password(own_redis: Any, postgres_db: SqlDB, tmp_path: Path) -> None:
+    # Given a source whose URL holds a password
+    password = "s3cret-Pw-4242"
+    source = own_redis("--requirepass", password)
+    ids = fill(source.client(password=password), "p", 5000)
+    url = f"redis://:{password}@127.0.0.1:{source.port}/0"
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(url, postgres_db.url, checkpoint)
+    # When the migration is killed part-way, leaving its checkpoint
+    process = start(*args, cwd=tmp_path)
+    stop_after(process, checkpoint, 1000, signal.SIGKILL)
+    process.wait()
+    # Then no file it wrote holds the password
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("dump-")]
+    assert checkpoint in written
+    for path in written:
+        assert password.encode() not in path.read_bytes(), path
+    # And --resume still recognises its checkpoint and finishes exactly
+    resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+    assert resumed.code == 0, resumed.output
+    assert resumed.json["resumed"] is True
+    assert password not in resumed.output
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"version": 2, "identity": "ab', "damaged"),
+        ("\x00\x01 not json", "damaged"),
+        ("[1, 2, 3]", "not a resultkit checkpoint"),
+        (
+            '{"version": 2, "identity": "0000", "cursors": {}, "epochs": {}, '
+            '"finished": [], "counters": {}}',
+            "another migration",
+        ),
+    ],
+    ids=["truncated", "garbage", "foreign-shape", "other-migration"],
+)
+def test_a_bad_checkpoint_given_to_resume_is_one_usage_line(
+    cli: Any, redis_db: RedisDB, sqlite_db: SqlDB, tmp_path: Path, content: str, problem: str
+) -> None:
+    # Given a checkpoint file that is damaged, or another migration's
+    fill(redis_db.client, "b", 10)
+    checkpoint = tmp_path / "bad-checkpoint.json"
+    checkpoint.write_text(content)
+    # When it is given to --resume
+    result = cli(*migrate_args(redis_db.url, sqlite_db.url, checkpoint), "--resume")
+    # Then one line says which file, what is wrong and what to do; exit 2, nothing copied
+    assert result.code == 2, result.output
+    line = one_line(result.stderr)
+    for part in (str(checkpoint), problem, "delete it", "without --resume"):
+        assert part in line, line
+    assert not sa.inspect(sqlite_db.engine).has_table("celery_taskmeta")
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(
+    cli: Any, redis_db: RedisDB, sqlite_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given no checkpoint (the last run finished, or none ran)
+    ids = fill(redis_db.client, "n", 20)
+    # When --resume is asked for
+    result = cli(*migrate_args(redis_db.url, sqlite_db.url, tmp_path / "none.json"), "--resume")
+    # Then the run copies everything and says that it started from the beginning
+    assert result.code == 0, result.output
+    report = result.json
+    assert report["resumed"] is False
+    assert any("no checkpoint" in note and "from the beginning" in note for note in report["notes"])
+    assert_every_result_once(sqlite_db.url, ids, sqlite_db)
