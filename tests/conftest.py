@@ -383,3 +383,95 @@ def store_url_for(kind: str, request: Any, tmp_path: Path) -> str:
 def store_url(request: Any, tmp_path: Path) -> str:
     """Each store in turn: the contract suite runs on every one."""
     return store_url_for(request.param, request, tmp_path / "store")
+
+
+@dataclass
+class SentinelSet:
+    """A Sentinel of this test's own watching ``mymaster``, which has one replica."""
+
+    port: int
+    master: RedisServer
+    replica: RedisServer
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}/0?master_name=mymaster"
+
+    def sentinel(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True)
+
+    def master_port(self) -> int:
+        return int(self.sentinel().sentinel_get_master_addr_by_name("mymaster")[1])
+
+    def fail_over(self, timeout: float = 20) -> None:
+        """The master dies (SIGKILL) and the Sentinel promotes the replica."""
+        import redis
+
+        old, new = self.master, self.replica
+        old.process.kill()
+        old.process.wait(10)
+        self.sentinel().execute_command("SENTINEL FAILOVER mymaster")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                role = new.client(decode_responses=True).info("replication").get("role")
+                if self.master_port() == new.port and role == "master":
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the sentinel failover did not complete")
+            time.sleep(0.05)
+        self.master, self.replica = new, old
+
+
+@pytest.fixture
+def sentinel_with_replica(own_redis: Any, tmp_path: Path) -> Iterator[SentinelSet]:
+    """A master, a replica of it, and a Sentinel watching both, all of this test's own."""
+    import redis
+
+    # No delay before a full sync: the replica links at once, not after 5 s.
+    master = own_redis("--repl-diskless-sync-delay", "0")
+    replica = own_redis(
+        "--replicaof", "127.0.0.1", str(master.port), "--repl-diskless-sync-delay", "0"
+    )
+    deadline = time.monotonic() + 15
+    # Linked before the Sentinel starts: its first look at the master finds the replica.
+    while (
+        replica.client(decode_responses=True).info("replication").get("master_link_status") != "up"
+    ):
+        if time.monotonic() > deadline:
+            pytest.fail("the replica did not link to its master")
+        time.sleep(0.05)
+    port = free_port()
+    config = tmp_path / f"sentinel-{port}.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 2000\n"
+        "sentinel failover-timeout mymaster 10000\n"
+    )
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    process = subprocess.Popen(
+        [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    watched = SentinelSet(port, master, replica)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                replicas = watched.sentinel().sentinel_slaves("mymaster")
+                if any(int(r["port"]) == replica.port for r in replicas):
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the sentinel did not find the replica")
+            time.sleep(0.1)
+        yield watched
+    finally:
+        process.terminate()
+        process.wait(10)

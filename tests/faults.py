@@ -96,7 +96,10 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, st
 
 def restart_from_rdb(own_redis: Any, server: RedisServer) -> RedisServer:
     """SHUTDOWN SAVE, then a new redis-server on the same port loading the RDB file."""
-    client = server.client()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = server.client(retry=Retry(NoBackoff(), 0))  # no reconnecting to a server gone
     client.shutdown(save=True)
     client.close()
     server.process.wait(10)

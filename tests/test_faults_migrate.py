@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import RedisDB, SqlDB, run
+from tests.conftest import RedisDB, SentinelSet, SqlDB, run
 from tests.faults import (
     assert_every_result_once,
     fill,
@@ -164,3 +164,31 @@ def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(
     assert report["resumed"] is False
     assert any("no checkpoint" in note and "from the beginning" in note for note in report["notes"])
     assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+
+
+# ------------------------------------------------------ the source fails over
+
+
+def test_a_sentinel_failover_under_a_running_migration_loses_nothing(
+    sentinel_with_replica: SentinelSet, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given 10,000 results on a Sentinel-watched master, replicated to its replica
+    watched = sentinel_with_replica
+    client = watched.master.client()
+    ids = fill(client, "f", 10_000)
+    assert client.wait(1, 5000) == 1
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(watched.url, postgres_db.url, checkpoint)
+    process = start(*args, cwd=tmp_path)
+    # When the master dies and the Sentinel promotes the replica while the migration runs
+    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    watched.fail_over()
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process)
+    # Then the migration notices that it reads another server, scans it from
+    # the start, and copies every result exactly once
+    assert code == 0, stderr
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+    report = json.loads(stdout)
+    assert report["rescans"] == 1
+    assert report["complete"] is True

@@ -40,6 +40,9 @@ MAX_LISTED = 1000
 #: changed under it (restarted, failed over) before it stops and says what may
 #: be missing.
 MAX_RESCANS = 3
+#: Pauses before each new try of a read that failed for a reason that may pass
+#: (a lost connection, a server loading its data, a failover under way).
+READ_RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -535,7 +538,7 @@ def _prefetch(
         rescan = False
         try:
             while True:
-                page = src.scan(kind, at, batch_size)
+                page = _scan(src, kind, at, batch_size)
                 records.extend(page.records)
                 vanished += page.vanished
                 if at is not None and page.epoch != epoch:
@@ -582,6 +585,18 @@ def _prefetch(
             yield batch
             if following is None:
                 return
+
+
+def _scan(src: Store, kind: Kind, at: Any, batch_size: int) -> Page:
+    """``src.scan``, tried again after a failure that may pass (reads are idempotent)."""
+    for pause in READ_RETRY_PAUSES_S:
+        try:
+            return src.scan(kind, at, batch_size)
+        except Exception as exc:
+            if not src.transient(exc):
+                raise
+        time.sleep(pause)
+    return src.scan(kind, at, batch_size)
 
 
 class _SourceFailed(Exception):

@@ -207,6 +207,12 @@ class Store(ABC):
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         """Store *records* all at once or not at all (one transaction or pipeline)."""
 
+    def transient(self, exc: BaseException) -> bool:
+        """True when a read that raised *exc* may succeed if tried again (a lost
+        connection, a server loading its data or failing over); reads are
+        idempotent, so a migration retries them."""
+        return False
+
     @property
     def concurrent_writes(self) -> bool:
         """True when two batches may be written at once, from two threads, each

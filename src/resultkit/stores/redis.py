@@ -114,6 +114,14 @@ class RedisStore(Store):
         raw = self.backend.task_keyprefix if kind is Kind.TASK else self.backend.group_keyprefix
         return raw if isinstance(raw, bytes) else str(raw).encode()
 
+    def transient(self, exc: BaseException) -> bool:
+        import redis
+
+        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+            return False
+        # Also a server LOADING its RDB file, and a Sentinel that names no master yet.
+        return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+
     def key(self, kind: Kind, result_id: str) -> bytes:
         return self.prefix(kind) + result_id.encode()
 

@@ -79,6 +79,10 @@ class SqlStore(Store):
         #: How binary COPY rows are made, by table and column count (() for: in Python).
         self._specs: dict[tuple[str, int], Spec] = {}
 
+    def transient(self, exc: BaseException) -> bool:
+        # A connection the server closed (restarted, terminated): the pool drops it.
+        return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
         """The reflected table of *kind*, or None when it does not exist."""
