@@ -163,3 +163,19 @@ def fill_disk(folder: Path, leave: int = 0) -> None:
         handle.write(b"\0" * max(0, free - leave))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def with_application_name(db: SqlDB, name: str) -> str:
+    """*db*'s Celery URL, its connections named *name* in pg_stat_activity."""
+    url = sa.make_url(db.sqlalchemy_url).update_query_dict({"application_name": name})
+    return "db+" + url.render_as_string(hide_password=False)
+
+
+def terminate_backends(admin: sa.Engine, name: str) -> int:
+    """pg_terminate_backend every connection named *name*; return how many."""
+    with admin.connect() as conn:
+        query = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :name AND pid <> pg_backend_pid()"
+        )
+        return int(conn.execute(sa.text(query), {"name": name}).scalar_one())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,15 @@ import sqlalchemy as sa
 from tests.conftest import RedisDB, SentinelSet, SqlDB, run
 from tests.faults import (
     assert_every_result_once,
+    checkpointed,
     fill,
     finish,
     one_line,
     restart_from_rdb,
     start,
     stop_after,
+    terminate_backends,
+    with_application_name,
 )
 
 
@@ -192,3 +197,37 @@ def test_a_sentinel_failover_under_a_running_migration_loses_nothing(
     report = json.loads(stdout)
     assert report["rescans"] == 1
     assert report["complete"] is True
+
+
+# ------------------------------------------------- the target's connections
+
+
+def test_target_connections_terminated_mid_batch_end_exact(
+    redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given 10,000 results migrated into PostgreSQL in batches of 100
+    ids = fill(redis_db.client, "t", 10_000)
+    name = f"rk-{uuid.uuid4().hex[:10]}"
+    target = with_application_name(postgres_db, name)
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(redis_db.url, target, checkpoint)
+    process = start(*args, cwd=tmp_path)
+    # When PostgreSQL terminates the migration's connections again and again
+    terminated = 0
+    while process.poll() is None and terminated < 8:
+        if checkpointed(checkpoint) >= 1000:
+            terminated += terminate_backends(postgres_db.engine, name)
+        time.sleep(0.02)
+    code, stdout, stderr = finish(process)
+    assert terminated >= 3, "the run finished before its connections could be terminated"
+    assert "Traceback" not in stderr, stderr
+    # Then the run retries what was cut off, or stops with one line and --resume finishes
+    if code != 0:
+        assert "--resume" in one_line(stderr)
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        assert resumed.code == 0, resumed.output
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+    report = json.loads(stdout) if code == 0 else None
+    if report is not None:
+        assert report["failed"] == report["unaccounted"] == 0
+        assert report["copied"] + report["skipped"] == len(ids)

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..codec import ENCRYPTED, require_serializer
@@ -40,9 +40,10 @@ MAX_LISTED = 1000
 #: changed under it (restarted, failed over) before it stops and says what may
 #: be missing.
 MAX_RESCANS = 3
-#: Pauses before each new try of a read that failed for a reason that may pass
-#: (a lost connection, a server loading its data, a failover under way).
-READ_RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
+#: Pauses before each new try of a read or write that failed for a reason that
+#: may pass (a lost connection, a server loading its data, a failover under
+#: way, a deadlock): about 15 s in all.
+RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -589,14 +590,7 @@ def _prefetch(
 
 def _scan(src: Store, kind: Kind, at: Any, batch_size: int) -> Page:
     """``src.scan``, tried again after a failure that may pass (reads are idempotent)."""
-    for pause in READ_RETRY_PAUSES_S:
-        try:
-            return src.scan(kind, at, batch_size)
-        except Exception as exc:
-            if not src.transient(exc):
-                raise
-        time.sleep(pause)
-    return src.scan(kind, at, batch_size)
+    return _retrying(src, lambda: src.scan(kind, at, batch_size))
 
 
 class _SourceFailed(Exception):
@@ -759,15 +753,22 @@ def _selected(record: Record, filters: Filters) -> bool:
 def _write(
     dst: Store, records: list[Record], on_conflict: OnConflict, prepared: object | None = None
 ) -> WriteResult:
-    """Write a batch; when the batch as a whole is refused, isolate the records at fault."""
+    """Write a batch; when the batch as a whole is refused, isolate the records at fault.
+
+    A failure that may pass (a lost connection, a deadlock) is tried again
+    first: writing is idempotent, and a record is only reported failed for
+    what it holds, never for the moment it was written at.
+    """
     try:
-        return dst.write_prepared(records, on_conflict, prepared)
+        return _retrying(dst, lambda: dst.write_prepared(records, on_conflict, prepared))
     except Exception as batch_error:
         merged = WriteResult()
         for record in records:
             try:
-                single = dst.write_many([record], on_conflict)
+                single = _retrying(dst, functools.partial(dst.write_many, [record], on_conflict))
             except Exception as exc:
+                if dst.transient(exc):
+                    raise  # the target stays out of reach: stop, --resume finishes
                 merged.failed[record.id] = f"{type(exc).__name__}: {_first_line(exc)}"
                 continue
             merged.written += single.written
@@ -780,6 +781,21 @@ def _write(
                 "batch was written; fix the target and run again with --resume"
             ) from batch_error
         return merged
+
+
+_T = TypeVar("_T")
+
+
+def _retrying(store: Store, operation: Callable[[], _T]) -> _T:
+    """*operation* on *store*, tried again after a failure that may pass."""
+    for pause in RETRY_PAUSES_S:
+        try:
+            return operation()
+        except Exception as exc:
+            if not store.transient(exc):
+                raise
+        time.sleep(pause)
+    return operation()
 
 
 def _first_line(exc: BaseException) -> str:

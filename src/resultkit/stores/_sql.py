@@ -16,12 +16,44 @@ __all__ = [
     "read_ids",
     "rows_of",
     "state_counts",
+    "transient_error",
     "upsert_rows",
     "write_by_kind",
 ]
 
 #: Ids per IN (...) list: bounded, whatever the batch size.
 IN_CHUNK_ROWS = 1000
+
+
+#: SQLSTATE classes and codes of errors that pass when tried again: a lost
+#: connection (08), a server shutting down or a terminated session (57P0x),
+#: a serialization failure or a deadlock.
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01")
+#: MySQL/MariaDB: server gone away, connection lost, deadlock, lock wait timeout.
+_TRANSIENT_MYSQL_ERRORS = frozenset({2006, 2013, 1213, 1205})
+
+
+def transient_error(engine: sa.Engine, exc: BaseException) -> bool:
+    """True when *exc* may pass if the transaction is tried again: a connection
+    lost or terminated, a deadlock, a database locked for a moment."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated or exc.orig is None:
+            return bool(exc.connection_invalidated)
+        exc = exc.orig
+    dbapi = engine.dialect.loaded_dbapi
+    if not isinstance(exc, getattr(dbapi, "Error", ())):
+        return False
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if state:
+        return str(state).startswith(_TRANSIENT_SQLSTATES)
+    if not isinstance(exc, getattr(dbapi, "OperationalError", ())):
+        return False
+    name = engine.dialect.name
+    if name == "postgresql":
+        return True  # no SQLSTATE: the driver lost the connection itself
+    if name in ("mysql", "mariadb"):
+        return bool(exc.args) and exc.args[0] in _TRANSIENT_MYSQL_ERRORS
+    return name == "sqlite" and "locked" in str(exc)
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:

@@ -208,9 +208,10 @@ class Store(ABC):
         """Store *records* all at once or not at all (one transaction or pipeline)."""
 
     def transient(self, exc: BaseException) -> bool:
-        """True when a read that raised *exc* may succeed if tried again (a lost
-        connection, a server loading its data or failing over); reads are
-        idempotent, so a migration retries them."""
+        """True when an operation that raised *exc* may succeed if tried again
+        (a lost connection, a server loading its data or failing over, a
+        deadlock).  Reads, and a migration's writes, are idempotent: a
+        migration tries them again."""
         return False
 
     @property

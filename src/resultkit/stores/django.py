@@ -24,7 +24,15 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sealed_key_counts, sql_summary
-from ._sql import delete_ids, read_ids, rows_of, state_counts, upsert_rows, write_by_kind
+from ._sql import (
+    delete_ids,
+    read_ids,
+    rows_of,
+    state_counts,
+    transient_error,
+    upsert_rows,
+    write_by_kind,
+)
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["DjangoStore"]
@@ -91,6 +99,9 @@ class DjangoStore(Store):
         self.engine = sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True)
         self.tables = _tables(sa.MetaData())
         self._present: bool | None = None
+
+    def transient(self, exc: BaseException) -> bool:
+        return transient_error(self.engine, exc)
 
     @property
     def extended_fields(self) -> tuple[str, ...]:

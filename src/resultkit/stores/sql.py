@@ -35,6 +35,7 @@ from ._sql import (
     read_ids,
     rows_of,
     state_counts,
+    transient_error,
     upsert_rows,
     write_by_kind,
 )
@@ -80,8 +81,7 @@ class SqlStore(Store):
         self._specs: dict[tuple[str, int], Spec] = {}
 
     def transient(self, exc: BaseException) -> bool:
-        # A connection the server closed (restarted, terminated): the pool drops it.
-        return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+        return transient_error(self.engine, exc)
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
