@@ -179,3 +179,14 @@ def terminate_backends(admin: sa.Engine, name: str) -> int:
             "WHERE application_name = :name AND pid <> pg_backend_pid()"
         )
         return int(conn.execute(sa.text(query), {"name": name}).scalar_one())
+
+
+def with_session_timeouts(db: SqlDB, ms: int) -> str:
+    """*db*'s Celery URL, whose sessions PostgreSQL closes after *ms* idle (in a
+    transaction or not)."""
+    url = sa.make_url(db.sqlalchemy_url)
+    options = url.query.get("options", "")
+    options = f"{options} -cidle_session_timeout={ms} -cidle_in_transaction_session_timeout={ms}"
+    return "db+" + url.update_query_dict({"options": options.strip()}).render_as_string(
+        hide_password=False
+    )

@@ -23,13 +23,17 @@ from tests.faults import (
     assert_every_result_once,
     checkpointed,
     fill,
+    fill_disk,
     finish,
     one_line,
     restart_from_rdb,
+    small_disk,
     start,
     stop_after,
     terminate_backends,
+    wait_until,
     with_application_name,
+    with_session_timeouts,
 )
 
 
@@ -231,3 +235,65 @@ def test_target_connections_terminated_mid_batch_end_exact(
     if report is not None:
         assert report["failed"] == report["unaccounted"] == 0
         assert report["copied"] + report["skipped"] == len(ids)
+
+
+# ------------------------------------------------------- the process stops
+
+
+def test_a_migration_stopped_past_its_servers_timeouts_ends_exact(
+    own_redis: Any, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given a source that drops clients idle for 1 s, a target that ends sessions
+    # idle for 1 s (in a transaction or not), and a migration under way
+    source = own_redis("--timeout", "1")
+    ids = fill(source.client(), "s", 10_000)
+    checkpoint = tmp_path / "cp.json"
+    args = migrate_args(source.url, with_session_timeouts(postgres_db, 1000), checkpoint)
+    process = start(*args, cwd=tmp_path)
+    # When the migration is stopped (SIGSTOP) for longer than both, then continued
+    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    time.sleep(2.5)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process)
+    # Then it reconnects and finishes, or stops with one line and --resume finishes
+    if code != 0:
+        assert "--resume" in one_line(stderr)
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        assert resumed.code == 0, resumed.output
+    else:
+        assert "Traceback" not in stderr, stderr
+        assert json.loads(stdout)["failed"] == 0
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+
+
+# --------------------------------------------------------------- full disks
+
+
+def test_a_full_disk_for_the_checkpoint_stops_with_one_line_and_loses_nothing(
+    redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given a migration whose checkpoint lives on a small file system
+    ids = fill(redis_db.client, "d", 10_000)
+    with small_disk(tmp_path / "disk") as disk:
+        checkpoint = disk / "cp.json"
+        args = migrate_args(redis_db.url, postgres_db.url, checkpoint)
+        process = start(*args, cwd=tmp_path)
+        # When that file system fills up part-way
+        wait_until(lambda: checkpointed(checkpoint) >= 1000 or process.poll() is not None)
+        fill_disk(disk)
+        code, _, stderr = finish(process)
+        # Then the run stops with one line naming the checkpoint and the way to finish
+        assert code == 1, stderr
+        line = one_line(stderr)
+        assert f"could not save the checkpoint {checkpoint}" in line, line
+        assert "No space left on device" in line, line
+        assert "--resume" in line, line
+        # leaving the last whole checkpoint and no temporary file
+        assert sorted(p.name for p in disk.iterdir()) == ["cp.json", "filler"]
+        assert checkpointed(checkpoint) >= 1000
+        # And once there is room, --resume finishes: every result exactly once
+        (disk / "filler").unlink()
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        assert resumed.code == 0, resumed.output
+        assert not checkpoint.exists()
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
