@@ -22,7 +22,8 @@ from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
 from ..encryption import KeyRing, configure, keyring_for, sealing_for
-from ..errors import MigrationError, ResultkitError, UsageError
+from ..errors import MigrationError, UsageError
+from ..faults import from_outside, what_failed
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
 from ..urls import MASK, mask_url
@@ -300,11 +301,13 @@ def migrate(
     except _SourceFailed as failed:
         cause = failed.__cause__
         assert cause is not None
+        if not from_outside(cause):
+            raise cause from None
         raise _stopped(cause, src.masked_url, report, dry_run, finish) from cause
     except (KeyboardInterrupt, MigrationError):
         raise
     except Exception as exc:
-        if not _from_outside(exc):
+        if not from_outside(exc):
             raise
         raise _stopped(exc, None, report, dry_run, finish) from exc
     finally:
@@ -402,7 +405,9 @@ def _run(
                     report.deleted += src.delete_many(kind, kept)
         report.scanned += len(page.records) + page.vanished
         report.vanished += page.vanished
-        report.filtered += len(page.records) - len(selected)
+        # A superseded record counts as skipped: a later copy of it is written.
+        report.skipped += batch.superseded
+        report.filtered += len(page.records) - len(selected) - batch.superseded
         found[kind] += len(page.records) + page.vanished
         done[kind] += len(page.records)
         if batch.rescan:
@@ -514,6 +519,17 @@ class _Batch:
     rescan: bool = False
     #: ... once too often: the pass over this kind stops here, incomplete.
     gave_up: bool = False
+    #: Records left out for a later copy of the same result in the batch.
+    superseded: int = 0
+
+
+def _latest(records: list[Record]) -> list[Record]:
+    """*records* with only the last of several of the same id (an archive holds
+    each version of a result it archived; the later supersedes the earlier)."""
+    last = {record.id: at for at, record in enumerate(records)}
+    if len(last) == len(records):
+        return records
+    return [record for at, record in enumerate(records) if last[record.id] == at]
 
 
 def _prefetch(
@@ -555,6 +571,8 @@ def _prefetch(
         seconds = time.monotonic() - began
         # Without filters every record, the unreadable ones too (they are reported).
         selected = records if filters.empty else [r for r in records if _selected(r, filters)]
+        matched = len(selected)
+        selected = _latest(selected)
         prepared = None
         if prepare is not None and selected:
             try:
@@ -563,7 +581,9 @@ def _prefetch(
                 prepared = None
         page = Page(records, at, epoch, vanished)
         done = at is None and not rescan
-        return _Batch(kind, page, selected, prepared, seconds, at, epoch, done, rescan)
+        batch = _Batch(kind, page, selected, prepared, seconds, at, epoch, done, rescan)
+        batch.superseded = matched - len(selected)
+        return batch
 
     queue = list(starts)
     if not queue:
@@ -597,42 +617,11 @@ class _SourceFailed(Exception):
     """Reading the source failed; the exception's cause says why."""
 
 
-def _from_outside(exc: BaseException) -> bool:
-    """True for the errors of a server, a driver or the operating system, which
-    stop a migration part-way; False for what would be a bug of resultkit's."""
-    if isinstance(exc, (OSError, ResultkitError)):
-        return True
-    return any((cls.__module__ or "").split(".")[0] in _DRIVERS for cls in type(exc).__mro__)
-
-
-#: Top-level modules whose exceptions come from a server or a driver.
-_DRIVERS = frozenset(
-    {
-        "redis",
-        "sqlalchemy",
-        "psycopg",
-        "psycopg2",
-        "pymysql",
-        "MySQLdb",
-        "sqlite3",
-        "kombu",
-        "amqp",
-        "botocore",
-        "celery",
-    }
-)
-
-
 def _stopped(
     exc: BaseException, where: str | None, report: MigrationReport, dry_run: bool, finish: str
-) -> ResultkitError:
+) -> MigrationError:
     """The one-line error of a migration that a server or the system stopped part-way."""
-    from ..checks.explain import explain
-
-    if isinstance(exc, ResultkitError) and not isinstance(exc, MigrationError):
-        what = str(exc).rstrip(".")
-    else:
-        what = explain(exc, where or "a server").message
+    what = what_failed(exc, where)
     if dry_run:
         return MigrationError(f"{what}; the dry run stopped part-way (nothing was written)")
     return MigrationError(
