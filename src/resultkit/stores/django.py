@@ -25,6 +25,7 @@ from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expi
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sealed_key_counts, sql_summary
 from ._sql import (
+    create_missing,
     delete_ids,
     read_ids,
     rows_of,
@@ -114,7 +115,7 @@ class DjangoStore(Store):
 
     def ensure_tables(self) -> None:
         if not self.present():
-            self.tables[Kind.TASK].metadata.create_all(self.engine, checkfirst=True)
+            create_missing(self.engine, self.tables[Kind.TASK].metadata.sorted_tables)
             self._present = True
 
     def _id_column(self, kind: Kind) -> sa.Column[Any]:
