@@ -8,6 +8,7 @@ missing and how to finish.
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.celery_view import stored_through_celery
 from tests.conftest import RedisDB, SentinelSet, SqlDB, run
 from tests.faults import (
     assert_every_result_once,
@@ -296,4 +298,52 @@ def test_a_full_disk_for_the_checkpoint_stops_with_one_line_and_loses_nothing(
         resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
         assert resumed.code == 0, resumed.output
         assert not checkpoint.exists()
+    assert_every_result_once(postgres_db.url, ids, postgres_db)
+
+
+def test_a_source_that_keeps_changing_ends_incomplete_with_the_command_to_finish(
+    own_redis: Any, postgres_db: SqlDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a migration that may start its pass again no more than once
+    command = importlib.import_module("resultkit.commands.migrate")
+    monkeypatch.setattr(command, "MAX_RESCANS", 1)
+    source = own_redis()
+    ids = fill(source.client(), "g", 5000)
+    checkpoint = tmp_path / "cp.json"
+    restarts: list[int] = []
+    passes = [0]  # passes begun again: a rescan counts from zero
+    last = [0]
+
+    def restart_once_per_pass(progress: Any) -> None:
+        if progress.done < last[0]:
+            passes[0] += 1
+        last[0] = progress.done
+        if progress.done >= 1000 and len(restarts) == passes[0] < 2:
+            restarts.append(progress.done)
+            restart_from_rdb(own_redis, source)
+
+    # When its source restarts under it, and again once it has begun again
+    report = command.migrate(
+        source.url,
+        postgres_db.url,
+        batch_size=100,
+        checkpoint=checkpoint,
+        progress=restart_once_per_pass,
+    )
+    # Then it says it is incomplete, how many results are not in the target and
+    # how to finish, and keeps its checkpoint
+    assert len(restarts) == 2, report.as_dict()
+    assert report.complete is False
+    assert not report.ok
+    assert report.rescans == 2
+    in_target = len(stored_through_celery(postgres_db.url, ids))
+    assert report.missing == len(ids) - in_target > 0
+    assert report.resume_command is not None
+    assert report.resume_command.endswith("--resume")
+    assert checkpoint.exists()
+    # And the command it names finishes: every result exactly once
+    finished = command.migrate(
+        source.url, postgres_db.url, batch_size=100, checkpoint=checkpoint, resume=True
+    )
+    assert finished.ok, finished.as_dict()
     assert_every_result_once(postgres_db.url, ids, postgres_db)

@@ -111,11 +111,12 @@ def render_migration(report: MigrationReport, console: Console) -> None:
     for note in report.notes:
         console.print(Text.assemble(("note ", "bold"), note))
     if not report.complete:
-        missing = "an unknown number of" if report.missing is None else f"up to {report.missing:,}"
+        missing = "an unknown number of" if report.missing is None else f"{report.missing:,}"
         console.print(
             Text.assemble(
                 ("INCOMPLETE ", "bold red"),
-                f"{missing} results may not be in the target; finish with: {report.resume_command}",
+                f"{missing} results of the source are not in the target; finish with: "
+                f"{report.resume_command}",
             )
         )
     for failure in report.failures:
@@ -132,7 +133,7 @@ def render_migration(report: MigrationReport, console: Console) -> None:
                 ", ".join(mismatch["fields"]),
             )
         )
-    if not report.ok and not report.dry_run:
+    if (report.failures or report.mismatches) and not report.dry_run:
         console.print("the records above were not copied as they are; the rest were")
 
 
