@@ -58,14 +58,14 @@ def migrate_args(source: str, target: str, checkpoint: Path, batch: int = 100) -
 def test_resume_after_the_source_restarted_copies_every_result(
     own_redis: Any, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
-    # Given 10,000 results in a Redis that keeps an RDB file
+    # Given 5,000 results in a Redis that keeps an RDB file
     source = own_redis()
-    ids = fill(source.client(), "r", 10_000)
+    ids = fill(source.client(), "r", 5000)
     checkpoint = tmp_path / "cp.json"
     args = migrate_args(source.url, postgres_db.url, checkpoint)
     # When the migration is killed part-way and the source restarts from its RDB file
     process = start(*args, cwd=tmp_path)
-    stop_after(process, checkpoint, 2000, signal.SIGKILL)
+    stop_after(process, checkpoint, 1000, signal.SIGKILL)
     process.wait()
     restart_from_rdb(own_redis, source)
     # Then --resume notices that its SCAN cursor means nothing now, scans again,
@@ -83,14 +83,14 @@ def test_resume_after_the_source_restarted_copies_every_result(
 def test_a_source_restart_under_a_running_migration_is_noticed(
     own_redis: Any, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
-    # Given a migration of 10,000 results under way
+    # Given a migration of 5,000 results under way
     source = own_redis()
-    ids = fill(source.client(), "m", 10_000)
+    ids = fill(source.client(), "m", 5000)
     checkpoint = tmp_path / "cp.json"
     args = migrate_args(source.url, postgres_db.url, checkpoint)
     process = start(*args, cwd=tmp_path)
     # When the source restarts from its RDB file while the migration is stopped
-    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
     restart_from_rdb(own_redis, source)
     process.send_signal(signal.SIGCONT)
     code, stdout, stderr = finish(process)
@@ -183,16 +183,16 @@ def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(
 def test_a_sentinel_failover_under_a_running_migration_loses_nothing(
     sentinel_with_replica: SentinelSet, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
-    # Given 10,000 results on a Sentinel-watched master, replicated to its replica
+    # Given 5,000 results on a Sentinel-watched master, replicated to its replica
     watched = sentinel_with_replica
     client = watched.master.client()
-    ids = fill(client, "f", 10_000)
+    ids = fill(client, "f", 5000)
     assert client.wait(1, 5000) == 1
     checkpoint = tmp_path / "cp.json"
     args = migrate_args(watched.url, postgres_db.url, checkpoint)
     process = start(*args, cwd=tmp_path)
     # When the master dies and the Sentinel promotes the replica while the migration runs
-    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
     watched.fail_over()
     process.send_signal(signal.SIGCONT)
     code, stdout, stderr = finish(process)
@@ -248,12 +248,12 @@ def test_a_migration_stopped_past_its_servers_timeouts_ends_exact(
     # Given a source that drops clients idle for 1 s, a target that ends sessions
     # idle for 1 s (in a transaction or not), and a migration under way
     source = own_redis("--timeout", "1")
-    ids = fill(source.client(), "s", 10_000)
+    ids = fill(source.client(), "s", 5000)
     checkpoint = tmp_path / "cp.json"
     args = migrate_args(source.url, with_session_timeouts(postgres_db, 1000), checkpoint)
     process = start(*args, cwd=tmp_path)
     # When the migration is stopped (SIGSTOP) for longer than both, then continued
-    stop_after(process, checkpoint, 2000, signal.SIGSTOP)
+    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
     time.sleep(2.5)
     process.send_signal(signal.SIGCONT)
     code, stdout, stderr = finish(process)
@@ -275,7 +275,7 @@ def test_a_full_disk_for_the_checkpoint_stops_with_one_line_and_loses_nothing(
     redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
     # Given a migration whose checkpoint lives on a small file system
-    ids = fill(redis_db.client, "d", 10_000)
+    ids = fill(redis_db.client, "d", 5000)
     with small_disk(tmp_path / "disk") as disk:
         checkpoint = disk / "cp.json"
         args = migrate_args(redis_db.url, postgres_db.url, checkpoint)
