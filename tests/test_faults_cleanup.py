@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from resultkit.commands import migrate
 from resultkit.records import Kind
 from resultkit.stores import OnConflict, open_store
 from tests import services
@@ -57,6 +58,17 @@ def archived(path: Path) -> list[str]:
         return [r.id for page in store.pages(Kind.TASK, 5000) for r in page.records]
     finally:
         store.close()
+
+
+def assert_archive_restores_every_one(archive: Path, ids: list[str], tmp_path: Path) -> None:
+    """The archive holds each of *ids* once, and restores them all: Celery reads
+    each back from the restored database with its own value."""
+    assert sorted(archived(archive)) == ids
+    restored = f"db+sqlite:///{tmp_path / 'restored.sqlite3'}"
+    report = migrate(f"jsonl://{archive}", restored, checkpoint=tmp_path / "restore.json")
+    assert report.ok, report.as_dict()
+    stored = stored_through_celery(restored, ids)
+    assert [stored[i]["result"]["n"] for i in ids] == list(range(len(ids)))
 
 
 def remaining(db: SqlDB) -> set[str]:
@@ -104,7 +116,7 @@ def test_a_full_disk_for_the_archive_stops_deletion_with_one_line(
         rerun = run("resultkit", *cleanup_args(postgres_db.url, archive), cwd=tmp_path)
         assert rerun.code == 0, rerun.output
         assert remaining(postgres_db) == set()
-        assert sorted(archived(archive)) == ids
+        assert_archive_restores_every_one(archive, ids, tmp_path)
 
 
 def test_a_cleanup_killed_part_way_reruns_to_exact(postgres_db: SqlDB, tmp_path: Path) -> None:
@@ -125,7 +137,7 @@ def test_a_cleanup_killed_part_way_reruns_to_exact(postgres_db: SqlDB, tmp_path:
     rerun = run("resultkit", *args, cwd=tmp_path)
     assert rerun.code == 0, rerun.output
     assert remaining(postgres_db) == set()
-    assert sorted(archived(archive)) == ids
+    assert_archive_restores_every_one(archive, ids, tmp_path)
 
 
 def test_a_cleanup_stopped_past_its_databases_timeouts_deletes_nothing_unarchived(
@@ -151,7 +163,7 @@ def test_a_cleanup_stopped_past_its_databases_timeouts_deletes_nothing_unarchive
     rerun = run("resultkit", *args, cwd=tmp_path)
     assert rerun.code == 0, rerun.output
     assert remaining(postgres_db) == set()
-    assert sorted(archived(archive)) == ids
+    assert_archive_restores_every_one(archive, ids, tmp_path)
 
 
 def test_cleanup_never_deletes_what_a_worker_wrote_after_it_began(

@@ -760,6 +760,8 @@ def _write(
     try:
         return _retrying(dst, lambda: dst.write_prepared(records, on_conflict, prepared))
     except Exception as batch_error:
+        if dst.transient(batch_error):
+            raise  # the target stays out of reach: stop, --resume finishes
         merged = WriteResult()
         for record in records:
             try:
