@@ -120,13 +120,13 @@ def test_a_full_disk_for_the_archive_stops_deletion_with_one_line(
 
 
 def test_a_cleanup_killed_part_way_reruns_to_exact(postgres_db: SqlDB, tmp_path: Path) -> None:
-    # Given 10,000 expired results, cleaned up with an archive in batches of 200
-    ids = seed_old(postgres_db.url, 10_000)
+    # Given 5,000 expired results, cleaned up with an archive in batches of 100
+    ids = seed_old(postgres_db.url, 5000)
     archive = tmp_path / "archive.jsonl.gz"
-    args = cleanup_args(postgres_db.url, archive)
+    args = cleanup_args(postgres_db.url, archive, batch=100)
     process = start(*args, cwd=tmp_path)
     # When the cleanup is killed (SIGKILL) part-way
-    wait_until(lambda: len(remaining(postgres_db)) <= 8_000 or process.poll() is not None)
+    wait_until(lambda: len(remaining(postgres_db)) <= 4000 or process.poll() is not None)
     process.kill()
     process.wait()
     # Then nothing it deleted is missing from the archive
@@ -144,12 +144,12 @@ def test_a_cleanup_stopped_past_its_databases_timeouts_deletes_nothing_unarchive
     postgres_db: SqlDB, tmp_path: Path
 ) -> None:
     # Given a database that ends sessions idle for 0.5 s, and a cleanup under way
-    ids = seed_old(postgres_db.url, 10_000)
+    ids = seed_old(postgres_db.url, 5000)
     archive = tmp_path / "archive.jsonl.gz"
-    args = cleanup_args(with_session_timeouts(postgres_db, 500), archive)
+    args = cleanup_args(with_session_timeouts(postgres_db, 500), archive, batch=100)
     process = start(*args, cwd=tmp_path)
     # When the cleanup is stopped (SIGSTOP) for 1.5 s, then continued
-    wait_until(lambda: len(remaining(postgres_db)) <= 8_000 or process.poll() is not None)
+    wait_until(lambda: len(remaining(postgres_db)) <= 4000 or process.poll() is not None)
     process.send_signal(signal.SIGSTOP)
     time.sleep(1.5)
     process.send_signal(signal.SIGCONT)
