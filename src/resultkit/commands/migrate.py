@@ -246,7 +246,12 @@ def migrate(
         ]
     )
     path = Path(checkpoint) if checkpoint else default_checkpoint_path(identity)
-    state = Checkpoint.load(path, identity) if resume and not dry_run else None
+    try:
+        state = Checkpoint.load(path, identity) if resume and not dry_run else None
+    except UsageError:
+        src.close()
+        dst.close()
+        raise
     report.resumed = state is not None
     if state is None:
         if resume and not dry_run:
