@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -51,3 +52,34 @@ def assert_celery_reads(
             assert result.retries == meta["retries"]
     # Drop result objects now: left to interpreter exit, they unsubscribe from a closed server.
     gc.collect()
+
+
+def stored_through_celery(url: str, ids: Sequence[str], **settings: Any) -> dict[str, Any]:
+    """The meta of each of *ids* stored at *url*, read in bulk by Celery's own backend
+    class and decoded as it decodes them (ids not stored are left out)."""
+    app = celery_app(url, **settings)
+    backend = app.backend
+    out: dict[str, Any] = {}
+    chunks = [list(ids[at : at + 1000]) for at in range(0, len(ids), 1000)]
+    if hasattr(backend, "ResultSession"):  # DatabaseBackend: its session, model and decoding
+        session = backend.ResultSession()
+        try:
+            for chunk in chunks:
+                query = session.query(backend.task_cls).filter(backend.task_cls.task_id.in_(chunk))
+                for task in query:
+                    data = task.to_dict()
+                    data["result"] = backend._decode_stored_result(data["result"])
+                    data.pop("stamps", None)
+                    for name in ("args", "kwargs", "children"):
+                        if data.get(name) is not None:
+                            data[name] = backend.decode(data[name])
+                    out[task.task_id] = backend.meta_from_decoded(data)
+        finally:
+            session.close()
+    else:  # a key-value backend (Redis, Sentinel): its keys, mget and decoding
+        for chunk in chunks:
+            values = backend.mget([backend.get_key_for_task(i) for i in chunk])
+            for task_id, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    out[task_id] = backend.decode_result(value)
+    return out

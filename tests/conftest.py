@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -170,6 +171,8 @@ class RedisServer:
 
     port: int
     process: subprocess.Popen[bytes]
+    #: Where its RDB file (``dump-<port>.rdb``) is saved and loaded from.
+    folder: Path | None = None
 
     @property
     def url(self) -> str:
@@ -181,14 +184,16 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
 
-def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
+def start_redis_server(tmp_path: Path, *extra: str, port: int | None = None) -> RedisServer:
+    """Start redis-server on *port* (a free one by default); it loads
+    ``dump-<port>.rdb`` from *tmp_path* when that file exists."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed; the tests that need a server of their own fail"
         if services.in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,
@@ -202,18 +207,21 @@ def start_redis_server(tmp_path: Path, *extra: str) -> RedisServer:
             "no",
             "--dir",
             str(tmp_path),
+            "--dbfilename",
+            f"dump-{port}.rdb",
             *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(port, process)
+    server = RedisServer(port, process, tmp_path)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
                 probe.sendall(b"PING\r\n")
-                if probe.recv(64):  # +PONG, or -NOAUTH from a server with a password
+                # +PONG, or -NOAUTH from a server with a password (-LOADING: not yet)
+                if probe.recv(64)[:8] not in (b"", b"-LOADING"):
                     return server
         except OSError:
             time.sleep(0.05)
@@ -226,8 +234,8 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     """Start redis-server processes of this test's own; all stopped afterwards."""
     started: list[RedisServer] = []
 
-    def start(*extra: str) -> RedisServer:
-        server = start_redis_server(tmp_path, *extra)
+    def start(*extra: str, port: int | None = None) -> RedisServer:
+        server = start_redis_server(tmp_path, *extra, port=port)
         started.append(server)
         return server
 
@@ -235,8 +243,10 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     # Result objects still alive would unsubscribe from these servers when collected.
     gc.collect()
     for server in started:
-        server.process.terminate()
-        server.process.wait(10)
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a stopped server ignores SIGTERM
+            server.process.terminate()
+            server.process.wait(10)
 
 
 # -------------------------------------------------------------- PostgreSQL
@@ -395,3 +405,95 @@ def store_url_for(kind: str, request: Any, tmp_path: Path) -> str:
 def store_url(request: Any, tmp_path: Path) -> str:
     """Each store in turn: the contract suite runs on every one."""
     return store_url_for(request.param, request, tmp_path / "store")
+
+
+@dataclass
+class SentinelSet:
+    """A Sentinel of this test's own watching ``mymaster``, which has one replica."""
+
+    port: int
+    master: RedisServer
+    replica: RedisServer
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}/0?master_name=mymaster"
+
+    def sentinel(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True)
+
+    def master_port(self) -> int:
+        return int(self.sentinel().sentinel_get_master_addr_by_name("mymaster")[1])
+
+    def fail_over(self, timeout: float = 20) -> None:
+        """The master dies (SIGKILL) and the Sentinel promotes the replica."""
+        import redis
+
+        old, new = self.master, self.replica
+        old.process.kill()
+        old.process.wait(10)
+        self.sentinel().execute_command("SENTINEL FAILOVER mymaster")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                role = new.client(decode_responses=True).info("replication").get("role")
+                if self.master_port() == new.port and role == "master":
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the sentinel failover did not complete")
+            time.sleep(0.05)
+        self.master, self.replica = new, old
+
+
+@pytest.fixture
+def sentinel_with_replica(own_redis: Any, tmp_path: Path) -> Iterator[SentinelSet]:
+    """A master, a replica of it, and a Sentinel watching both, all of this test's own."""
+    import redis
+
+    # No delay before a full sync: the replica links at once, not after 5 s.
+    master = own_redis("--repl-diskless-sync-delay", "0")
+    replica = own_redis(
+        "--replicaof", "127.0.0.1", str(master.port), "--repl-diskless-sync-delay", "0"
+    )
+    deadline = time.monotonic() + 15
+    # Linked before the Sentinel starts: its first look at the master finds the replica.
+    while (
+        replica.client(decode_responses=True).info("replication").get("master_link_status") != "up"
+    ):
+        if time.monotonic() > deadline:
+            pytest.fail("the replica did not link to its master")
+        time.sleep(0.05)
+    port = free_port()
+    config = tmp_path / f"sentinel-{port}.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 2000\n"
+        "sentinel failover-timeout mymaster 10000\n"
+    )
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    process = subprocess.Popen(
+        [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    watched = SentinelSet(port, master, replica)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                replicas = watched.sentinel().sentinel_slaves("mymaster")
+                if any(int(r["port"]) == replica.port for r in replicas):
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the sentinel did not find the replica")
+            time.sleep(0.1)
+        yield watched
+    finally:
+        process.terminate()
+        process.wait(10)

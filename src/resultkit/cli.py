@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -77,6 +78,12 @@ def handle_errors(fn: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _as_typed() -> str:
+    """The command line this process runs, as typed, with every password masked."""
+    words = [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+    return shlex.join(Redactor().redact(word) for word in words)
 
 
 def _emit(report: Any, as_json: bool, render: Callable[[Any, Console], None]) -> None:
@@ -273,6 +280,7 @@ def migrate_command(
             app=celery_app,
             target_compression=target_compression,
             progress=progress,
+            command=_as_typed(),
             **options,
         )
     _emit(report, as_json, render_migration)

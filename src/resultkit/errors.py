@@ -13,7 +13,8 @@ what to do next::
     ├── AppNotFound              ``-A/--app`` names nothing importable
     ├── BackendUnavailable       the server cannot be reached in time
     ├── SerializationError       a payload cannot be encoded or decoded
-    └── MigrationError           a migration cannot continue safely
+    ├── MigrationError           a migration cannot continue safely
+    └── CleanupError             a cleanup cannot continue safely
 
 The command line maps :class:`UsageError`, :class:`ConfigurationError` and
 :class:`AppNotFound` to exit code 2 and everything else to exit code 1.
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "AppNotFound",
     "BackendUnavailable",
+    "CleanupError",
     "ConfigurationError",
     "MigrationError",
     "MissingDriver",
@@ -79,3 +81,7 @@ class SerializationError(ResultkitError):
 
 class MigrationError(ResultkitError):
     """A migration cannot continue without risking data."""
+
+
+class CleanupError(ResultkitError):
+    """A cleanup cannot continue without deleting what it cannot archive."""

@@ -101,6 +101,24 @@ def render_migration(report: MigrationReport, console: Console) -> None:
         if report.deleted:
             line += f"; deleted {report.deleted:,} from the source"
         console.print(line + f" in {report.seconds:.1f} s")
+        console.print(
+            f"scanned {report.scanned:,}: filtered out {report.filtered:,}, "
+            f"vanished from the source {report.vanished:,}"
+            + (f"; scanned again {report.rescans:,} times" if report.rescans else "")
+            + (f"; {report.unaccounted:,} UNACCOUNTED" if report.unaccounted else ""),
+            style="dim",
+        )
+    for note in report.notes:
+        console.print(Text.assemble(("note ", "bold"), note))
+    if not report.complete:
+        missing = "an unknown number of" if report.missing is None else f"{report.missing:,}"
+        console.print(
+            Text.assemble(
+                ("INCOMPLETE ", "bold red"),
+                f"{missing} results of the source are not in the target; finish with: "
+                f"{report.resume_command}",
+            )
+        )
     for failure in report.failures:
         console.print(
             Text.assemble(
@@ -115,7 +133,7 @@ def render_migration(report: MigrationReport, console: Console) -> None:
                 ", ".join(mismatch["fields"]),
             )
         )
-    if not report.ok and not report.dry_run:
+    if (report.failures or report.mismatches) and not report.dry_run:
         console.print("the records above were not copied as they are; the rest were")
 
 

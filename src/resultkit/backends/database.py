@@ -43,6 +43,7 @@ from kombu.utils.encoding import ensure_bytes
 from ..purge import PurgePlan, purge_table
 from ..records import naive_utc
 from ..retention import RetentionPolicy
+from ..stores._sql import create_missing
 from ._chords import ChordLedger, insert_or_update
 from ._polling import follow_parents, poll_many
 
@@ -124,8 +125,8 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
     def _ready_tables(self) -> None:
         if not self._tables_ready:
             tables = [self.task_cls.__table__, self.taskset_cls.__table__, *self.chords.tables]
-            for table in tables:
-                table.create(self.engine, checkfirst=True)
+            # Every process of a prefork worker comes here with its first result.
+            create_missing(self.engine, tables)
             self._tables_ready = True
 
     def _create_tables(self) -> None:

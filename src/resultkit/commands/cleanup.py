@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..apps import resolve_target
 from ..durations import parse_duration
-from ..errors import UsageError
-from ..purge import PurgePlan
+from ..errors import CleanupError, UsageError
+from ..faults import from_outside, what_failed
+from ..purge import BeforeDelete, PurgePlan
 from ..records import Kind, Record
 from ..retention import RetentionPolicy, describe
 from ..stores import OnConflict, Store, open_store
+from ..urls import mask_url
 from .migrate import Progress
 
 if TYPE_CHECKING:
@@ -109,19 +111,22 @@ def cleanup(
         report.archive = archive_url
     by_state: Counter[str] = Counter()
     by_task: Counter[str] = Counter()
+    #: Results deleted so far, whatever stops the cleanup.
+    deleted = [0]
     try:
         for kind in (Kind.TASK, Kind.GROUP):
-            before = _archiver(archive_store) if archive_store is not None else None
-            kind_plan = plan
-            if progress is not None:
-                done = [0]
+            before = None
+            if archive_store is not None:
+                before = _archiver(archive_store, mask_url(str(archive)))
+            done = [0]
 
-                def on_batch(deleted: int, kind: Kind = kind, done: list[int] = done) -> None:
-                    done[0] += deleted
+            def on_batch(count: int, kind: Kind = kind, done: list[int] = done) -> None:
+                done[0] += count
+                deleted[0] += count
+                if progress is not None:
                     progress(Progress(kind, done[0], None))
 
-                kind_plan = replace(plan, on_batch=on_batch)
-            outcome = store.purge(kind, kind_plan, before)
+            outcome = store.purge(kind, replace(plan, on_batch=on_batch), before)
             report.deleted += outcome.deleted
             report.archived += outcome.archived
             report.ttl_fixed += outcome.ttl_fixed
@@ -133,6 +138,16 @@ def cleanup(
             )
             by_state.update(outcome.by_state)
             by_task.update(outcome.by_task)
+    except CleanupError:
+        raise
+    except Exception as exc:
+        if not from_outside(exc):
+            raise
+        raise CleanupError(
+            f"{what_failed(exc, store.masked_url)}. The cleanup stopped part-way after deleting "
+            f"{deleted[0]:,} results{' (each archived first)' if archive_store else ''}; "
+            "run the same command again to finish"
+        ) from exc
     finally:
         store.close()
         if archive_store is not None:
@@ -153,11 +168,24 @@ def _policy(
     return RetentionPolicy.resolve(app, policy)
 
 
-def _archiver(archive: Store) -> Any:
-    """Write a batch to the archive; return the ids now safely in it."""
+def _archiver(archive: Store, path: str) -> BeforeDelete:
+    """Write a batch to the archive; return the ids now durably in it.
+
+    ``newer``: a result stored again since an earlier cleanup archived it (a
+    task run again with the same id) is archived again, not taken for the
+    copy already there.  A batch the archive cannot take stops the cleanup
+    before anything of it is deleted.
+    """
 
     def before_delete(records: list[Record]) -> set[str]:
-        outcome = archive.write_many(records, OnConflict.SKIP)
+        try:
+            outcome = archive.write_many(records, OnConflict.NEWER)
+        except OSError as exc:
+            raise CleanupError(
+                f"could not write the archive {path}: {exc.strerror or exc}. The cleanup "
+                "stopped before deleting any result it could not archive; make room and "
+                "run the same command again"
+            ) from exc
         return set(outcome.written) | set(outcome.skipped)
 
     return before_delete

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import gc
 import os
+import shlex
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import encryption
 from ..checkpoint import Checkpoint, default_checkpoint_path
@@ -24,9 +25,10 @@ from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
 from ..encryption import KeyRing, keyring_for, sealing_for
 from ..errors import MigrationError, UsageError
+from ..faults import from_outside, what_failed
 from ..records import Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
-from ..urls import mask_url
+from ..urls import MASK, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -37,6 +39,14 @@ __all__ = ["DEFAULT_BATCH_SIZE", "MigrationReport", "Progress", "migrate"]
 DEFAULT_BATCH_SIZE = 1000
 #: Problems listed in the report (all are counted).
 MAX_LISTED = 1000
+#: Times one run starts a pass over a kind of record again because the source
+#: changed under it (restarted, failed over) before it stops and says what may
+#: be missing.
+MAX_RESCANS = 3
+#: Pauses before each new try of a read or write that failed for a reason that
+#: may pass (a lost connection, a server loading its data, a failover under
+#: way, a deadlock): about 15 s in all.
+RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -71,10 +81,34 @@ class MigrationReport:
     estimated_seconds: float | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    #: Reconciliation: every result the scan found ended as exactly one of copied,
+    #: skipped, expired, failed, filtered or vanished; ``unaccounted`` counts any
+    #: that did not (always 0 unless resultkit has a bug).
+    scanned: int = 0
+    #: Found, and left out by --state/--task/--since/--until.
+    filtered: int = 0
+    #: Found by the scan, and gone (expired, deleted) from the source when read.
+    vanished: int = 0
+    unaccounted: int = 0
+    #: Passes over the source started again because it changed under the
+    #: migration (a Redis restarted or failed over: its SCAN cursor meant nothing).
+    rescans: int = 0
+    #: Every result present in the source throughout was seen by one unbroken pass.
+    complete: bool = True
+    #: When not complete: results of the source (as the filters select) not in
+    #: the target, counted by one more pass (None: that pass failed too).
+    missing: int | None = 0
+    #: The command that finishes this migration, when it must be finished.
+    resume_command: str | None = None
+    #: What happened that the figures do not say (a rescan, no checkpoint found).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.mismatched)
+        return (
+            not (self.failed or self.mismatched or self.unaccounted or self.missing)
+            and self.complete
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -94,6 +128,15 @@ class MigrationReport:
             "checkpoint": self.checkpoint,
             "failures": self.failures,
             "mismatches": self.mismatches,
+            "scanned": self.scanned,
+            "filtered": self.filtered,
+            "vanished": self.vanished,
+            "unaccounted": self.unaccounted,
+            "rescans": self.rescans,
+            "complete": self.complete,
+            "missing": self.missing,
+            "resume_command": self.resume_command,
+            "notes": self.notes,
         }
         if self.dry_run:
             out.update(
@@ -125,6 +168,7 @@ def migrate(
     target_keys_env: str | None = None,
     checkpoint: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
 ) -> MigrationReport:
     """Copy the task and group results of *source* into *target*.
 
@@ -135,6 +179,15 @@ def migrate(
     migration twice is harmless.  *verify* reads every copied record back
     through Celery's backend class for the target and compares it; *move*
     deletes from the source only records verified in the target.
+
+    A resumed run, or a run whose source changes under it, never trusts a scan
+    cursor of a source that restarted or failed over since (see
+    :attr:`Page.epoch`): that pass starts again, and the results already in the
+    target are skipped.  The report reconciles what was scanned with what became
+    of it; when the run cannot vouch that every result was seen it is not
+    ``complete``, keeps its checkpoint and names the command that finishes it:
+    *command* (how the caller ran this migration, passwords masked), else one
+    made from these arguments.
     """
     started = time.monotonic()
     on_conflict = OnConflict(on_conflict)
@@ -183,10 +236,12 @@ def migrate(
             f"--move cannot delete from {src.masked_url}: {src.layout}s are append-only"
         )
     report = MigrationReport(mask_url(source), mask_url(target), dry_run=dry_run)
+    # Masked URLs: the identity's digest names the checkpoint, and no password
+    # is needed to recognise the same migration (nor changes it).
     identity = "\x00".join(
         [
-            source,
-            target,
+            mask_url(source),
+            mask_url(target),
             repr(sorted(filters.describe().items())),
             on_conflict.value,
             str(target_serializer),
@@ -195,13 +250,39 @@ def migrate(
         ]
     )
     path = Path(checkpoint) if checkpoint else default_checkpoint_path(identity)
-    state = Checkpoint.load(path, identity) if resume and not dry_run else None
+    try:
+        state = Checkpoint.load(path, identity) if resume and not dry_run else None
+    except UsageError:
+        src.close()
+        dst.close()
+        raise
     report.resumed = state is not None
     if state is None:
+        if resume and not dry_run:
+            report.notes.append(
+                f"no checkpoint at {path}: started from the beginning "
+                "(results already in the target are skipped)"
+            )
         state = Checkpoint(path, identity)
     else:
         _restore_counters(report, state.counters)
     report.checkpoint = None if dry_run else str(path)
+    if command is None:
+        command = _command(
+            source,
+            target,
+            app=app,
+            batch_size=batch_size,
+            verify=verify,
+            move=move,
+            on_conflict=on_conflict,
+            filters=(states, tasks, since, until),
+            serializers=(source_serializer, target_serializer, target_compression),
+            accept_pickle=accept_pickle,
+            keys_env=(source_keys_env, target_keys_env),
+            checkpoint=checkpoint,
+        )
+    finish = _resuming(command)
     # Each batch allocates many small containers, most of them alive until the
     # batch is written: without this, the collector rescans every long-lived
     # object (Celery, SQLAlchemy) and every record in flight over and over.
@@ -222,21 +303,49 @@ def migrate(
                 move,
                 progress,
                 stop,
+                finish,
             )
             if stop.is_set():
                 raise KeyboardInterrupt
+    except _SourceFailed as failed:
+        cause = failed.__cause__
+        assert cause is not None
+        if not from_outside(cause):
+            raise cause from None
+        raise _stopped(cause, src.masked_url, report, dry_run, finish) from cause
+    except (KeyboardInterrupt, MigrationError):
+        raise
+    except Exception as exc:
+        if not from_outside(exc):
+            raise
+        raise _stopped(exc, None, report, dry_run, finish) from exc
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
         src.close()
         dst.close()
-    if not dry_run:
+    if not report.complete:
+        report.resume_command = finish
+    elif not dry_run:
         state.remove()
     report.seconds = time.monotonic() - started
     return report
 
 
-_COUNTERS = ("copied", "skipped", "expired", "failed", "verified", "mismatched", "deleted")
+_COUNTERS = (
+    "copied",
+    "skipped",
+    "expired",
+    "failed",
+    "verified",
+    "mismatched",
+    "deleted",
+    "scanned",
+    "filtered",
+    "vanished",
+    "unaccounted",
+    "rescans",
+)
 
 
 def _restore_counters(report: MigrationReport, counters: dict[str, int]) -> None:
@@ -256,6 +365,7 @@ def _run(
     move: bool,
     progress: Callable[[Progress], None] | None,
     stop: threading.Event,
+    finish_command: str,
 ) -> None:
     read_seconds = 0.0
     by_state: Counter[str] = Counter()
@@ -264,6 +374,9 @@ def _run(
     # Counting is a full pass over the source: only a progress bar needs it.
     totals = {kind: src.count(kind) for kind in kinds} if progress is not None else {}
     done: Counter[Kind] = Counter()
+    #: Results found by the pass under way over each kind (since it last began).
+    found: Counter[Kind] = Counter()
+    gave_up: list[Kind] = []
     prepare = None
     if not report.dry_run:
         # Before the reading thread starts: making tables imports modules, which
@@ -276,31 +389,64 @@ def _run(
                 "fix the target and run again"
             ) from exc
         prepare = functools.partial(dst.prepare, on_conflict=on_conflict)
-    starts = [(kind, state.cursors.get(kind.value)) for kind in kinds]
+    starts = [(kind, state.cursors.get(kind.value), state.epochs.get(kind.value)) for kind in kinds]
     # Batches are written in order; where the target allows it, the next one is
     # written while this one commits (each in its own transaction).
     depth = 2 if dst.concurrent_writes and not report.dry_run else 1
     Writing = Future[WriteResult] | WriteResult | None
-    in_flight: deque[tuple[Kind, Page, list[Record], Writing]] = deque()
+    in_flight: deque[tuple[_Batch, Writing]] = deque()
 
-    def finish(kind: Kind, page: Page, selected: list[Record], writing: Writing) -> None:
+    def finish(batch: _Batch, writing: Writing) -> None:
+        kind, page, selected = batch.kind, batch.page, batch.selected
         interrupted = False
         if writing is not None:
             outcome, interrupted = _outcome(writing)
             _account(report, selected, outcome)
+            report.unaccounted += len(selected) - (
+                len(outcome.written)
+                + len(outcome.skipped)
+                + len(outcome.expired)
+                + len(outcome.failed)
+            )
             if verify or move:
                 kept = _verify(dst, selected, outcome, report)
                 if move:
                     report.deleted += src.delete_many(kind, kept)
+        report.scanned += len(page.records) + page.vanished
+        report.vanished += page.vanished
+        # A superseded record counts as skipped: a later copy of it is written.
+        report.skipped += batch.superseded
+        report.filtered += len(page.records) - len(selected) - batch.superseded
+        found[kind] += len(page.records) + page.vanished
         done[kind] += len(page.records)
+        if batch.rescan:
+            report.rescans += 1
+            found[kind] = done[kind] = 0
+            if batch.gave_up:
+                gave_up.append(kind)
+            else:
+                report.notes.append(
+                    f"the source changed under the migration (it restarted or failed "
+                    f"over): its {kind.value} results were scanned again from the start; "
+                    "those already in the target were skipped"
+                )
         if progress is not None:
             progress(Progress(kind, done[kind], totals.get(kind)))
         if not report.dry_run:
-            state.cursors[kind.value] = page.cursor
-            if page.cursor is None:
+            state.cursors[kind.value] = batch.cursor
+            state.epochs[kind.value] = batch.epoch
+            if batch.done:
                 state.finished.append(kind.value)
             state.counters = {name: getattr(report, name) for name in _COUNTERS}
-            state.save()
+            try:
+                state.save()
+            except OSError as exc:
+                raise MigrationError(
+                    f"could not save the checkpoint {state.path}: {_reason(exc)}. The "
+                    f"migration stopped; the {report.copied + report.skipped:,} results "
+                    "written so far are in the target. Make room (or give --checkpoint "
+                    f"another place) and finish it with: {finish_command}"
+                ) from exc
         if interrupted:
             raise KeyboardInterrupt
 
@@ -310,10 +456,9 @@ def _run(
             pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="resultkit-write")
             writers = stack.enter_context(pool)
         try:
-            for kind, page, selected, prepared, seconds in _prefetch(
-                src, starts, batch_size, filters, prepare
-            ):
-                read_seconds += seconds
+            for batch in _prefetch(src, starts, batch_size, filters, prepare):
+                read_seconds += batch.seconds
+                selected = batch.selected
                 writing: Writing = None
                 if report.dry_run:
                     for record in selected:
@@ -321,13 +466,14 @@ def _run(
                             report.failed += 1
                             _note_failure(report, record, record.error)
                             continue
+                        kind = batch.kind
                         by_state[record.status or ("GROUP" if kind is Kind.GROUP else "?")] += 1
                         report.bytes += len(record.raw or b"") or len(repr(record.meta))
                 elif selected and writers is not None:
-                    writing = writers.submit(_write, dst, selected, on_conflict, prepared)
+                    writing = writers.submit(_write, dst, selected, on_conflict, batch.prepared)
                 elif selected:
-                    writing = _write(dst, selected, on_conflict, prepared)
-                in_flight.append((kind, page, selected, writing))
+                    writing = _write(dst, selected, on_conflict, batch.prepared)
+                in_flight.append((batch, writing))
                 if len(in_flight) >= depth:
                     finish(*in_flight.popleft())
                 if stop.is_set():
@@ -340,6 +486,19 @@ def _run(
             while in_flight:
                 finish(*in_flight.popleft())
             raise
+    if gave_up:
+        report.complete = False
+        report.missing = None
+        if not report.dry_run:
+            with contextlib.suppress(Exception):  # the source may be changing still
+                report.missing = sum(
+                    _missing(src, dst, kind, filters, batch_size) for kind in gave_up
+                )
+        report.notes.append(
+            f"the source changed under the migration {MAX_RESCANS + 1} times (restarts or "
+            f"failovers) while its {', '.join(k.value for k in gave_up)} results were "
+            "scanned: results present all along may not have been seen"
+        )
     if report.dry_run:
         report.by_state = dict(sorted(by_state.items()))
         copied = sum(by_state.values())
@@ -347,55 +506,207 @@ def _run(
         report.estimated_seconds = round(read_seconds * 2 + copied / 20000, 1)
 
 
+def _missing(src: Store, dst: Store, kind: Kind, filters: Filters, batch_size: int) -> int:
+    """How many results of *kind* the source holds (as *filters* select) that the
+    target does not: one more pass, reading only ids from the target."""
+    missing = 0
+    for page in src.pages(kind, batch_size):
+        ids = [r.id for r in page.records if filters.empty or _selected(r, filters)]
+        if ids:
+            missing += len(set(ids) - set(dst.read_many(kind, ids)))
+    return missing
+
+
+@dataclass
+class _Batch:
+    """One batch read from the source, and where its pass goes on."""
+
+    kind: Kind
+    #: Every record read (the records of pages that were empty after filtering too).
+    page: Page
+    selected: list[Record]
+    prepared: object | None
+    seconds: float
+    #: Where the pass goes on after this batch, on the source of *epoch*.
+    cursor: Any
+    epoch: str | None
+    #: The pass over this kind is complete: every page read on one unchanged source.
+    done: bool
+    #: The source changed (its epoch): the cursor meant nothing there, so the
+    #: pass starts again from the beginning after this batch.
+    rescan: bool = False
+    #: ... once too often: the pass over this kind stops here, incomplete.
+    gave_up: bool = False
+    #: Records left out for a later copy of the same result in the batch.
+    superseded: int = 0
+
+
+def _latest(records: list[Record]) -> list[Record]:
+    """*records* with only the last of several of the same id (an archive holds
+    each version of a result it archived; the later supersedes the earlier)."""
+    last = {record.id: at for at, record in enumerate(records)}
+    if len(last) == len(records):
+        return records
+    return [record for at, record in enumerate(records) if last[record.id] == at]
+
+
 def _prefetch(
     src: Store,
-    starts: list[tuple[Kind, Any]],
+    starts: list[tuple[Kind, Any, str | None]],
     batch_size: int,
     filters: Filters,
     prepare: Callable[[list[Record]], object | None] | None,
-) -> Iterator[tuple[Kind, Page, list[Record], object | None, float]]:
-    """The pages of each (kind, cursor) of *starts* in turn, each with its records
-    selected by *filters* and what *prepare* makes of them.
+) -> Iterator[_Batch]:
+    """The batches of each (kind, cursor, epoch) of *starts* in turn, each with
+    its records selected by *filters* and what *prepare* makes of them.
 
-    The next page is read and prepared in a thread while the caller writes
-    this one (from one kind's last page to the next kind's first).
+    The next batch is read and prepared in a thread while the caller writes
+    this one (from one kind's last batch to the next kind's first).  A page
+    whose epoch is not the pass's was found with a cursor of another source:
+    its records are kept, and the pass starts again.
     """
 
-    def read(kind: Kind, at: Any) -> tuple[Kind, Page, list[Record], object | None, float]:
+    def read(kind: Kind, at: Any, epoch: str | None) -> _Batch:
         began = time.monotonic()
-        page = src.scan(kind, at, batch_size)
-        while not page.records and page.cursor is not None:
-            # A page that matched nothing (Redis scans every key for each kind):
-            # read on rather than hand over, and checkpoint, nothing.
-            page = src.scan(kind, page.cursor, batch_size)
+        records: list[Record] = []
+        vanished = 0
+        rescan = False
+        try:
+            while True:
+                page = _scan(src, kind, at, batch_size)
+                records.extend(page.records)
+                vanished += page.vanished
+                if at is not None and page.epoch != epoch:
+                    rescan, at, epoch = True, None, page.epoch
+                    break
+                at, epoch = page.cursor, page.epoch
+                # A page that matched nothing (Redis scans every key for each
+                # kind): read on rather than hand over, and checkpoint, nothing.
+                if records or at is None:
+                    break
+        except Exception as exc:
+            raise _SourceFailed() from exc
         seconds = time.monotonic() - began
-        if filters.empty:  # every record, the unreadable ones too (they are reported)
-            selected = list(page.records)
-        else:
-            selected = [r for r in page.records if _selected(r, filters)]
+        # Without filters every record, the unreadable ones too (they are reported).
+        selected = records if filters.empty else [r for r in records if _selected(r, filters)]
+        matched = len(selected)
+        selected = _latest(selected)
         prepared = None
         if prepare is not None and selected:
             try:
                 prepared = prepare(selected)
             except Exception:  # writing the batch does this work again, and reports what fails
                 prepared = None
-        return kind, page, selected, prepared, seconds
+        page = Page(records, at, epoch, vanished)
+        done = at is None and not rescan
+        batch = _Batch(kind, page, selected, prepared, seconds, at, epoch, done, rescan)
+        batch.superseded = matched - len(selected)
+        return batch
 
     queue = list(starts)
     if not queue:
         return
+    rescans: Counter[Kind] = Counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resultkit-read") as pool:
         pending = pool.submit(read, *queue.pop(0))
         while True:
-            kind, page, selected, prepared, seconds = pending.result()
-            following = (kind, page.cursor) if page.cursor is not None else None
-            if following is None and queue:
+            batch = pending.result()
+            if batch.rescan:
+                rescans[batch.kind] += 1
+                batch.gave_up = rescans[batch.kind] > MAX_RESCANS
+            following = None
+            if not (batch.done or batch.gave_up):
+                following = (batch.kind, batch.cursor, batch.epoch)
+            elif queue:
                 following = queue.pop(0)
             if following is not None:
                 pending = pool.submit(read, *following)
-            yield kind, page, selected, prepared, seconds
+            yield batch
             if following is None:
                 return
+
+
+def _scan(src: Store, kind: Kind, at: Any, batch_size: int) -> Page:
+    """``src.scan``, tried again after a failure that may pass (reads are idempotent)."""
+    return _retrying(src, lambda: src.scan(kind, at, batch_size))
+
+
+class _SourceFailed(Exception):
+    """Reading the source failed; the exception's cause says why."""
+
+
+def _stopped(
+    exc: BaseException, where: str | None, report: MigrationReport, dry_run: bool, finish: str
+) -> MigrationError:
+    """The one-line error of a migration that a server or the system stopped part-way."""
+    what = what_failed(exc, where)
+    if dry_run:
+        return MigrationError(f"{what}; the dry run stopped part-way (nothing was written)")
+    return MigrationError(
+        f"{what}. The migration stopped part-way; the {report.copied + report.skipped:,} "
+        f"results written so far are in the target, nothing is lost: finish it with: {finish}"
+    )
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _command(
+    source: str,
+    target: str,
+    *,
+    app: Celery | None,
+    batch_size: int,
+    verify: bool,
+    move: bool,
+    on_conflict: OnConflict,
+    filters: tuple[Sequence[str], Sequence[str], datetime | None, datetime | None],
+    serializers: tuple[str | None, str | None, str | None],
+    accept_pickle: bool,
+    keys_env: tuple[str | None, str | None],
+    checkpoint: str | Path | None,
+) -> str:
+    """The ``resultkit migrate`` command line of these arguments (passwords masked)."""
+    words = ["resultkit", "migrate", mask_url(source), mask_url(target)]
+    if app is not None:
+        words += ["-A", app.main or "APP"]
+    if batch_size != DEFAULT_BATCH_SIZE:
+        words += ["--batch-size", str(batch_size)]
+    if on_conflict is not OnConflict.SKIP:
+        words += ["--on-conflict", on_conflict.value]
+    states, tasks, since, until = filters
+    words += [w for state in states for w in ("--state", state)]
+    words += [w for task in tasks for w in ("--task", task)]
+    if since is not None:
+        words += ["--since", since.isoformat()]
+    if until is not None:
+        words += ["--until", until.isoformat()]
+    for option, value in zip(
+        ("--source-serializer", "--target-serializer", "--target-compression"),
+        serializers,
+        strict=True,
+    ):
+        if value is not None:
+            words += [option, value or "none"]
+    if accept_pickle:
+        words.append("--accept-pickle")
+    for option, value in zip(("--source-keys-env", "--target-keys-env"), keys_env, strict=True):
+        if value is not None:
+            words += [option, value]
+    if checkpoint is not None:
+        words += ["--checkpoint", str(checkpoint)]
+    words += [flag for flag, wanted in (("--verify", verify), ("--move", move)) if wanted]
+    return shlex.join(words)
+
+
+def _resuming(command: str) -> str:
+    """*command* with ``--resume``, as told to the user who must finish a migration."""
+    if "--resume" not in shlex.split(command):
+        command += " --resume"
+    if MASK in command:
+        command += f" (with the passwords where {MASK} is)"
+    return command
 
 
 @contextlib.contextmanager
@@ -449,15 +760,24 @@ def _selected(record: Record, filters: Filters) -> bool:
 def _write(
     dst: Store, records: list[Record], on_conflict: OnConflict, prepared: object | None = None
 ) -> WriteResult:
-    """Write a batch; when the batch as a whole is refused, isolate the records at fault."""
+    """Write a batch; when the batch as a whole is refused, isolate the records at fault.
+
+    A failure that may pass (a lost connection, a deadlock) is tried again
+    first: writing is idempotent, and a record is only reported failed for
+    what it holds, never for the moment it was written at.
+    """
     try:
-        return dst.write_prepared(records, on_conflict, prepared)
+        return _retrying(dst, lambda: dst.write_prepared(records, on_conflict, prepared))
     except Exception as batch_error:
+        if dst.transient(batch_error):
+            raise  # the target stays out of reach: stop, --resume finishes
         merged = WriteResult()
         for record in records:
             try:
-                single = dst.write_many([record], on_conflict)
+                single = _retrying(dst, functools.partial(dst.write_many, [record], on_conflict))
             except Exception as exc:
+                if dst.transient(exc):
+                    raise  # the target stays out of reach: stop, --resume finishes
                 merged.failed[record.id] = f"{type(exc).__name__}: {_first_line(exc)}"
                 continue
             merged.written += single.written
@@ -470,6 +790,21 @@ def _write(
                 "batch was written; fix the target and run again with --resume"
             ) from batch_error
         return merged
+
+
+_T = TypeVar("_T")
+
+
+def _retrying(store: Store, operation: Callable[[], _T]) -> _T:
+    """*operation* on *store*, tried again after a failure that may pass."""
+    for pause in RETRY_PAUSES_S:
+        try:
+            return operation()
+        except Exception as exc:
+            if not store.transient(exc):
+                raise
+        time.sleep(pause)
+    return operation()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ writer cuts off before appending (that batch was never acknowledged).
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import zlib
@@ -194,17 +195,40 @@ class ArchiveStore(Store):
                 continue
             accepted.append(record)
         if chunk:
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
-            member = gzip.compress(b"".join(chunk), compresslevel=6)
-            with open(self.path, "ab") as handle:
-                handle.write(member)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._append(gzip.compress(b"".join(chunk), compresslevel=6))
             for record in accepted:
                 index[(record.kind, record.id)] = record.date_done
                 outcome.written.append(record.id)
         return outcome
+
+    def _append(self, member: bytes) -> None:
+        """Append one gzip member durably (file and, for a new file, its folder
+        entry fsync'd), or not at all: a failed write (a full disk) is cut off,
+        so the archive stays whole."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        created = not os.path.exists(self.path)
+        # Unbuffered: nothing of a failed write is left to be flushed after the cut.
+        handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.lseek(handle, 0, os.SEEK_END)
+            try:
+                view = memoryview(member)
+                while view:
+                    view = view[os.write(handle, view) :]
+                os.fsync(handle)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle, start)
+                raise
+        finally:
+            os.close(handle)
+        if created:
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         raise ConfigurationError("archives are append-only: nothing can be deleted from them")

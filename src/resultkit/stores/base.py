@@ -50,6 +50,14 @@ class Page:
 
     records: list[Record]
     cursor: Any
+    #: What the cursors of this scan are valid for, as told by the server that
+    #: answered it: a token that changes when earlier cursors stop meaning
+    #: anything (a Redis server restarted or failed over: its SCAN cursor is a
+    #: position in a hash table of that process).  None for stores whose
+    #: cursors stay valid (SQL ids, file names, archive lines).
+    epoch: str | None = None
+    #: Results the scan found that were gone (expired, deleted) when read.
+    vanished: int = 0
 
 
 @dataclass
@@ -109,6 +117,13 @@ class Store(ABC):
     @abstractmethod
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         """Store *records* all at once or not at all (one transaction or pipeline)."""
+
+    def transient(self, exc: BaseException) -> bool:
+        """True when an operation that raised *exc* may succeed if tried again
+        (a lost connection, a server loading its data or failing over, a
+        deadlock).  Reads, and a migration's writes, are idempotent: a
+        migration tries them again."""
+        return False
 
     @property
     def concurrent_writes(self) -> bool:

@@ -24,7 +24,16 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
 from ..records import Kind, Record, as_datetime
 from ..summary import Summary, sealed_key_counts, sql_summary
-from ._sql import delete_ids, read_ids, rows_of, state_counts, upsert_rows, write_by_kind
+from ._sql import (
+    create_missing,
+    delete_ids,
+    read_ids,
+    rows_of,
+    state_counts,
+    transient_error,
+    upsert_rows,
+    write_by_kind,
+)
 from .base import OnConflict, Page, Store, WriteResult
 
 __all__ = ["DjangoStore"]
@@ -92,6 +101,9 @@ class DjangoStore(Store):
         self.tables = _tables(sa.MetaData())
         self._present: bool | None = None
 
+    def transient(self, exc: BaseException) -> bool:
+        return transient_error(self.engine, exc)
+
     @property
     def extended_fields(self) -> tuple[str, ...]:
         return ("name", "args", "kwargs", "worker")
@@ -103,7 +115,7 @@ class DjangoStore(Store):
 
     def ensure_tables(self) -> None:
         if not self.present():
-            self.tables[Kind.TASK].metadata.create_all(self.engine, checkfirst=True)
+            create_missing(self.engine, self.tables[Kind.TASK].metadata.sorted_tables)
             self._present = True
 
     def _id_column(self, kind: Kind) -> sa.Column[Any]:

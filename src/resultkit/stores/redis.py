@@ -79,6 +79,16 @@ return out
 """
 
 
+def _epoch(server: Any, replication: Any) -> str | None:
+    """The identity of a Redis server's keyspace for SCAN cursors: its run id
+    (a new one at every start) and replication id (a new one when a replica is
+    promoted or resynchronised); None when INFO is not allowed (an ACL)."""
+    if not isinstance(server, dict) or not server.get("run_id"):
+        return None
+    replid = replication.get("master_replid") if isinstance(replication, dict) else None
+    return f"{server['run_id']}/{replid or '-'}"
+
+
 def match_prefix(prefix: bytes | str) -> bytes:
     """A SCAN MATCH pattern for every key starting with *prefix* (glob characters escaped)."""
     raw = prefix.encode() if isinstance(prefix, str) else prefix
@@ -104,6 +114,14 @@ class RedisStore(Store):
         raw = self.backend.task_keyprefix if kind is Kind.TASK else self.backend.group_keyprefix
         return raw if isinstance(raw, bytes) else str(raw).encode()
 
+    def transient(self, exc: BaseException) -> bool:
+        import redis
+
+        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+            return False
+        # Also a server LOADING its RDB file, and a Sentinel that names no master yet.
+        return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+
     def key(self, kind: Kind, result_id: str) -> bytes:
         return self.prefix(kind) + result_id.encode()
 
@@ -112,13 +130,25 @@ class RedisStore(Store):
 
     # ----------------------------------------------------------- primitives
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
-        next_cursor, keys = self.client.scan(
-            cursor=int(cursor or 0), match=self._pattern(kind), count=limit
-        )
+        # The server's identity comes with the SCAN on the same connection, so it
+        # names the server whose hash table the cursor walks (see Page.epoch).
+        pipe = self.client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.info("replication")
+        pipe.scan(cursor=int(cursor or 0), match=self._pattern(kind), count=limit)
+        server, replication, scanned = pipe.execute(raise_on_error=False)
+        if isinstance(scanned, Exception):
+            raise scanned
+        next_cursor, keys = scanned
         prefix_len = len(self.prefix(kind))
         ids = [k[prefix_len:].decode() for k in keys]
         records = list(self._fetch(kind, ids, keys).values())
-        return Page(records, None if int(next_cursor) == 0 else int(next_cursor))
+        return Page(
+            records,
+            None if int(next_cursor) == 0 else int(next_cursor),
+            epoch=_epoch(server, replication),
+            vanished=len(keys) - len(records),
+        )
 
     def _fetch(
         self, kind: Kind, ids: Sequence[str], keys: Sequence[bytes] | None = None

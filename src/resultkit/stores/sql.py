@@ -31,10 +31,12 @@ from ..summary import Summary, sealed_key_counts, sql_summary
 from ._pgcopy import SIGNATURE, TRAILER, Spec, pack_json_row, pack_row, pack_values, row_spec
 from ._sql import (
     IN_CHUNK_ROWS,
+    create_missing,
     delete_ids,
     read_ids,
     rows_of,
     state_counts,
+    transient_error,
     upsert_rows,
     write_by_kind,
 )
@@ -78,6 +80,9 @@ class SqlStore(Store):
         self._types: dict[str, dict[str, str]] = {}
         #: How binary COPY rows are made, by table and column count (() for: in Python).
         self._specs: dict[tuple[str, int], Spec] = {}
+
+    def transient(self, exc: BaseException) -> bool:
+        return transient_error(self.engine, exc)
 
     # -------------------------------------------------------------- tables
     def table(self, kind: Kind) -> sa.Table | None:
@@ -129,10 +134,10 @@ class SqlStore(Store):
     def ensure_tables(self) -> None:
         """Create the tables (Celery's extended layout, with the date_done index) if missing."""
         with self._creating:
-            for kind in (Kind.TASK, Kind.GROUP):
-                if self.table(kind) is None:
-                    model = self._model_table(kind)
-                    model.metadata.create_all(self.engine, checkfirst=True)
+            missing = [kind for kind in (Kind.TASK, Kind.GROUP) if self.table(kind) is None]
+            if missing:
+                create_missing(self.engine, [self._model_table(kind) for kind in missing])
+                for kind in missing:
                     self._tables.pop(kind, None)
 
     @property
