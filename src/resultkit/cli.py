@@ -21,6 +21,7 @@ from rich.markup import escape
 from . import __version__
 from .encryption import install_worker_check
 from .errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
+from .records import MAX_BATCH_RECORDS
 from .report import dumps_json
 from .urls import Redactor
 
@@ -165,7 +166,7 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_RECORDS),
     default=1000,
     show_default=True,
     help="Records per batch (one transaction, one checkpoint).",
@@ -323,7 +324,7 @@ def stats_command(url: str | None, app: str | None, as_json: bool, policy: str |
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_RECORDS),
     default=5000,
     show_default=True,
     help="Results per delete (each its own short transaction).",
@@ -603,7 +604,33 @@ SQLite default (celery-results.sqlite3 in this folder) is used.
 """
 
 
-@click.group(help=_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """The ``resultkit`` group: a bad option or value is one line on stderr, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `resultkit` alone: the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            _die(exc.format_message().rstrip(".") + where, exc.exit_code)
+        except click.ClickException as exc:
+            _die(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _die("interrupted", 130)
+        except BrokenPipeError:
+            sys.exit(0)  # the reader went away (resultkit ... | head)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=_OneLineErrors, help=_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="resultkit")
 def main() -> None:
     """The ``resultkit`` console script."""

@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .encryption import Envelope
 
-__all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record", "as_datetime", "naive_utc"]
+__all__ = [
+    "EXTENDED_FIELDS",
+    "MAX_BATCH_RECORDS",
+    "Filters",
+    "Kind",
+    "Record",
+    "as_datetime",
+    "naive_utc",
+]
+
+#: The most records one batch may hold (``--batch-size``): a batch lives in
+#: memory, is one transaction, and drivers pass its size as a C integer.
+MAX_BATCH_RECORDS = 1_000_000
 
 #: Fields Celery stores only when ``result_extended`` is on.
 EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")

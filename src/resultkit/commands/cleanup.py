@@ -13,7 +13,7 @@ from ..apps import resolve_target
 from ..durations import parse_duration
 from ..errors import UsageError
 from ..purge import PurgePlan
-from ..records import Kind, Record
+from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..retention import RetentionPolicy, describe
 from ..stores import OnConflict, Store, open_store
 from .migrate import Progress
@@ -93,8 +93,8 @@ def cleanup(
     started = time.monotonic()
     if older_than is not None and policy is not None:
         raise UsageError("give either --older-than or --policy, not both")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_RECORDS:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     target = resolve_target(url, app)
     retention = _policy(target.app, older_than, policy)
     store = open_store(target.url, target.app)

@@ -21,8 +21,16 @@ from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
 from ..encryption import KeyRing, configure, keyring_for, sealing_for
-from ..errors import MigrationError, UsageError
-from ..records import Filters, Kind, Record
+from ..errors import (
+    AccessDenied,
+    BackendError,
+    BackendUnavailable,
+    MigrationError,
+    MissingDatabase,
+    StorageFull,
+    UsageError,
+)
+from ..records import MAX_BATCH_RECORDS, Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
 from ..urls import mask_url
 
@@ -136,8 +144,8 @@ def migrate(
     """
     started = time.monotonic()
     on_conflict = OnConflict(on_conflict)
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_RECORDS:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     if source == target:
         raise UsageError("the source and the target are the same: nothing to migrate")
     filters = Filters.build(states, tasks, since, until)
@@ -174,6 +182,9 @@ def migrate(
         ),
     )
     src.read_lifetimes = dst.native_ttl  # SQL tables, files: no lifetime to keep
+    # Both ends answer (and the source exists) before anything is read or written.
+    src.check_source()
+    dst.ping()
     if move and not src.deletable:
         raise UsageError(
             f"--move cannot delete from {src.masked_url}: {src.layout}s are append-only"
@@ -266,6 +277,8 @@ def _run(
         # two threads must not do at once.
         try:
             dst.ensure_tables()
+        except BackendError:
+            raise  # says what failed, where and what to do already
         except Exception as exc:
             raise MigrationError(
                 f"could not prepare the target: {_first_line(exc)}. Nothing was written; "
@@ -448,6 +461,8 @@ def _write(
     """Write a batch; when the batch as a whole is refused, isolate the records at fault."""
     try:
         return dst.write_prepared(records, on_conflict, prepared)
+    except _WHOLE_TARGET:
+        raise  # not the records' fault: each one alone would fail the same way
     except Exception as batch_error:
         merged = WriteResult()
         for record in records:
@@ -466,6 +481,10 @@ def _write(
                 "batch was written; fix the target and run again with --resume"
             ) from batch_error
         return merged
+
+
+#: Errors of the target as a whole (it is down, refuses this user, is full).
+_WHOLE_TARGET = (BackendUnavailable, AccessDenied, MissingDatabase, StorageFull)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..boundary import guarded
 from ..codec import (
     ENCRYPTED,
     JSON_FAMILY,
@@ -35,7 +36,7 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
 from ..summary import Summary
-from ..urls import mask_url
+from ..urls import Redactor, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -152,8 +153,46 @@ class Codec:
         return value
 
 
+#: The primitives whose driver and OS errors become resultkit errors (see
+#: :mod:`resultkit.boundary`), with what each was doing, for the message.
+GUARDED: dict[str, str] = {
+    "ping": "connect",
+    "check_source": "open the source",
+    "scan": "read results",
+    "read_many": "read results",
+    "count": "count results",
+    "write_many": "write results",
+    "write_prepared": "write results",
+    "prepare": "prepare results for writing",
+    "ensure_tables": "create the result tables",
+    "delete_many": "delete results",
+    "delete_unchanged": "delete results",
+    "set_expiry": "set result lifetimes",
+    "purge": "clean up results",
+    "summarize": "read results",
+    "state_counts": "count results",
+    "sealed_keys": "read results",
+    "celery_read_many": "read results back through Celery",
+}
+
+
+def _guard(cls: type) -> None:
+    for name, doing in GUARDED.items():
+        method = cls.__dict__.get(name)
+        if callable(method) and not getattr(method, "__resultkit_guarded__", False):
+            setattr(cls, name, guarded(doing, method))
+
+
 class Store(ABC):
-    """Results stored in one layout (see the module docstring)."""
+    """Results stored in one layout (see the module docstring).
+
+    Every primitive of :data:`GUARDED`, in this class and each subclass, raises
+    driver and OS errors as resultkit errors naming the store's masked URL.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard(cls)
 
     #: Short name of the layout, for messages.
     layout: ClassVar[str] = "store"
@@ -169,6 +208,9 @@ class Store(ABC):
     def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
         self.url = url
         self.app = app
+        #: Knows the URL's password in every form a driver may print it.
+        self.redactor = Redactor()
+        self.redactor.add_url(url)
         #: Whether reads ask a store with lifetimes (Redis) for each one: a
         #: migration into a store that keeps none turns it off.
         self.read_lifetimes = True
@@ -187,6 +229,14 @@ class Store(ABC):
         return expiry_seconds(self.app.conf.result_expires)
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:  # noqa: B027 - stores without a server have nothing to reach
+        """Reach the server (and log in), or raise why not; nothing for files."""
+
+    def check_source(self) -> None:
+        """Make sure there is something to read here: a source that does not exist
+        (an archive file, a folder) is a usage error, not an empty source."""
+        self.ping()
+
     @abstractmethod
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         """Return up to about *limit* records of *kind* after *cursor* (None: the start)."""
@@ -448,3 +498,6 @@ class Store(ABC):
         if done is None:
             return (time.time() if now is None else now) + expires
         return done.timestamp() + expires
+
+
+_guard(Store)

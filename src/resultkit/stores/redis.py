@@ -111,6 +111,9 @@ class RedisStore(Store):
         return match_prefix(self.prefix(kind))
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:
+        self.client.ping()
+
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         next_cursor, keys = self.client.scan(
             cursor=int(cursor or 0), match=self._pattern(kind), count=limit

@@ -310,6 +310,10 @@ class SqlStore(Store):
                 )
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def _id_column(self, kind: Kind, table: sa.Table) -> sa.Column[Any]:
         return table.c.task_id if kind is Kind.TASK else table.c.taskset_id
 
