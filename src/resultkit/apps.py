@@ -13,13 +13,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
-from .errors import AppNotFound, UsageError
+from .errors import AppNotFound, ConfigurationError, UsageError
 from .urls import DEFAULT_RESULT_BACKEND, Redactor, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["Target", "app_for_url", "load_app", "resolve_target", "user_settings"]
+__all__ = [
+    "Target",
+    "app_for_url",
+    "check_settings",
+    "load_app",
+    "resolve_target",
+    "user_settings",
+]
 
 Origin = Literal["url", "app", "default"]
 
@@ -112,6 +119,21 @@ def _import_failed(spec: str, exc: BaseException) -> AppNotFound:
         f"{type(exc).__name__}: {exc}{where}; fix the module "
         f"(python -c 'import {module}' shows the traceback)"
     )
+
+
+def check_settings(app: Celery) -> None:
+    """Refuse, as :class:`ConfigurationError`, settings of the wrong type for Celery
+    (``result_expires = "1 day"``...): the verdict of ``config check``'s type rule,
+    before a command works with them."""
+    from .checks.audit import AuditContext, SettingTypes
+    from .report import Status
+
+    check = SettingTypes().evaluate(AuditContext.from_app(app, None))
+    if check.status is Status.FAIL:
+        raise ConfigurationError(
+            f"the app's settings cannot work: {check.message}; {check.fix} "
+            "(resultkit config check -A APP lists every problem)"
+        )
 
 
 def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Celery:

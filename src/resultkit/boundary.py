@@ -64,7 +64,17 @@ _CLASSES: dict[str, type[BackendError]] = {
 
 
 def driver_error(exc: BaseException) -> bool:
-    """True when *exc* is a driver's or the operating system's error (not a bug of ours)."""
+    """True when *exc* is a driver's or the operating system's error (not a bug of ours),
+    or one of Celery's that wraps such an error (``BackendStoreError``...)."""
+    if _raw_driver_error(exc) or _celery_configuration_error(exc):
+        return True
+    if type(exc).__module__.startswith("celery."):
+        cause = exc.__cause__ or exc.__context__
+        return cause is not None and driver_error(cause)
+    return False
+
+
+def _raw_driver_error(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, EOFError, zlib.error)):
         return True
     for module, name in _DRIVER_ERRORS:
@@ -72,7 +82,7 @@ def driver_error(exc: BaseException) -> bool:
         cls = getattr(loaded, name, None) if loaded is not None else None
         if isinstance(cls, type) and isinstance(exc, cls):
             return True
-    return _celery_configuration_error(exc)
+    return False
 
 
 def _celery_configuration_error(exc: BaseException) -> bool:

@@ -153,6 +153,17 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         raise click.BadParameter(str(exc)) from None
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("migrate")
 @click.argument("source", metavar="SOURCE")
 @click.argument("target", metavar="TARGET")
@@ -304,6 +315,7 @@ def stats_command(url: str | None, app: str | None, as_json: bool, policy: str |
 @click.option(
     "--older-than",
     metavar="DURATION",
+    callback=_duration,
     help="Delete every result older than this (30s, 15m, 12h, 7d), ignoring policies.",
 )
 @click.option(
@@ -353,12 +365,15 @@ def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     out = []
     for value in values or ("1KB",):
         text = value.strip().upper().removesuffix("B")
-        factor = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
-        digits = text[:-1] if text[-1:] in ("K", "M") else text
+        factor = {"K": 1024, "M": 1024 * 1024, "G": 1024**3}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in ("K", "M", "G") else text
         try:
-            out.append(int(float(digits) * factor))
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: write bytes, 1KB or 2MB") from None
+            size = int(float(digits) * factor)
+        except (ValueError, OverflowError):
+            size = -1
+        if not 0 < size <= 1024**3:
+            raise click.BadParameter(f"{value!r}: write a size from 1 byte to 1GB: 100, 1KB, 2MB")
+        out.append(size)
     return tuple(out)
 
 

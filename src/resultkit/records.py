@@ -253,7 +253,9 @@ class Filters:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Filters:
-        states = frozenset(s.upper() for s in states)
+        from .choices import require_state
+
+        states = frozenset(require_state(s) for s in states)
         tasks = tuple(tasks)
         # Groups have no state and no task name: a filter on either means tasks only.
         kinds = frozenset({Kind.TASK}) if states or tasks else frozenset({Kind.TASK, Kind.GROUP})

@@ -35,12 +35,13 @@ from celery.backends.database import DatabaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import ensure_bytes
 
+from ..errors import ConfigurationError
 from ..purge import PurgePlan, purge_table
 from ..records import naive_utc
 from ..retention import RetentionPolicy
 from ._polling import poll_many
 
-__all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend"]
+__all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend", "poll_interval_s"]
 
 #: PostgreSQL channel that carries the id of every stored ready result.
 NOTIFY_CHANNEL = "resultkit_results"
@@ -49,6 +50,23 @@ DEFAULT_POLL_INTERVAL_S = 0.05
 #: Ids per query when joining a group.
 JOIN_BATCH_IDS = 1000
 _CHORD_TABLE = "resultkit_chord_counter"
+
+
+def poll_interval_s(conf: Any) -> float:
+    """``resultkit_poll_interval`` in seconds (default :data:`DEFAULT_POLL_INTERVAL_S`);
+    :class:`ConfigurationError` for anything but a positive number."""
+    value = conf.get("resultkit_poll_interval")
+    if value is None:
+        return DEFAULT_POLL_INTERVAL_S
+    try:
+        if isinstance(value, bool) or float(value) <= 0:
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"resultkit_poll_interval = {value!r} is not a positive number of seconds "
+            f"(default {DEFAULT_POLL_INTERVAL_S})"
+        ) from None
+    return float(value)
 
 
 class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
@@ -69,7 +87,7 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         self._initialising = False
         self.retention = RetentionPolicy.from_app(self.app)
         conf = self.app.conf
-        self.poll_interval = float(conf.get("resultkit_poll_interval") or DEFAULT_POLL_INTERVAL_S)
+        self.poll_interval = poll_interval_s(conf)
         metadata = sa.MetaData()
         group_schema = (conf.database_table_schemas or {}).get("group")
         self.chord_table = sa.Table(

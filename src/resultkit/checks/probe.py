@@ -23,7 +23,7 @@ from ..apps import Target
 from ..drivers import require_driver
 from ..durations import expiry_seconds
 from ..errors import ConfigurationError, MissingDriver
-from ..records import Kind
+from ..records import Kind, as_datetime
 from ..report import CheckResult, Status
 from ..urls import BackendKind, BackendURL, parse_backend_url
 from . import Deadline
@@ -465,6 +465,7 @@ def _sql_state(probe: Probe) -> list[CheckResult]:
             expired = conn.execute(
                 sa.select(sa.func.count()).where(table.c.date_done < cutoff)
             ).scalar_one()
+    oldest = as_datetime(oldest)  # SQLite returns text
     oldest_text = f", oldest from {oldest:%Y-%m-%d %H:%M} UTC" if oldest else ""
     results.append(
         CheckResult.passed(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..apps import resolve_target
+from ..apps import check_settings, resolve_target
 from ..durations import parse_duration
 from ..errors import UsageError
 from ..purge import PurgePlan
@@ -96,6 +96,8 @@ def cleanup(
     if not 1 <= batch_size <= MAX_BATCH_RECORDS:
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     target = resolve_target(url, app)
+    if target.origin == "app":
+        check_settings(target.app)
     retention = _policy(target.app, older_than, policy)
     store = open_store(target.url, target.app)
     plan = PurgePlan(retention, time.time(), batch_size, dry_run, fix_missing_ttl)

@@ -17,7 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..apps import check_settings
 from ..checkpoint import Checkpoint, default_checkpoint_path
+from ..choices import require_compression
 from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
 from ..encryption import KeyRing, configure, keyring_for, sealing_for
@@ -148,7 +150,11 @@ def migrate(
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     if source == target:
         raise UsageError("the source and the target are the same: nothing to migrate")
+    if app is not None:
+        check_settings(app)
     filters = Filters.build(states, tasks, since, until)
+    if target_compression:
+        require_compression(target_compression, "--target-compression")
     for name in filter(None, (source_serializer, target_serializer)):
         if name != ENCRYPTED:  # it needs keys: checked with them below
             require_serializer(name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..apps import resolve_target
+from ..apps import check_settings, resolve_target
 from ..encryption import keyring_for, undecryptable
 from ..purge import PurgePlan
 from ..records import Kind
@@ -57,6 +57,8 @@ def stats(
     """
     started = time.monotonic()
     target = resolve_target(url, app)
+    if target.origin == "app":
+        check_settings(target.app)
     retention = RetentionPolicy.resolve(target.app, policy)
     store = open_store(target.url, target.app)
     report = StatsReport(target.masked_url)
