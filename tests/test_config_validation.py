@@ -253,11 +253,7 @@ def test_config_new_quotes_every_credential_from_the_environment(
     from kombu.utils.url import url_to_parts
 
     broker = url_to_parts(settings["broker_url"])
-    assert (
-        (broker.userid, broker.password) == ("bro:ker", NASTY)
-        if hasattr(broker, "userid")
-        else (broker.username, broker.password) == ("bro:ker", NASTY)
-    )
+    assert (broker.username, broker.password) == ("bro:ker", NASTY)
     # ... and config check finds nothing wrong with the URLs
     checked = run(
         "resultkit",
@@ -269,8 +265,9 @@ def test_config_new_quotes_every_credential_from_the_environment(
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(tmp_path)},
     )
-    assert checks_of(checked)["url"]["status"] != "fail" if "url" in checks_of(checked) else True
-    assert checks_of(checked)["config.url-password"]["status"] == "pass"
+    checks = checks_of(checked)
+    assert checks.get("url", {"status": "pass"})["status"] == "pass", checked.output
+    assert checks["config.url-password"]["status"] == "pass"
 
 
 def test_config_new_writes_no_literal_password(tmp_path: Path) -> None:
