@@ -75,9 +75,10 @@ def env(tmp_path: Path, own_redis: Any, postgres_db: SqlDB, sqlite_db: SqlDB) ->
     """The faults of the matrix, with the servers and files they need."""
     env = Env(tmp_path)
     old = task("old-1", done=NOW - timedelta(days=3))
-    # A good store to migrate from and to: SQLite with one old result.
+    old.expires_known = True  # a key without a TTL: there until a cleanup deletes it
+    # A good store to migrate from and to: SQLite with an old and a new result.
     store = open_store(sqlite_db.url)
-    store.write_many([old], OnConflict.SKIP)
+    store.write_many([old, task("new-1")], OnConflict.SKIP)
     store.close()
     env.good = sqlite_db.url
     # A Redis with a password and a read-only ACL user, holding one old result.

@@ -68,11 +68,13 @@ class Record:
         "_error",
         "_meta",
         "compression",
+        "damaged",
         "envelope",
         "expires_at",
         "expires_known",
         "id",
         "kind",
+        "line",
         "missing_key",
         "position",
         "raw",
@@ -118,6 +120,12 @@ class Record:
         self.missing_key = missing_key
         #: Store-specific position, for checkpoints (e.g. a SQL primary key).
         self.position = position
+        #: The line of the archive the record was read from (archives only).
+        self.line: int | None = None
+        #: True when the record stands for damage where it was read (an archive line
+        #: that is no record, a cut-short or corrupt gzip member): always reported as
+        #: failed, whatever the filters, never written.
+        self.damaged = False
         self._decode = decode
 
     def __repr__(self) -> str:

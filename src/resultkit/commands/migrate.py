@@ -77,7 +77,7 @@ class MigrationReport:
     by_state: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     estimated_seconds: float | None = None
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -457,7 +457,10 @@ def _outcome(writing: Future[WriteResult] | WriteResult) -> tuple[WriteResult, b
 
 
 def _selected(record: Record, filters: Filters) -> bool:
-    # An unreadable record cannot be filtered; it is reported unless a filter excludes all else.
+    # Damage in the source (an archive line that is no record) is always reported; an
+    # unreadable record cannot be filtered: it is reported unless a filter excludes all else.
+    if record.damaged:
+        return True
     return filters.empty if record.error else filters.matches(record)
 
 
@@ -511,7 +514,10 @@ def _account(report: MigrationReport, records: list[Record], outcome: WriteResul
 
 def _note_failure(report: MigrationReport, record: Record, error: str) -> None:
     if len(report.failures) < MAX_LISTED:
-        report.failures.append({"id": record.id, "kind": record.kind.value, "error": error})
+        failure: dict[str, Any] = {"id": record.id, "kind": record.kind.value, "error": error}
+        if record.line is not None:
+            failure["line"] = record.line  # where in the archive it was read
+        report.failures.append(failure)
 
 
 def _verify(
