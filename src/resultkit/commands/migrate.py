@@ -69,7 +69,12 @@ class MigrationReport:
     failed: int = 0
     verified: int = 0
     mismatched: int = 0
+    #: Copied, but not compared: their payload is not decoded (pickle without
+    #: --accept-pickle), so there is nothing to compare it with.
+    unverified: int = 0
     deleted: int = 0
+    #: With --move: records left in the source, and why (``kept_records``).
+    kept: int = 0
     seconds: float = 0.0
     resumed: bool = False
     checkpoint: str | None = None
@@ -79,10 +84,12 @@ class MigrationReport:
     estimated_seconds: float | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    unverified_records: list[dict[str, Any]] = field(default_factory=list)
+    kept_records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.mismatched)
+        return not (self.failed or self.mismatched or self.unverified)
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -96,12 +103,16 @@ class MigrationReport:
             "failed": self.failed,
             "verified": self.verified,
             "mismatched": self.mismatched,
+            "unverified": self.unverified,
             "deleted": self.deleted,
+            "kept": self.kept,
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
             "checkpoint": self.checkpoint,
             "failures": self.failures,
             "mismatches": self.mismatches,
+            "unverified_records": self.unverified_records,
+            "kept_records": self.kept_records,
         }
         if self.dry_run:
             out.update(
@@ -249,7 +260,17 @@ def migrate(
     return report
 
 
-_COUNTERS = ("copied", "skipped", "expired", "failed", "verified", "mismatched", "deleted")
+_COUNTERS = (
+    "copied",
+    "skipped",
+    "expired",
+    "failed",
+    "verified",
+    "mismatched",
+    "unverified",
+    "deleted",
+    "kept",
+)
 
 
 def _restore_counters(report: MigrationReport, counters: dict[str, int]) -> None:
@@ -304,9 +325,10 @@ def _run(
             outcome, interrupted = _outcome(writing)
             _account(report, selected, outcome)
             if verify or move:
-                kept = _verify(dst, selected, outcome, report)
+                verified, why_not = _verify(dst, selected, outcome, report)
                 if move:
-                    report.deleted += src.delete_many(kind, kept)
+                    report.deleted += src.delete_many(kind, verified)
+                    _note_kept(report, selected, why_not)
         done[kind] += len(page.records)
         if progress is not None:
             progress(Progress(kind, done[kind], totals.get(kind)))
@@ -522,12 +544,32 @@ def _note_failure(report: MigrationReport, record: Record, error: str) -> None:
 
 def _verify(
     dst: Store, records: list[Record], outcome: WriteResult, report: MigrationReport
-) -> list[str]:
-    """Read the batch back from the target; return the ids verified equal."""
+) -> tuple[list[str], dict[str, str]]:
+    """Read the batch back from the target and compare; return the ids verified
+    equal, and why each other record of the batch was not."""
     present = set(outcome.written) | set(outcome.skipped)
-    candidates = [r for r in records if r.id in present and r.meta is not None]
+    why_not = {rid: f"failed: {error}" for rid, error in outcome.failed.items()}
+    for rid in outcome.expired:
+        why_not[rid] = (
+            "expired: its lifetime was over, so it was not copied (its own expiry, or "
+            "resultkit cleanup, removes it)"
+        )
+    candidates = []
+    for record in records:
+        if record.id not in present:
+            why_not.setdefault(record.id, "failed: not copied")
+        elif record.meta is None:
+            reason = _unverifiable(record)
+            why_not[record.id] = f"not verified: {reason}"
+            report.unverified += 1
+            if len(report.unverified_records) < MAX_LISTED:
+                report.unverified_records.append(
+                    {"id": record.id, "kind": record.kind.value, "reason": reason}
+                )
+        else:
+            candidates.append(record)
     if not candidates:
-        return []
+        return [], why_not
     kind = candidates[0].kind
     ids = [r.id for r in candidates]
     fields = dst.extended_fields
@@ -540,6 +582,7 @@ def _verify(
         diffs = differences(record, seen.get(record.id), fields)
         if diffs:
             report.mismatched += 1
+            why_not[record.id] = f"mismatched: {', '.join(diffs)} differ in the target"
             if len(report.mismatches) < MAX_LISTED:
                 report.mismatches.append(
                     {"id": record.id, "kind": record.kind.value, "fields": diffs}
@@ -547,7 +590,30 @@ def _verify(
         else:
             report.verified += 1
             verified.append(record.id)
-    return verified
+    return verified, why_not
+
+
+def _unverifiable(record: Record) -> str:
+    """Why a copied record cannot be compared with its copy."""
+    if record.serializer == "pickle":
+        return (
+            "a pickle payload, copied as it is but never decoded without --accept-pickle "
+            "(pass it, if you trust everyone who can write results, to verify it)"
+        )
+    return f"its payload is not decoded here ({record.error or 'unreadable'})"
+
+
+def _note_kept(report: MigrationReport, records: list[Record], why_not: dict[str, str]) -> None:
+    """--move: count the records left in the source, with why each stayed."""
+    for record in records:
+        reason = why_not.get(record.id)
+        if reason is None:
+            continue
+        report.kept += 1
+        if len(report.kept_records) < MAX_LISTED:
+            report.kept_records.append(
+                {"id": record.id, "kind": record.kind.value, "reason": reason}
+            )
 
 
 def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:

@@ -376,12 +376,27 @@ class Store(ABC):
         return counts
 
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Read *ids* through Celery's own backend class, as an application would."""
+        """Read *ids* through Celery's own backend class, as an application would.
+
+        Celery decodes with the serializer it is configured with, so each result
+        is read by a backend configured for the serializer it was written with;
+        a result Celery cannot decode is ``{"unreadable": why}``.
+        """
+        from kombu.exceptions import ContentDisallowed, DecodeError
+
         backend = self.app.backend
+        stored = self.read_many(kind, ids) if kind is Kind.TASK and self.meta_blobs else {}
         out: dict[str, dict[str, Any]] = {}
         for result_id in ids:
             if kind is Kind.TASK:
-                meta = backend.get_task_meta(result_id, cache=False)
+                record = stored.get(result_id)
+                if record is not None:
+                    backend = self.celery_backend_for(record.raw, serializer=record.serializer)
+                try:
+                    meta = backend.get_task_meta(result_id, cache=False)
+                except (DecodeError, ContentDisallowed, ValueError, TypeError) as exc:
+                    out[result_id] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+                    continue
                 if meta.get("status") != "PENDING" or meta.get("date_done"):
                     out[result_id] = meta
             else:
