@@ -400,9 +400,11 @@ class Store(ABC):
                 if meta.get("status") != "PENDING" or meta.get("date_done"):
                     out[result_id] = meta
             else:
-                stored = self.read_many(kind, [result_id]).get(result_id)
-                if stored is not None:
-                    backend = self.celery_backend_for(stored.raw, serializer=stored.serializer)
+                group_record = self.read_many(kind, [result_id]).get(result_id)
+                if group_record is not None:
+                    backend = self.celery_backend_for(
+                        group_record.raw, serializer=group_record.serializer
+                    )
                 group = backend.restore_group(result_id, cache=False)
                 if group is not None:
                     # Keep the member ids only: result objects left alive until
