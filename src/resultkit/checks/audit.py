@@ -273,9 +273,35 @@ class SqlCleanup(Rule):
             )
         return CheckResult.passed(
             self.id,
-            "a beat schedule is configured: beat runs celery.backend_cleanup daily "
-            "(make sure beat is running)",
+            "a beat schedule is configured: beat runs celery.backend_cleanup "
+            f"{_cleanup_schedule(ctx.get('beat_schedule'))} (make sure beat is running)",
         )
+
+
+def _cleanup_schedule(schedule: Any) -> str:
+    """How often beat runs ``celery.backend_cleanup``: the user's own entry, else
+    the one Celery adds (daily at 04:00, when result_expires is set)."""
+    entries = schedule.values() if isinstance(schedule, Mapping) else ()
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("task") == "celery.backend_cleanup":
+            return _describe_schedule(entry.get("schedule"))
+    return "daily at 04:00 (the entry Celery adds; give it one of your own to change that)"
+
+
+def _describe_schedule(value: Any) -> str:
+    if isinstance(value, (int, float, timedelta)) and not isinstance(value, bool):
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        return f"every {format_duration(seconds)}"
+    fields = [getattr(value, f"_orig_{name}", None) for name in _CRONTAB_FIELDS]
+    if all(f is not None for f in fields):
+        return f"on the crontab '{' '.join(str(f) for f in fields)}'"
+    every = getattr(value, "run_every", None)
+    if isinstance(every, timedelta):
+        return f"every {format_duration(every.total_seconds())}"
+    return f"on the schedule {value!r}"
+
+
+_CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
 
 class RpcChords(Rule):

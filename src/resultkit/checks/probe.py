@@ -253,7 +253,7 @@ def check_connect(probe: Probe) -> CheckResult:
         probe.engine = _sql_engine(probe)
         with probe.engine.connect() as conn:
             version = conn.execute(sa.text(_version_sql(probe.engine.dialect.name))).scalar()
-        detail = f"{probe.engine.dialect.name} {str(version).split(' ')[0]}"
+        detail = server_label(probe.engine.dialect.name, str(version))
     elif kind in (BackendKind.REDIS, BackendKind.SENTINEL):
         probe.backend = build_backend(probe)
         client = probe.backend.client
@@ -269,6 +269,18 @@ def check_connect(probe: Probe) -> CheckResult:
         detail = type(probe.backend).__name__
     ms = (time.perf_counter() - started) * 1000
     return CheckResult.passed("connect", f"connected to {detail} in {ms:.0f} ms", ms=round(ms, 1))
+
+
+def server_label(dialect: str, version: str) -> str:
+    """The server's name and version, once: ``PostgreSQL 16.2``, ``MariaDB 10.11.6``."""
+    if dialect == "postgresql":
+        return " ".join(version.split()[:2])  # "PostgreSQL 16.2 (Debian ...) on x86_64..."
+    if dialect in ("mysql", "mariadb"):
+        number, _, rest = version.partition("-")
+        return f"{'MariaDB' if 'mariadb' in rest.lower() else 'MySQL'} {number}"
+    if dialect == "sqlite":
+        return f"SQLite {version}"
+    return f"{dialect} {version.split()[0] if version.split() else ''}".strip()
 
 
 def _version_sql(dialect: str) -> str:

@@ -506,7 +506,10 @@ def _write(
             merged.skipped += single.skipped
             merged.expired += single.expired
             merged.failed.update(single.failed)
-        if records and len(merged.failed) == len(records):
+        # Every record refused the same way, one by one too: the target is at fault, not
+        # the records (a record that fails alone, or for its own reason, is reported).
+        refusals = set(merged.failed.values())
+        if len(records) > 1 and len(merged.failed) == len(records) and len(refusals) == 1:
             raise MigrationError(
                 f"the target refused a whole batch: {_first_line(batch_error)}. Nothing of this "
                 "batch was written; fix the target and run again with --resume"
