@@ -4,7 +4,6 @@ the specific failing check for each way a backend can be unreachable or wrong.""
 from __future__ import annotations
 
 import re
-
 import time
 from pathlib import Path
 from typing import Any
