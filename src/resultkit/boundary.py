@@ -53,6 +53,7 @@ _CLASSES: dict[str, type[BackendError]] = {
     "dns": BackendUnavailable,
     "timeout": BackendUnavailable,
     "tls": BackendUnavailable,
+    "sentinel": BackendUnavailable,
     "vhost": AccessDenied,
     "auth": AccessDenied,
     "permission": AccessDenied,

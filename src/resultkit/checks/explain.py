@@ -77,6 +77,15 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
             "check the user name and password in the URL (or the app's settings); "
             "resultkit never prints the password",
         )
+    if _has(chain, "masternotfounderror"):
+        found = next(e for e in chain if type(e).__name__ == "MasterNotFoundError")
+        return Explanation(
+            "sentinel",
+            f"no Sentinel at {where} gave a master's address ({_text(found).split(' : ')[0]})",
+            "check that the Sentinels answer and watch this master (SENTINEL MASTERS), and the "
+            "master name (result_backend_transport_options = {'master_name': ...}, or "
+            "?master_name= on the URL for resultkit)",
+        )
     if _has(chain, 'role "'):
         return Explanation(
             "role",
@@ -138,7 +147,7 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
             "timeout",
             f"no answer from {where}{wait}",
             "check that the host is reachable (firewall, security group, VPN) "
-            "or allow more time with --timeout",
+            + ("or allow more time with --timeout" if timeout_s else "and not overloaded"),
         )
     if _has(chain, "noperm", "permission denied", "command denied", "insufficientprivilege") or (
         _has(chain, "readonly database") or _errno(chain, errno.EACCES, errno.EPERM, errno.EROFS)
