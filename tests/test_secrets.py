@@ -61,9 +61,10 @@ def test_no_command_prints_the_password(
         + "?master_name=mymaster"
     )
     pg = postgres_db.url.replace("postgres@", f"postgres:{quote(OTHER, safe='')}@")
+    broker = f"amqp://u:{quote(OTHER, safe='')}@127.0.0.1:1//"
     (tmp_path / "secretapp.py").write_text(
         "from celery import Celery\n"
-        f"app = Celery('secretapp', broker={('amqp://u:' + quote(OTHER, safe='') + '@127.0.0.1:1//')!r})\n"
+        f"app = Celery('secretapp', broker={broker!r})\n"
         f"app.conf.result_backend = {good!r}\n"
         f"app.conf.resultkit_dual_write = {{'new': {good!r}, 'old': {pg!r}}}\n"
     )
