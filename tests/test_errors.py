@@ -111,3 +111,28 @@ def test_a_bad_option_is_one_line_and_exit_2(cli: Any, args: tuple[str, ...]) ->
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "--help" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("config", "new", "--backend", "redis", "--folder", "/proc/rk-no-folder"),
+        ("bench", "db+sqlite:///b.sqlite3", "--seconds", "0.3", "--plot", "/proc/rk/plot.png"),
+        (
+            "migrate",
+            "db+sqlite:///a.sqlite3",
+            "db+sqlite:///b.sqlite3",
+            "--checkpoint",
+            "/proc/rk/checkpoint.json",
+        ),
+    ],
+)
+def test_a_file_the_command_cannot_write_is_one_line(cli: Any, args: tuple[str, ...]) -> None:
+    # When a command must write a file where no file can be (/proc refuses even root)
+    result = cli(*args)
+    # Then one line says which path, why and what to do; exit 1
+    assert result.code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "/proc/rk" in lines[0]
+    assert "internal error" not in lines[0]

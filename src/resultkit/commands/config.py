@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import load_app
+from ..boundary import translating
 from ..checks.audit import AuditContext, audit
 from ..durations import format_duration, parse_duration
 from ..errors import UsageError
@@ -278,9 +279,10 @@ def config_new(
             f'    "default": {retention!r},\n'
             "}\n"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    config.write_text(text)
-    env.write_text(_ENV_HEADER + _ENV[backend])
+    with translating(str(folder), "write the configuration"):
+        folder.mkdir(parents=True, exist_ok=True)
+        config.write_text(text)
+        env.write_text(_ENV_HEADER + _ENV[backend])
     return [config, env]
 
 

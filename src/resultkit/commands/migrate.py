@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import check_settings
+from ..boundary import translating
 from ..checkpoint import Checkpoint, default_checkpoint_path
 from ..choices import require_compression
 from ..codec import ENCRYPTED, require_serializer
@@ -233,7 +234,8 @@ def migrate(
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], 50 * batch_size), *threshold[1:])
     try:
-        with _stop_on_ctrl_c() as stop:
+        # The stores translate their own errors: an OS error left is the checkpoint's.
+        with _stop_on_ctrl_c() as stop, translating(str(path), "save the checkpoint"):
             _run(
                 src,
                 dst,
