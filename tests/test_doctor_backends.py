@@ -340,3 +340,15 @@ def test_doctor_says_a_url_without_a_host_has_none_and_tests_nothing(cli: Any, u
     assert "no host" in check["message"]
     assert "redis://HOST:6379/0" in check["fix"]
     assert result.check("connect")["status"] == "skip"
+
+
+def test_doctor_refuses_a_broker_url_whose_raw_password_kombu_would_misread(cli: Any) -> None:
+    # Given rpc:// with a broker URL whose password holds a raw '#'
+    result = cli("doctor", "rpc://", "--broker", "amqp://app:zq#xw@127.0.0.1:5672//", "--json")
+    # Then the broker check fails naming the character, and no piece of the password shows
+    assert result.code == 1
+    check = result.check("broker")
+    assert check["status"] == "fail"
+    assert "%23" in check["message"]
+    assert "zq" not in result.output
+    assert "xw" not in result.output

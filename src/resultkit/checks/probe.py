@@ -25,7 +25,7 @@ from ..durations import expiry_seconds
 from ..errors import ConfigurationError, MissingDriver
 from ..records import Kind, as_datetime
 from ..report import CheckResult, Status
-from ..urls import BackendKind, BackendURL, parse_backend_url
+from ..urls import BackendKind, BackendURL, credential_problem, parse_backend_url
 from . import Deadline
 from .explain import explain
 
@@ -120,6 +120,12 @@ def check_url(probe: Probe) -> list[CheckResult]:
         return [CheckResult.failed("url", str(exc), _fix_from(str(exc)))]
     probe.url = url
     results = [CheckResult.passed("url", f"{url.masked}: {_KIND_LABELS[url.kind]}")]
+    if url.kind is BackendKind.RPC:
+        broker = probe.target.app.conf.broker_url
+        problem = credential_problem(broker, "urllib") if isinstance(broker, str) else None
+        if problem:
+            results.append(CheckResult.failed("broker", problem, _fix_from(problem)))
+            return results
     try:
         require_driver(url)
     except MissingDriver as exc:
