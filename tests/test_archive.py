@@ -253,3 +253,25 @@ def test_a_damaged_archive_is_never_appended_to_and_nothing_is_deleted(
     assert "damaged" in lines[0] or "not a gzip" in lines[0]
     assert archive.read_bytes() == before
     assert redis_db.client.exists("celery-task-meta-old-1") == 1
+
+
+def test_small_pages_read_a_damaged_archive_exactly_as_one_page_does(
+    cli: Any, tmp_path: Path
+) -> None:
+    # Given an archive of four members, the second one damaged
+    archive = tmp_path / "a.jsonl.gz"
+    write_archive(archive, batches=4)
+    data = bytearray(archive.read_bytes())
+    starts = member_offsets(bytes(data))
+    data[(starts[1] + starts[2]) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    # When it is restored in pages of 3 (pages start inside members) and in one page
+    outcomes = []
+    for batch in ("3", "1000"):
+        target = f"db+sqlite:///{tmp_path / f'restored-{batch}.sqlite3'}"
+        result = restore(cli, archive, target, "--batch-size", batch)
+        assert result.code == 1, result.output
+        outcomes.append((stored_ids(target), result.json["failures"]))
+    # Then both restore the same results and report the same damage
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][0]) == 3 * BATCH

@@ -73,8 +73,8 @@ def test_no_command_prints_the_password(
     # Sentinels that do not answer cost redis-py's retries (seconds each): doctor and stats
     commands += [("doctor", sentinels, "--timeout", "3"), ("stats", sentinels, "--json")]
     commands += [
-        ("doctor", good, "--timeout", "3"),
-        ("doctor", good, "--json", "--timeout", "3"),
+        ("doctor", good, "--timeout", "30"),
+        ("doctor", good, "--json", "--timeout", "30"),
         ("stats", good),
         ("stats", good, "--json"),
         ("migrate", good, sqlite_db.url, "--verify"),

@@ -230,22 +230,33 @@ def credential_problem(url: str, reader: str) -> str | None:
     """Why the driver family *reader* (``urllib``, ``sentinel``, ``sqlalchemy``) would
     misread the credentials of *url*; None when it reads them as written.
 
-    The message never holds the password: it names the characters at fault.
+    The driver's own parsing decides: urllib's (redis-py, kombu and Celery split
+    URLs with it) misreads a raw password when it then finds no valid host and
+    port; SQLAlchemy's when the host it finds holds an ``@``; Celery's Sentinel
+    backend splits at ``;``.  The message never holds the password: it names
+    the characters at fault and their encodings.
     """
-    breaks = _BREAKS[reader]
     for chunk in _chunks(url):
         span = _password_span(chunk)
-        if span is not None:
-            bad = [c for c in breaks if c in chunk[span[0] : span[1]]]
-            if bad:
-                listed = ", ".join(repr(c) for c in bad)
-                encoded = ", ".join(f"{quote(c, safe='')} for {c!r}" for c in bad)
-                who = "SQLAlchemy" if reader == "sqlalchemy" else "redis-py, kombu and Celery"
-                return (
-                    f"the password in {mask_url(chunk)} holds {listed} without percent-encoding, "
-                    f"so {who} would read a different password and host: write {encoded} "
-                    "(urllib.parse.quote(password, safe='') encodes a whole password)"
-                )
+        password = chunk[span[0] : span[1]] if span else ""
+        if reader == "sqlalchemy":
+            misread = _sqlalchemy_misreads(chunk)
+        else:
+            misread = _urllib_misreads(chunk, password) or (
+                reader == "sentinel" and ";" in password
+            )
+        if misread and password:
+            bad = [c for c in _BREAKS[reader] if c in password] or [
+                c for c in _RISKY if c in password
+            ]
+            listed = ", ".join(repr(c) for c in bad)
+            encoded = ", ".join(f"{quote(c, safe='')} for {c!r}" for c in bad)
+            who = "SQLAlchemy" if reader == "sqlalchemy" else "redis-py, kombu and Celery"
+            return (
+                f"the password in {mask_url(chunk)} holds {listed} without percent-encoding, "
+                f"so {who} would read a different password and host: write {encoded} "
+                "(urllib.parse.quote(password, safe='') encodes a whole password)"
+            )
         if reader != "sqlalchemy" and "@" in chunk.partition("://")[2]:
             after = chunk.rpartition("@")[2]
             host = (
@@ -260,6 +271,35 @@ def credential_problem(url: str, reader: str) -> str | None:
                     "has a password)"
                 )
     return None
+
+
+def _urllib_misreads(chunk: str, password: str) -> bool:
+    """True when urllib (as kombu calls it) takes another password than *password*
+    and is left without a valid host and port."""
+    from urllib.parse import urlsplit
+
+    rest = chunk.partition("://")[2]
+    try:
+        parts = urlsplit("http://" + rest)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        valid = bool(parts.hostname)
+    except ValueError:
+        return True
+    return (parts.password or "") != password and not valid
+
+
+def _sqlalchemy_misreads(chunk: str) -> bool:
+    """True when SQLAlchemy's parser finds a host holding ``@`` (the password ended
+    at the first ``@``), or cannot parse the URL at all."""
+    import sqlalchemy as sa
+
+    scheme, _, rest = chunk.partition("://")
+    name = scheme.split("+", 1)[1] if "+" in scheme else scheme
+    try:
+        parsed = sa.make_url(f"{name}://{rest}")
+    except sa.exc.ArgumentError:
+        return True
+    return "@" in (parsed.host or "")
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,8 @@ class _Walker:
             try:
                 out = inflater.decompress(data)
             except zlib.error as exc:
+                # Whatever this member consumed may hide the next one: look again from its start.
+                self.offset = start.offset
                 if resyncing and not held and not flushed:
                     return "damaged"  # a false start inside damaged data: look further
                 first = start.line + 1
@@ -186,7 +188,9 @@ class _Walker:
                 if tail:
                     held.append(tail)
                 if not flushed:
-                    bisect.insort(self.points, start, key=lambda p: p.item)
+                    at = bisect.bisect_left(self.points, start.item, key=lambda p: p.item)
+                    if at == len(self.points) or self.points[at].item != start.item:
+                        self.points.insert(at, start)
                 yield from self._lines(held)
                 return "ok"
             if not self.buffer and not self._fill():
