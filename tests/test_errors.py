@@ -136,3 +136,13 @@ def test_a_file_the_command_cannot_write_is_one_line(cli: Any, args: tuple[str, 
     assert len(lines) == 1, result.stderr
     assert "/proc/rk" in lines[0]
     assert "internal error" not in lines[0]
+
+
+def test_a_source_folder_that_does_not_exist_is_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    # A typo in a file:// source would otherwise "copy" nothing and pass
+    result = cli("migrate", f"file://{tmp_path / 'no-such-folder'}", "db+sqlite:///x.sqlite3")
+    assert result.code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "does not exist" in lines[0]
+    assert not (tmp_path / "x.sqlite3").exists()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import SerializationError
+from ..errors import SerializationError, UsageError
 from ..records import Kind, Record
 from .base import OnConflict, Page, Store, WriteResult
 from .redis import RedisStore
@@ -35,6 +35,14 @@ class FilesystemStore(Store):
         if path.startswith("localhost/"):
             path = path[len("localhost") :]
         self.folder = path
+
+    def check_source(self) -> None:
+        """The folder must exist: a missing one is a typo, not an empty source."""
+        if not os.path.isdir(self.folder):
+            raise UsageError(
+                f"the folder {self.folder} does not exist (or is not a folder): give the "
+                "folder of Celery's filesystem backend, file:///ABSOLUTE/PATH"
+            )
 
     def path(self, kind: Kind, result_id: str) -> str:
         """The file of a result; ValueError for an id that cannot be a file name here."""
