@@ -18,13 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "resultkit"
 
 #: Lower layers never import higher ones (a module may import its own layer).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_native", "durations", "report"),
+    ("errors", "_native", "durations", "report", "explain", "choices"),
     ("urls", "compression", "records", "retention"),
     ("serializers",),
     ("encryption",),
-    ("codec", "compare", "drivers", "apps", "summary", "purge", "checkpoint"),
+    ("codec", "compare", "drivers", "apps", "summary", "purge", "checkpoint", "boundary"),
     ("stores", "backends"),
-    ("transfer", "progress", "checks", "faults"),
+    ("transfer", "progress", "checks"),
     ("commands", "beat"),
     ("render", "plot"),
     ("cli",),

@@ -171,3 +171,32 @@ def test_a_setting_of_the_wrong_type_is_reported_not_raised() -> None:
     check = run_audit(REDIS, redis_max_connections="many")["config.redis-max-connections"]
     assert check.status is Status.FAIL
     assert "cannot read" in check.message
+
+
+@pytest.mark.parametrize(
+    ("schedule", "words"),
+    [
+        ({"cleanup": {"task": "celery.backend_cleanup", "schedule": 3600}}, "every 1h"),
+        ({"cleanup": {"task": "celery.backend_cleanup", "schedule": 900.0}}, "every 15m"),
+        ({"nightly": {"task": "proj.nightly", "schedule": 86400}}, "daily at 04:00"),
+    ],
+)
+def test_the_sql_cleanup_audit_says_how_often_beat_really_cleans(
+    schedule: dict[str, Any], words: str
+) -> None:
+    # Given a beat schedule with (or without) its own backend_cleanup entry
+    check = run_audit(POSTGRES, beat_schedule=schedule)["config.sql-cleanup"]
+    # Then the audit states the schedule beat will follow, not always "daily"
+    assert check.status is Status.PASS
+    assert words in check.message, check.message
+    if words != "daily at 04:00":
+        assert "daily" not in check.message
+
+
+def test_a_crontab_cleanup_schedule_is_described_as_a_crontab() -> None:
+    from celery.schedules import crontab
+
+    schedule = {"c": {"task": "celery.backend_cleanup", "schedule": crontab(minute="*/30")}}
+    check = run_audit(POSTGRES, beat_schedule=schedule)["config.sql-cleanup"]
+    assert "*/30" in check.message
+    assert "daily" not in check.message

@@ -55,7 +55,7 @@ def test_a_new_user_goes_from_nothing_to_a_checked_benchmarked_configuration(
     assert made.code == 0, made.output
     assert (tmp_path / "celeryconfig.py").exists()
     template = (tmp_path / ".env.example").read_text()
-    assert "change-me" in template or backend == "sqlite"
+    assert "_PASSWORD=\n" in template or backend == "sqlite"  # to fill in, never a literal
     # config check passes on it
     checked = run(
         "resultkit", "config", "check", "-A", "celeryconfig", "--json", cwd=tmp_path, env=env

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +192,15 @@ def test_fix_missing_ttl_gives_keys_the_policys_lifetime(
     cli: Any, redis_db: RedisDB, tmp_path: Path
 ) -> None:
     # Given keys without TTL: one kept forever, one with 6 days left, one fresh default
+    # (dated from now: samples.NOW is when the module was imported, minutes ago in a
+    # long run, and the lifetimes below are measured to two minutes)
+    now = datetime.now(timezone.utc)
     store = open_store(redis_db.url)
     store.write_many(
         [
-            aged(task("audit-1", name="audit.log", done=NOW - timedelta(days=100))),
-            aged(task("rep-1", name="reports.daily", done=NOW - timedelta(days=1))),
-            aged(task("misc-1", name="misc.add", done=NOW - timedelta(minutes=10))),
+            aged(task("audit-1", name="audit.log", done=now - timedelta(days=100))),
+            aged(task("rep-1", name="reports.daily", done=now - timedelta(days=1))),
+            aged(task("misc-1", name="misc.add", done=now - timedelta(minutes=10))),
         ],
         OnConflict.SKIP,
     )

@@ -3,6 +3,7 @@ the specific failing check for each way a backend can be unreachable or wrong.""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def test_doctor_passes_on_postgresql_with_either_driver(
     result = cli("doctor", url, "--json")
     assert_healthy(result)
     assert all(result.check(c)["status"] == "pass" for c in ROUNDTRIP)
+    # the server is named once, by its own name and version
+    assert re.match(r"connected to PostgreSQL \d+(\.\d+)* in ", result.check("connect")["message"])
 
 
 def test_doctor_passes_on_mariadb(cli: Any, mysql_db: SqlDB) -> None:
@@ -310,3 +313,42 @@ def test_doctor_explains_tls_to_a_server_without_tls(cli: Any, redis_db: RedisDB
     check = failing(cli("doctor", url, "--json"), "connect")
     assert check["data"]["reason"] == "tls"
     assert "use redis://" in check["fix"]
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [("mysql", r"(MariaDB|MySQL) \d+"), ("sqlite", r"SQLite \d+"), ("redis", r"Redis \d+")],
+)
+def test_doctor_names_the_server_and_its_version(
+    cli: Any, request: Any, url: str, name: str
+) -> None:
+    fixture = {"mysql": "mysql_db", "sqlite": "sqlite_db", "redis": "redis_db"}[url]
+    result = cli("doctor", request.getfixturevalue(fixture).url, "--json")
+    assert re.match(rf"connected to {name}[.\d]* in ", result.check("connect")["message"]), (
+        result.check("connect")
+    )
+
+
+@pytest.mark.parametrize("url", ["redis://:@", "redis://:pw@/0"])
+def test_doctor_says_a_url_without_a_host_has_none_and_tests_nothing(cli: Any, url: str) -> None:
+    # When the URL names no host (a template left half filled in)
+    result = cli("doctor", url, "--json")
+    # Then the URL check fails and says what to write, and no server is tried
+    assert result.code == 1
+    check = result.check("url")
+    assert check["status"] == "fail"
+    assert "no host" in check["message"]
+    assert "redis://HOST:6379/0" in check["fix"]
+    assert result.check("connect")["status"] == "skip"
+
+
+def test_doctor_refuses_a_broker_url_whose_raw_password_kombu_would_misread(cli: Any) -> None:
+    # Given rpc:// with a broker URL whose password holds a raw '#'
+    result = cli("doctor", "rpc://", "--broker", "amqp://app:zq#xw@127.0.0.1:5672//", "--json")
+    # Then the broker check fails naming the character, and no piece of the password shows
+    assert result.code == 1
+    check = result.check("broker")
+    assert check["status"] == "fail"
+    assert "%23" in check["message"]
+    assert "zq" not in result.output
+    assert "xw" not in result.output

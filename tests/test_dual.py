@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,9 @@ def test_the_whole_runbook_with_workers_producing_throughout(
     redis_db: RedisDB, postgres_db: SqlDB, amqp_url: str, tmp_path: Path
 ) -> None:
     old, new = redis_db.url, postgres_db.url
-    queue_app = {"task_default_queue": "runbook-" + tmp_path.name[-8:]}
+    # A queue of this run's own: the broker is shared by every run on the machine, and
+    # tmp_path's name is the same in each, so another run's workers took these tasks.
+    queue_app = {"task_default_queue": f"runbook-{uuid.uuid4().hex[:10]}"}
     # Phase settings: the same module name in three folders, one per deployment.
     phases = {}
     for phase, backend, extra in (

@@ -23,7 +23,7 @@ from resultkit.records import Kind
 from resultkit.stores import OnConflict, open_store
 from tests.celery_view import assert_celery_reads, celery_app
 from tests.conftest import ROOT, RedisDB, SqlDB, run_on_terminal
-from tests.samples import NOW, failure, standard_set, task
+from tests.samples import NOW, failure, group, standard_set, task
 
 
 def seed(url: str, records: list[Any]) -> None:
@@ -273,9 +273,11 @@ def test_an_unreachable_target_is_one_line_and_nothing_is_read_away(
     result = cli("migrate", redis_db.url, target, "--move", "--json")
     # Then the run stops with one line that says what to do, the password unsaid
     assert result.code == 1
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error: could not prepare the target: "), result.stderr
-    assert lines[-1].endswith("Nothing was written; fix the target and run again")
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot connect: connection refused by "
+        "db+postgresql+psycopg://postgres:***@127.0.0.1:9/test: nothing is listening there; "
+        "start the server, or correct the host and port in the URL"
+    ]
     assert "Traceback" not in result.stderr
     assert "internal error" not in result.stderr
     assert "s3cret" not in result.output
@@ -654,3 +656,30 @@ def test_numbers_json_holds_inexactly_survive_every_hop(
         for task_id, value in values.items():
             back = reader.backend.get_task_meta(task_id, cache=False)["result"]
             assert repr(back) == repr(value), (url, task_id)
+
+
+def test_a_bad_group_fails_alone_in_a_file_target(
+    cli: Any, redis_db: RedisDB, tmp_path: Path
+) -> None:
+    # Given groups in Redis: a good one, one whose date is no date, one whose id is no file name
+    seed(redis_db.url, [group("g-good", ["t-1", "t-2"])])
+    redis_db.client.set(
+        "celery-taskset-meta-g-bad-date",
+        json.dumps({"result": [["g-bad-date", None], []], "date_done": "no date"}),
+    )
+    redis_db.client.set(
+        "celery-taskset-meta-../escape", json.dumps({"result": [["../escape", None], []]})
+    )
+    target = tmp_path / "results"
+    # When they are migrated to a folder, one group per batch
+    result = cli("migrate", redis_db.url, f"file://{target}", "--batch-size", "1", "--json")
+    # Then the good group is copied and each bad one fails alone, saying why
+    assert result.code == 1, result.output
+    assert result.json["copied"] == 1
+    failures = {f["id"]: f["error"] for f in result.json["failures"]}
+    assert set(failures) == {"g-bad-date", "../escape"}
+    assert "date" in failures["g-bad-date"]
+    assert "file name" in failures["../escape"]
+    assert (target / "celery-taskset-meta-g-good").exists()
+    assert not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in target.iterdir()) == ["celery-taskset-meta-g-good"]

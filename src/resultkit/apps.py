@@ -19,7 +19,13 @@ from .urls import DEFAULT_RESULT_BACKEND, Redactor, mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["Target", "app_for_url", "load_app", "resolve_target", "user_settings"]
+__all__ = [
+    "Target",
+    "app_for_url",
+    "load_app",
+    "resolve_target",
+    "user_settings",
+]
 
 Origin = Literal["url", "app", "default"]
 
@@ -45,7 +51,9 @@ class Target:
 def load_app(spec: str) -> Celery:
     """Import the Celery app named *spec* (``proj``, ``proj.celery``, ``proj:app``).
 
-    The current folder is importable, as it is for ``celery -A``.
+    The current folder is importable, as it is for ``celery -A``.  A module
+    that cannot be imported, or raises while it is (a ``SyntaxError``, any
+    exception at import), is :class:`AppNotFound`, a usage error.
     """
     from celery import Celery
     from celery.bin.celery import find_app
@@ -58,7 +66,10 @@ def load_app(spec: str) -> Celery:
         # A plain configuration module (celeryconfig): build an app from it.
         import importlib
 
-        module = importlib.import_module(spec)
+        try:
+            module = importlib.import_module(spec)
+        except Exception as exc:
+            raise _import_failed(spec, exc) from exc
         if not hasattr(module, "result_backend") and not hasattr(module, "broker_url"):
             raise AppNotFound(
                 f"{spec!r} defines no Celery app and no Celery settings; give -A the module "
@@ -68,13 +79,45 @@ def load_app(spec: str) -> Celery:
         app.config_from_object(module)
         return app
     except ImportError as exc:
+        if not isinstance(exc, ModuleNotFoundError) or exc.name not in _module_names(spec):
+            raise _import_failed(spec, exc) from exc
         raise AppNotFound(
             f"cannot load the Celery app {spec!r}: {exc}. "
             "Give -A the module that defines it, e.g. -A proj or -A proj.celery:app"
         ) from exc
+    except Exception as exc:
+        raise _import_failed(spec, exc) from exc
     if not isinstance(app, Celery):
         raise AppNotFound(f"{spec!r} is a {type(app).__name__}, not a Celery app")
     return app
+
+
+def _module_names(spec: str) -> set[str]:
+    """Every module *spec* names: ``a.b.c:app`` names ``a``, ``a.b`` and ``a.b.c``."""
+    parts = spec.partition(":")[0].split(".")
+    return {".".join(parts[: i + 1]) for i in range(len(parts))}
+
+
+def _import_failed(spec: str, exc: BaseException) -> AppNotFound:
+    """The one line for a module that raised while it was imported: what, and where."""
+    import traceback
+
+    where = ""
+    if isinstance(exc, SyntaxError):
+        where = ""  # its message names the file and line already
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        cwd = os.getcwd()
+        ours = [f for f in frames if f.filename.startswith(cwd)] or frames[-1:]
+        if ours:
+            last = ours[-1]
+            where = f" ({os.path.relpath(last.filename, cwd)}, line {last.lineno})"
+    module = spec.partition(":")[0]
+    return AppNotFound(
+        f"cannot load the Celery app {spec!r}: importing it raised "
+        f"{type(exc).__name__}: {exc}{where}; fix the module "
+        f"(python -c 'import {module}' shows the traceback)"
+    )
 
 
 def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Celery:

@@ -22,6 +22,7 @@ from rich.markup import escape
 from . import __version__
 from .encryption import install_worker_check
 from .errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
+from .records import MAX_BATCH_RECORDS
 from .report import dumps_json
 from .urls import Redactor
 
@@ -159,6 +160,17 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         raise click.BadParameter(str(exc)) from None
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("migrate")
 @click.argument("source", metavar="SOURCE")
 @click.argument("target", metavar="TARGET")
@@ -172,7 +184,7 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_RECORDS),
     default=1000,
     show_default=True,
     help="Records per batch (one transaction, one checkpoint).",
@@ -311,6 +323,7 @@ def stats_command(url: str | None, app: str | None, as_json: bool, policy: str |
 @click.option(
     "--older-than",
     metavar="DURATION",
+    callback=_duration,
     help="Delete every result older than this (30s, 15m, 12h, 7d), ignoring policies.",
 )
 @click.option(
@@ -331,7 +344,7 @@ def stats_command(url: str | None, app: str | None, as_json: bool, policy: str |
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_RECORDS),
     default=5000,
     show_default=True,
     help="Results per delete (each its own short transaction).",
@@ -360,12 +373,15 @@ def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     out = []
     for value in values or ("1KB",):
         text = value.strip().upper().removesuffix("B")
-        factor = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
-        digits = text[:-1] if text[-1:] in ("K", "M") else text
+        factor = {"K": 1024, "M": 1024 * 1024, "G": 1024**3}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in ("K", "M", "G") else text
         try:
-            out.append(int(float(digits) * factor))
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: write bytes, 1KB or 2MB") from None
+            size = int(float(digits) * factor)
+        except (ValueError, OverflowError):
+            size = -1
+        if not 0 < size <= 1024**3:
+            raise click.BadParameter(f"{value!r}: write a size from 1 byte to 1GB: 100, 1KB, 2MB")
+        out.append(size)
     return tuple(out)
 
 
@@ -611,7 +627,33 @@ SQLite default (celery-results.sqlite3 in this folder) is used.
 """
 
 
-@click.group(help=_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """The ``resultkit`` group: a bad option or value is one line on stderr, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `resultkit` alone: the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            _die(exc.format_message().rstrip(".") + where, exc.exit_code)
+        except click.ClickException as exc:
+            _die(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _die("interrupted", 130)
+        except BrokenPipeError:
+            sys.exit(0)  # the reader went away (resultkit ... | head)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=_OneLineErrors, help=_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="resultkit")
 def main() -> None:
     """The ``resultkit`` console script."""

@@ -92,7 +92,14 @@ def require_serializer(name: str) -> None:
     try:
         dumps({"probe": 1}, serializer=name)
     except Exception as exc:
-        cause = exc.__cause__ or exc.__context__ or exc  # kombu wraps the real error
+        from kombu.exceptions import SerializerNotInstalled
+        from kombu.serialization import registry
+
+        from .choices import did_you_mean
+
+        cause: object = exc.__cause__ or exc.__context__ or exc  # kombu wraps the real error
+        if isinstance(exc, SerializerNotInstalled) and name not in registry.name_to_type:
+            cause = f"kombu has no such serializer{did_you_mean(name, registry.name_to_type)}"
         raise ConfigurationError(
             f"the {name!r} serializer cannot be used here: {cause}"
             + (

@@ -10,6 +10,9 @@ from .errors import ConfigurationError
 __all__ = ["expiry_seconds", "format_duration", "parse_duration", "parse_when"]
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration accepted: longer ones overflow dates (Python's, and the
+#: databases'); keep results forever with None instead.
+MAX_DURATION_S = 100 * 365 * 86400
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 
 
@@ -29,6 +32,11 @@ def parse_duration(value: str | float | timedelta) -> float:
             )
         if value < 0:
             raise ConfigurationError(f"a duration cannot be negative: {value!r}")
+        if value > MAX_DURATION_S:
+            raise ConfigurationError(
+                f"{value!r} s is longer than 100 years (36500d): dates that far away cannot "
+                "be stored; use None (or 'forever') to keep results for ever"
+            )
         return float(value)
     text = str(value).strip().lower()
     try:
@@ -40,16 +48,39 @@ def parse_duration(value: str | float | timedelta) -> float:
         raise ConfigurationError(
             f"{value!r} is not a duration: write seconds (3600) or 30s, 15m, 12h, 7d, 1h30m"
         )
-    return float(sum(float(n) * _UNITS_S[unit] for n, unit in parts))
+    seconds = float(sum(float(n) * _UNITS_S[unit] for n, unit in parts))
+    if seconds > MAX_DURATION_S:
+        raise ConfigurationError(
+            f"{value!r} is longer than 100 years (36500d): dates that far away cannot be "
+            "stored; use None (or 'forever') to keep results for ever"
+        )
+    return seconds
 
 
-def expiry_seconds(value: float | timedelta | None) -> float | None:
-    """A Celery expiry setting (``result_expires``...) in seconds; None when disabled."""
+def expiry_seconds(
+    value: float | timedelta | str | None, setting: str = "result_expires"
+) -> float | None:
+    """A Celery expiry setting (``result_expires``...) in seconds; None when disabled.
+
+    Raises :class:`ConfigurationError`, naming *setting*, for a value Celery's
+    backends cannot use (text that is not a number, a negative number).
+    """
     if value is None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    return float(value) if value else None
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{setting} = {value!r} is not a number of seconds: write 86400 or "
+            "timedelta(days=1) (None never expires)"
+        ) from None
+    if seconds != seconds or seconds < 0:
+        raise ConfigurationError(f"{setting} = {value!r} must be zero or a positive number")
+    return seconds or None
 
 
 def format_duration(seconds: float) -> str:

@@ -66,7 +66,13 @@ def _figure(report: BenchReport) -> object:
 
 def write_plot(report: BenchReport, path: str | Path) -> Path:
     """Draw *report* to *path*; the extension chooses PNG, SVG or HTML."""
-    path = Path(path)
+    from .boundary import translating
+
+    with translating(str(path), "write the plot"):
+        return _write_plot(report, Path(path))
+
+
+def _write_plot(report: BenchReport, path: Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".png", ".svg", ".html", ".htm"):
         raise UsageError(f"--plot {path.name}: use a .png, .svg or .html file name")

@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .encryption import Envelope
 
-__all__ = ["EXTENDED_FIELDS", "Filters", "Kind", "Record", "as_datetime", "naive_utc"]
+__all__ = [
+    "EXTENDED_FIELDS",
+    "MAX_BATCH_RECORDS",
+    "Filters",
+    "Kind",
+    "Record",
+    "as_datetime",
+    "naive_utc",
+]
+
+#: The most records one batch may hold (``--batch-size``): a batch lives in
+#: memory, is one transaction, and drivers pass its size as a C integer.
+MAX_BATCH_RECORDS = 1_000_000
 
 #: Fields Celery stores only when ``result_extended`` is on.
 EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
@@ -56,11 +68,13 @@ class Record:
         "_error",
         "_meta",
         "compression",
+        "damaged",
         "envelope",
         "expires_at",
         "expires_known",
         "id",
         "kind",
+        "line",
         "missing_key",
         "position",
         "raw",
@@ -106,6 +120,12 @@ class Record:
         self.missing_key = missing_key
         #: Store-specific position, for checkpoints (e.g. a SQL primary key).
         self.position = position
+        #: The line of the archive the record was read from (archives only).
+        self.line: int | None = None
+        #: True when the record stands for damage where it was read (an archive line
+        #: that is no record, a cut-short or corrupt gzip member): always reported as
+        #: failed, whatever the filters, never written.
+        self.damaged = False
         self._decode = decode
 
     def __repr__(self) -> str:
@@ -241,7 +261,9 @@ class Filters:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Filters:
-        states = frozenset(s.upper() for s in states)
+        from .choices import require_state
+
+        states = frozenset(require_state(s) for s in states)
         tasks = tuple(tasks)
         # Groups have no state and no task name: a filter on either means tasks only.
         kinds = frozenset({Kind.TASK}) if states or tasks else frozenset({Kind.TASK, Kind.GROUP})

@@ -96,10 +96,14 @@ def render_migration(report: MigrationReport, console: Console) -> None:
             f"copied {report.copied:,}, skipped {report.skipped:,} (already there), "
             f"expired {report.expired:,}, failed {report.failed:,}"
         )
-        if report.verified or report.mismatched:
+        if report.verified or report.mismatched or report.unverified:
             line += f"; verified {report.verified:,}, mismatched {report.mismatched:,}"
-        if report.deleted:
+            if report.unverified:
+                line += f", unverified {report.unverified:,}"
+        if report.deleted or report.kept:
             line += f"; deleted {report.deleted:,} from the source"
+            if report.kept:
+                line += f", kept {report.kept:,} there"
         console.print(line + f" in {report.seconds:.1f} s")
         console.print(
             f"scanned {report.scanned:,}: filtered out {report.filtered:,}, "
@@ -133,8 +137,22 @@ def render_migration(report: MigrationReport, console: Console) -> None:
                 ", ".join(mismatch["fields"]),
             )
         )
-    if (report.failures or report.mismatches) and not report.dry_run:
+    for item in report.unverified_records:
+        console.print(
+            Text.assemble(
+                ("unverified ", "bold yellow"), f"{item['kind']} {item['id']}: ", item["reason"]
+            )
+        )
+    for item in report.kept_records:
+        console.print(
+            Text.assemble(
+                ("kept ", "bold"), f"{item['kind']} {item['id']} in the source: ", item["reason"]
+            )
+        )
+    if (report.failed or report.mismatched) and not report.dry_run:
         console.print("the records above were not copied as they are; the rest were")
+    if report.unverified and not report.dry_run:
+        console.print("the unverified records were copied, but their copies were not compared")
 
 
 def render_stats(report: StatsReport, console: Console) -> None:

@@ -262,7 +262,7 @@ class RetentionPolicy:
         failure = app.conf.get("result_failure_expires")
         return {
             "result_expires": expiry_seconds(app.conf.result_expires),
-            "failure_expires": expiry_seconds(failure),
+            "failure_expires": expiry_seconds(failure, "result_failure_expires"),
             "failure_expires_set": failure is not None,
         }
 

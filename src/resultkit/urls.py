@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 from .errors import ConfigurationError, UnknownBackend
 
@@ -20,8 +20,10 @@ __all__ = [
     "BackendKind",
     "BackendURL",
     "Redactor",
+    "credential_problem",
     "mask_url",
     "parse_backend_url",
+    "unencoded_characters",
 ]
 
 #: The embedded default: a SQLite database in the current folder.
@@ -81,56 +83,81 @@ _MISTAKES: dict[str, str] = {
 }
 
 
-def _mask_authority(chunk: str) -> str:
-    """Mask the password in one ``scheme://user:password@host`` chunk."""
+#: Where one URL of several (Sentinel's ``;``-joined list) ends and the next begins.
+_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+def _chunks(url: str) -> list[str]:
+    return _NEXT_URL.split(url)
+
+
+def _password_span(chunk: str) -> tuple[int, int] | None:
+    """Where the password of one ``scheme://user:password@host`` URL is, if it has one.
+
+    The one rule every mask follows: the password runs from the first ``:``
+    after ``scheme://`` to the *last* ``@`` of the URL.  For a URL whose
+    password is percent-encoded that is exactly what redis-py, kombu, Celery
+    and SQLAlchemy take as the password; for one written raw it covers what
+    each of them takes (redis-py and kombu stop at ``#``, ``/`` or ``?``,
+    SQLAlchemy at the first ``@``) and what the user meant, so no part of it
+    is ever shown.  A URL with ``@`` in its path or query has more hidden
+    than its password: shown too little would be a leak, too much is not.
+    """
     match = _SCHEME.search(chunk)
     if not match:
-        return chunk
+        return None
     start = match.end()
-    end = len(chunk)
-    for stop in ("?", "#"):
-        pos = chunk.find(stop, start)
-        if pos != -1:
-            end = min(end, pos)
-    at = chunk.rfind("@", start, end)
+    if chunk[start : start + 1] == "/":
+        return None  # no authority: db+sqlite:///PATH, file:///PATH
+    at = chunk.rfind("@", start)
     if at == -1:
+        return None
+    colon = chunk.find(":", start, at)
+    if colon == -1 or colon + 1 == at:
+        return None  # a user name only, or an empty password: nothing to hide
+    return colon + 1, at
+
+
+def _mask_authority(chunk: str) -> str:
+    """Mask the password in one ``scheme://user:password@host`` chunk."""
+    span = _password_span(chunk)
+    if span is None:
         return chunk
-    userinfo = chunk[start:at]
-    if ":" not in userinfo:
-        return chunk
-    user, _, password = userinfo.partition(":")
-    if not password:
-        return chunk
-    return f"{chunk[:start]}{user}:{MASK}{chunk[at:]}"
+    return f"{chunk[: span[0]]}{MASK}{chunk[span[1] :]}"
 
 
 def mask_url(url: str | None) -> str:
     """Return *url* with every password replaced by ``***``.
 
     Handles several URLs joined by ``;`` (Sentinel), ``db+`` prefixes and
-    secret query parameters such as ``?password=...``.
+    secret query parameters such as ``?password=...``; see
+    :func:`_password_span` for what counts as the password.
     """
     if not url:
         return ""
-    masked = ";".join(_mask_authority(chunk) for chunk in str(url).split(";"))
+    masked = ";".join(_mask_authority(chunk) for chunk in _chunks(str(url)))
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{MASK}", masked)
 
 
 def _passwords_in(url: str) -> Iterable[str]:
-    for chunk in url.split(";"):
-        match = _SCHEME.search(chunk)
-        if not match:
-            continue
-        rest = chunk[match.end() :]
-        userinfo, sep, _ = rest.rpartition("@")
-        if sep and ":" in userinfo.split("/")[0]:
-            password = userinfo.split(":", 1)[1]
-            if password:
-                yield password
-                yield unquote(password)
+    for chunk in _chunks(url):
+        span = _password_span(chunk)
+        if span is not None:
+            yield chunk[span[0] : span[1]]
     for _, value in _SECRET_PARAMS.findall(url):
         yield value
-        yield unquote(value)
+
+
+def _forms(secret: str) -> set[str]:
+    """The ways a driver or Python may print *secret*: as written, decoded,
+    percent-encoded (urllib's and SQLAlchemy's way) and inside a repr()."""
+    plain = unquote(secret)
+    forms = {secret, plain}
+    for value in (secret, plain):
+        forms.update(
+            {quote(value, safe=""), quote(value, safe=" +"), quote_plus(value), repr(value)[1:-1]}
+        )
+    return {form for form in forms if form}
 
 
 @dataclass
@@ -142,26 +169,137 @@ class Redactor:
     """
 
     secrets: set[str] = field(default_factory=set)
+    #: The URLs given to :meth:`add_url`, replaced whole by their masked form.
+    urls: set[str] = field(default_factory=set)
 
     #: Shorter secrets are masked inside URLs only: replacing two letters
     #: everywhere would garble every message.
     MIN_SECRET_CHARS = 4
 
     def add_url(self, url: str | None) -> None:
-        """Remember the passwords contained in *url*."""
-        if url:
-            self.secrets.update(p for p in _passwords_in(str(url)) if p)
+        """Remember *url* and the passwords it contains, in every form they may be printed."""
+        if not url:
+            return
+        text = str(url)
+        for chunk in _chunks(text):
+            if _password_span(chunk) is not None:
+                self.urls.add(chunk)
+        for password in _passwords_in(text):
+            self.secrets.update(_forms(password))
 
     def redact(self, text: str) -> str:
         """Return *text* with URLs masked and every known secret replaced."""
+        for url in sorted(self.urls, key=len, reverse=True):
+            if url in text:
+                text = text.replace(url, mask_url(url))
         text = _SCHEME_URL.sub(lambda m: mask_url(m.group(0)), text)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if len(secret) >= self.MIN_SECRET_CHARS:
                 text = text.replace(secret, MASK)
+            else:
+                text = text.replace(f":{secret}@", f":{MASK}@")
         return text
 
 
 _SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+#: What each driver family takes as the end of an unencoded password.  redis-py,
+#: kombu and Celery split URLs with urllib (the authority ends at ``/?#``, and
+#: ``[`` starts an IPv6 host); Celery's Sentinel backend also splits at ``;``;
+#: SQLAlchemy ends the password at the first ``@``.
+_BREAKS = {"urllib": "#/?[]", "sentinel": "#/?[];", "sqlalchemy": "@"}
+#: Characters best percent-encoded in a password even where a driver reads them.
+_RISKY = "#/?[];@%: "
+
+
+def unencoded_characters(url: str) -> list[str]:
+    """Characters of *url*'s passwords that are URL syntax and not percent-encoded
+    (``%`` counts only when it does not start an escape such as ``%40``)."""
+    found: list[str] = []
+    for chunk in _chunks(url):
+        span = _password_span(chunk)
+        if span is None:
+            continue
+        password = re.sub(r"%[0-9A-Fa-f]{2}", "", chunk[span[0] : span[1]])
+        found += [c for c in _RISKY if c in password and c not in found]
+    return found
+
+
+def credential_problem(url: str, reader: str) -> str | None:
+    """Why the driver family *reader* (``urllib``, ``sentinel``, ``sqlalchemy``) would
+    misread the credentials of *url*; None when it reads them as written.
+
+    The driver's own parsing decides: urllib's (redis-py, kombu and Celery split
+    URLs with it) misreads a raw password when it then finds no valid host and
+    port; SQLAlchemy's when the host it finds holds an ``@``; Celery's Sentinel
+    backend splits at ``;``.  The message never holds the password: it names
+    the characters at fault and their encodings.
+    """
+    for chunk in _chunks(url):
+        span = _password_span(chunk)
+        password = chunk[span[0] : span[1]] if span else ""
+        if reader == "sqlalchemy":
+            misread = _sqlalchemy_misreads(chunk)
+        else:
+            misread = _urllib_misreads(chunk, password) or (
+                reader == "sentinel" and ";" in password
+            )
+        if misread and password:
+            bad = [c for c in _BREAKS[reader] if c in password] or [
+                c for c in _RISKY if c in password
+            ]
+            listed = ", ".join(repr(c) for c in bad)
+            encoded = ", ".join(f"{quote(c, safe='')} for {c!r}" for c in bad)
+            who = "SQLAlchemy" if reader == "sqlalchemy" else "redis-py, kombu and Celery"
+            return (
+                f"the password in {mask_url(chunk)} holds {listed} without percent-encoding, "
+                f"so {who} would read a different password and host: write {encoded} "
+                "(urllib.parse.quote(password, safe='') encodes a whole password)"
+            )
+        if reader != "sqlalchemy" and "@" in chunk.partition("://")[2]:
+            after = chunk.rpartition("@")[2]
+            host = (
+                re.split(r"[/?#]", after, maxsplit=1)[0].rpartition(":")[0]
+                or re.split(r"[/?#:]", after, maxsplit=1)[0]
+            )
+            if not host:
+                scheme = chunk.partition("://")[0]
+                return (
+                    f"{mask_url(chunk)} has credentials but no host: write "
+                    f"{scheme}://HOST:6379/0 (with :PASSWORD@ before HOST when the server "
+                    "has a password)"
+                )
+    return None
+
+
+def _urllib_misreads(chunk: str, password: str) -> bool:
+    """True when urllib (as kombu calls it) takes another password than *password*
+    and is left without a valid host and port."""
+    from urllib.parse import urlsplit
+
+    rest = chunk.partition("://")[2]
+    try:
+        parts = urlsplit("http://" + rest)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        valid = bool(parts.hostname)
+    except ValueError:
+        return True
+    return (parts.password or "") != password and not valid
+
+
+def _sqlalchemy_misreads(chunk: str) -> bool:
+    """True when SQLAlchemy's parser finds a host holding ``@`` (the password ended
+    at the first ``@``), or cannot parse the URL at all."""
+    import sqlalchemy as sa
+
+    scheme, _, rest = chunk.partition("://")
+    name = scheme.split("+", 1)[1] if "+" in scheme else scheme
+    try:
+        parsed = sa.make_url(f"{name}://{rest}")
+    except sa.exc.ArgumentError:
+        return True
+    return "@" in (parsed.host or "")
 
 
 @dataclass(frozen=True)
@@ -208,6 +346,10 @@ def parse_backend_url(url: str) -> BackendURL:
     kind = _ALIAS_KINDS.get(alias)
     if kind is None:
         kind = _other_alias_kind(alias)
+    reader = _READERS.get(kind)
+    problem = credential_problem(url, reader) if reader else None
+    if problem:
+        raise ConfigurationError(problem)
     if kind is BackendKind.SQL:
         if not plus:
             raise ConfigurationError(
@@ -222,6 +364,14 @@ def parse_backend_url(url: str) -> BackendURL:
             )
         return BackendURL(url, scheme, alias, kind, sqlalchemy_url=url.split("+", 1)[1])
     return BackendURL(url, scheme, alias, kind)
+
+
+#: The URL parser each kind's driver uses (see :func:`credential_problem`).
+_READERS = {
+    BackendKind.REDIS: "urllib",
+    BackendKind.SENTINEL: "sentinel",
+    BackendKind.SQL: "sqlalchemy",
+}
 
 
 def _other_alias_kind(alias: str) -> BackendKind:

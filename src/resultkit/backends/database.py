@@ -40,6 +40,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult, allow_join_result
 from kombu.utils.encoding import ensure_bytes
 
+from ..errors import ConfigurationError
 from ..purge import PurgePlan, purge_table
 from ..records import naive_utc
 from ..retention import RetentionPolicy
@@ -47,7 +48,7 @@ from ..stores._sql import create_missing
 from ._chords import ChordLedger, insert_or_update
 from ._polling import follow_parents, poll_many
 
-__all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend"]
+__all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend", "poll_interval_s"]
 
 #: PostgreSQL channel that carries the id of every stored ready result.
 NOTIFY_CHANNEL = "resultkit_results"
@@ -69,6 +70,23 @@ def _chord_error(message: str, cause: BaseException) -> ChordError:
     return error
 
 
+def poll_interval_s(conf: Any) -> float:
+    """``resultkit_poll_interval`` in seconds (default :data:`DEFAULT_POLL_INTERVAL_S`);
+    :class:`ConfigurationError` for anything but a positive number."""
+    value = conf.get("resultkit_poll_interval")
+    if value is None:
+        return DEFAULT_POLL_INTERVAL_S
+    try:
+        if isinstance(value, bool) or float(value) <= 0:
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"resultkit_poll_interval = {value!r} is not a positive number of seconds "
+            f"(default {DEFAULT_POLL_INTERVAL_S})"
+        ) from None
+    return float(value)
+
+
 class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
     """Celery's SQL result backend with a pooled engine, upserts and fast waiting."""
 
@@ -86,7 +104,7 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         self._initialising = False
         self.retention = RetentionPolicy.from_app(self.app)
         conf = self.app.conf
-        self.poll_interval = float(conf.get("resultkit_poll_interval") or DEFAULT_POLL_INTERVAL_S)
+        self.poll_interval = poll_interval_s(conf)
         group_schema = (conf.database_table_schemas or {}).get("group")
         self.chords = ChordLedger(sa.MetaData(), group_schema)
 

@@ -35,13 +35,51 @@ from ..errors import ConfigurationError
 from ..urls import mask_url
 from ._polling import poll_many
 
-__all__ = ["DEFAULT_OLD_RETRY_AFTER_S", "ResultkitDualBackend"]
+__all__ = ["DEFAULT_OLD_RETRY_AFTER_S", "ResultkitDualBackend", "dual_write_settings"]
 
 logger = logging.getLogger("resultkit.dual")
 
 #: After a failure, the old backend is left alone this long (seconds).
 DEFAULT_OLD_RETRY_AFTER_S = 5.0
 _KNOWN_KEYS = {"new", "old", "write_old", "read_old", "old_retry_after"}
+
+
+def dual_write_settings(settings: Any) -> dict[str, Any]:
+    """``resultkit_dual_write`` validated, with its defaults; :class:`ConfigurationError`
+    says what is wrong.  The backend and ``resultkit config check`` both use it."""
+    from ..urls import parse_backend_url
+
+    if not isinstance(settings, dict) or not settings.get("new") or not settings.get("old"):
+        raise ConfigurationError(
+            "resultkit-dual:// needs resultkit_dual_write = {'new': URL, 'old': URL}"
+        )
+    unknown = set(settings) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"resultkit_dual_write: unknown key {sorted(unknown)[0]!r}; "
+            f"known keys are {', '.join(sorted(_KNOWN_KEYS))}"
+        )
+    for side in ("new", "old"):
+        url = str(settings[side])
+        if "dual" in url.split("://")[0]:
+            raise ConfigurationError("resultkit_dual_write cannot name resultkit-dual:// itself")
+        try:
+            parse_backend_url(url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"resultkit_dual_write {side!r}: {exc}") from None
+    retry = settings.get("old_retry_after", DEFAULT_OLD_RETRY_AFTER_S)
+    try:
+        if isinstance(retry, bool) or float(retry) < 0:
+            raise ValueError(retry)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"resultkit_dual_write 'old_retry_after' = {retry!r} is not a number of seconds "
+            "(0 or more)"
+        ) from None
+    for flag in ("write_old", "read_old"):
+        if not isinstance(settings.get(flag, True), bool):
+            raise ConfigurationError(f"resultkit_dual_write {flag!r} must be True or False")
+    return {"write_old": True, "read_old": True, **settings, "old_retry_after": float(retry)}
 
 
 class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
@@ -51,28 +89,13 @@ class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
-        settings = app.conf.get("resultkit_dual_write")
-        if not isinstance(settings, dict) or not settings.get("new") or not settings.get("old"):
-            raise ConfigurationError(
-                "resultkit-dual:// needs resultkit_dual_write = {'new': URL, 'old': URL}"
-            )
-        unknown = set(settings) - _KNOWN_KEYS
-        if unknown:
-            raise ConfigurationError(
-                f"resultkit_dual_write: unknown key {sorted(unknown)[0]!r}; "
-                f"known keys are {', '.join(sorted(_KNOWN_KEYS))}"
-            )
-        if (
-            "dual" in str(settings["new"]).split("://")[0]
-            or "dual" in str(settings["old"]).split("://")[0]
-        ):
-            raise ConfigurationError("resultkit_dual_write cannot name resultkit-dual:// itself")
+        settings = dual_write_settings(app.conf.get("resultkit_dual_write"))
         self.new = self._build(str(settings["new"]))
         self.old = self._build(str(settings["old"]))
         self.new_url, self.old_url = str(settings["new"]), str(settings["old"])
         self.write_old = bool(settings.get("write_old", True))
         self.read_old = bool(settings.get("read_old", True))
-        self.old_retry_after = float(settings.get("old_retry_after", DEFAULT_OLD_RETRY_AFTER_S))
+        self.old_retry_after = float(settings["old_retry_after"])
         #: How many operations on ``old`` failed in this process.
         self.old_failures = 0
         self._old_down_until = 0.0

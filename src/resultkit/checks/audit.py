@@ -16,10 +16,11 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from ..durations import expiry_seconds, format_duration
+from ..errors import ConfigurationError
 from ..report import CheckResult, Status
 from ..urls import BackendKind, BackendURL
 
-__all__ = ["RULES", "AuditContext", "Rule", "audit", "known_settings"]
+__all__ = ["RULES", "AuditContext", "Rule", "audit", "check_settings", "known_settings"]
 
 #: Settings resultkit itself reads from the app's configuration.
 RESULTKIT_SETTINGS = frozenset(
@@ -105,8 +106,19 @@ def _seconds(value: Any) -> float | None:
     """Lenient: a value of the wrong type is the types rule's to report."""
     try:
         return expiry_seconds(value)
-    except (TypeError, ValueError):
+    except ConfigurationError:
         return None
+
+
+def _invalid_expires(rule_id: str, ctx: AuditContext) -> CheckResult | None:
+    """A failed check when ``result_expires`` is no lifetime at all (e.g. ``"1 day"``)."""
+    try:
+        expiry_seconds(ctx.get("result_expires"))
+    except ConfigurationError as exc:
+        return CheckResult.failed(
+            rule_id, str(exc), "result_expires is a number of seconds, a timedelta or None"
+        )
+    return None
 
 
 def _looks_like_celery(key: str, known: Iterable[str]) -> bool:
@@ -219,6 +231,9 @@ class RedisExpiry(Rule):
     kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
+        invalid = _invalid_expires(self.id, ctx)
+        if invalid is not None:
+            return invalid
         seconds = _seconds(ctx.get("result_expires"))
         if not seconds:
             return CheckResult.warned(
@@ -237,6 +252,9 @@ class SqlCleanup(Rule):
     kinds = frozenset({BackendKind.SQL})
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
+        invalid = _invalid_expires(self.id, ctx)
+        if invalid is not None:
+            return invalid
         seconds = _seconds(ctx.get("result_expires"))
         cron = "or run `resultkit cleanup` from cron"
         if not seconds:
@@ -255,9 +273,35 @@ class SqlCleanup(Rule):
             )
         return CheckResult.passed(
             self.id,
-            "a beat schedule is configured: beat runs celery.backend_cleanup daily "
-            "(make sure beat is running)",
+            "a beat schedule is configured: beat runs celery.backend_cleanup "
+            f"{_cleanup_schedule(ctx.get('beat_schedule'))} (make sure beat is running)",
         )
+
+
+def _cleanup_schedule(schedule: Any) -> str:
+    """How often beat runs ``celery.backend_cleanup``: the user's own entry, else
+    the one Celery adds (daily at 04:00, when result_expires is set)."""
+    entries = schedule.values() if isinstance(schedule, Mapping) else ()
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("task") == "celery.backend_cleanup":
+            return _describe_schedule(entry.get("schedule"))
+    return "daily at 04:00 (the entry Celery adds; give it one of your own to change that)"
+
+
+def _describe_schedule(value: Any) -> str:
+    if isinstance(value, (int, float, timedelta)) and not isinstance(value, bool):
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        return f"every {format_duration(seconds)}"
+    fields = [getattr(value, f"_orig_{name}", None) for name in _CRONTAB_FIELDS]
+    if all(f is not None for f in fields):
+        return f"on the crontab '{' '.join(str(f) for f in fields)}'"
+    every = getattr(value, "run_every", None)
+    if isinstance(every, timedelta):
+        return f"every {format_duration(every.total_seconds())}"
+    return f"on the schedule {value!r}"
+
+
+_CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
 
 class RpcChords(Rule):
@@ -521,11 +565,123 @@ class Encryption(Rule):
         )
 
 
+class Retention(Rule):
+    """``resultkit_retention``, validated by the code that applies it."""
+
+    id = "config.retention"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.get("resultkit_retention") is not None
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from types import SimpleNamespace
+
+        from ..retention import RetentionPolicy, describe
+
+        try:
+            policy = RetentionPolicy.from_app(SimpleNamespace(conf=ctx.conf))
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                "correct resultkit_retention: rules of 'task' (globs), 'state' (Celery's "
+                "states) and 'expires' (30s, 15m, 12h, 7d or None), and a 'default'; "
+                "see docs/retention.md",
+            )
+        return CheckResult.passed(self.id, "resultkit_retention: " + "; ".join(describe(policy)))
+
+
+class DualWrite(Rule):
+    """``resultkit_dual_write``, validated by the dual-write backend's own code."""
+
+    id = "config.dual-write"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.get("resultkit_dual_write") is not None or ctx.kind is BackendKind.DUAL
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ..backends.dual import dual_write_settings
+        from ..urls import mask_url
+
+        try:
+            settings = dual_write_settings(ctx.get("resultkit_dual_write"))
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                "set resultkit_dual_write = {'new': URL, 'old': URL} (and optionally "
+                "write_old, read_old, old_retry_after); see docs/migration.md",
+            )
+        return CheckResult.passed(
+            self.id,
+            f"results go to {mask_url(settings['new'])}"
+            + (f" and {mask_url(settings['old'])}" if settings["write_old"] else "")
+            + (f"; reads fall back to {mask_url(settings['old'])}" if settings["read_old"] else ""),
+        )
+
+
+class PollInterval(Rule):
+    """``resultkit_poll_interval``, validated as resultkit-db reads it."""
+
+    id = "config.poll-interval"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.get("resultkit_poll_interval") is not None
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ..backends.database import poll_interval_s
+
+        try:
+            seconds = poll_interval_s(ctx.conf)
+        except ConfigurationError as exc:
+            return CheckResult.failed(self.id, str(exc), "write a number of seconds, e.g. 0.05")
+        return CheckResult.passed(self.id, f"get() polls every {seconds:g} s at most")
+
+
+class UrlPasswords(Rule):
+    """Passwords in URLs with URL syntax characters that are not percent-encoded."""
+
+    id = "config.url-password"
+    SETTINGS = ("result_backend", "broker_url")
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from urllib.parse import quote
+
+        from ..urls import mask_url, unencoded_characters
+
+        urls = [(name, ctx.get(name)) for name in self.SETTINGS]
+        dual = ctx.get("resultkit_dual_write")
+        if isinstance(dual, dict):
+            urls += [(f"resultkit_dual_write[{side!r}]", dual.get(side)) for side in ("new", "old")]
+        found, fixes = [], []
+        for name, url in urls:
+            if not isinstance(url, str):
+                continue
+            chars = unencoded_characters(url)
+            if chars:
+                listed = " ".join(repr(c) for c in chars)
+                found.append(f"{name} ({mask_url(url)}) has {listed} unencoded in its password")
+                fixes.append(", ".join(f"{quote(c, safe='')} for {c!r}" for c in chars))
+        if found:
+            return CheckResult.warned(
+                self.id,
+                "; ".join(found) + ": a driver may read a different password",
+                "percent-encode the password: write "
+                + "; ".join(fixes)
+                + " (urllib.parse.quote(password, safe='') encodes one whole)",
+            )
+        return CheckResult.passed(self.id, "every password in a URL is percent-encoded")
+
+
 RULES: Sequence[Rule] = (
     UnknownSetting(),
     SerializerAccepted(),
     PickleAccepted(),
     Encryption(),
+    Retention(),
+    DualWrite(),
+    PollInterval(),
+    UrlPasswords(),
     RedisExpiry(),
     SqlCleanup(),
     MysqlIsolation(),
@@ -556,3 +712,15 @@ def audit(ctx: AuditContext, rules: Sequence[Rule] = RULES) -> list[CheckResult]
                 )
             )
     return results
+
+
+def check_settings(app: Any) -> None:
+    """Refuse, as :class:`ConfigurationError`, settings of the wrong type for Celery
+    (``result_expires = "1 day"``...): the verdict of ``config check``'s type rule,
+    before a command works with them."""
+    check = SettingTypes().evaluate(AuditContext.from_app(app, None))
+    if check.status is Status.FAIL:
+        raise ConfigurationError(
+            f"the app's settings cannot work: {check.message}; {check.fix} "
+            "(resultkit config check -A APP lists every problem)"
+        )

@@ -23,11 +23,11 @@ from ..apps import Target
 from ..drivers import require_driver
 from ..durations import expiry_seconds
 from ..errors import ConfigurationError, MissingDriver
-from ..records import Kind
+from ..explain import explain
+from ..records import Kind, as_datetime
 from ..report import CheckResult, Status
-from ..urls import BackendKind, BackendURL, parse_backend_url
+from ..urls import BackendKind, BackendURL, credential_problem, parse_backend_url
 from . import Deadline
-from .explain import explain
 
 __all__ = [
     "Probe",
@@ -120,6 +120,12 @@ def check_url(probe: Probe) -> list[CheckResult]:
         return [CheckResult.failed("url", str(exc), _fix_from(str(exc)))]
     probe.url = url
     results = [CheckResult.passed("url", f"{url.masked}: {_KIND_LABELS[url.kind]}")]
+    if url.kind is BackendKind.RPC:
+        broker = probe.target.app.conf.broker_url
+        problem = credential_problem(broker, "urllib") if isinstance(broker, str) else None
+        if problem:
+            results.append(CheckResult.failed("broker", problem, _fix_from(problem)))
+            return results
     try:
         require_driver(url)
     except MissingDriver as exc:
@@ -253,7 +259,7 @@ def check_connect(probe: Probe) -> CheckResult:
         probe.engine = _sql_engine(probe)
         with probe.engine.connect() as conn:
             version = conn.execute(sa.text(_version_sql(probe.engine.dialect.name))).scalar()
-        detail = f"{probe.engine.dialect.name} {str(version).split(' ')[0]}"
+        detail = server_label(probe.engine.dialect.name, str(version))
     elif kind in (BackendKind.REDIS, BackendKind.SENTINEL):
         probe.backend = build_backend(probe)
         client = probe.backend.client
@@ -269,6 +275,18 @@ def check_connect(probe: Probe) -> CheckResult:
         detail = type(probe.backend).__name__
     ms = (time.perf_counter() - started) * 1000
     return CheckResult.passed("connect", f"connected to {detail} in {ms:.0f} ms", ms=round(ms, 1))
+
+
+def server_label(dialect: str, version: str) -> str:
+    """The server's name and version, once: ``PostgreSQL 16.2``, ``MariaDB 10.11.6``."""
+    if dialect == "postgresql":
+        return " ".join(version.split()[:2])  # "PostgreSQL 16.2 (Debian ...) on x86_64..."
+    if dialect in ("mysql", "mariadb"):
+        number, _, rest = version.partition("-")
+        return f"{'MariaDB' if 'mariadb' in rest.lower() else 'MySQL'} {number}"
+    if dialect == "sqlite":
+        return f"SQLite {version}"
+    return f"{dialect} {version.split()[0] if version.split() else ''}".strip()
 
 
 def _version_sql(dialect: str) -> str:
@@ -465,6 +483,7 @@ def _sql_state(probe: Probe) -> list[CheckResult]:
             expired = conn.execute(
                 sa.select(sa.func.count()).where(table.c.date_done < cutoff)
             ).scalar_one()
+    oldest = as_datetime(oldest)  # SQLite returns text
     oldest_text = f", oldest from {oldest:%Y-%m-%d %H:%M} UTC" if oldest else ""
     results.append(
         CheckResult.passed(

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..apps import app_for_url, resolve_target, user_settings
+from ..boundary import translating
+from ..checks.audit import check_settings
+from ..choices import require_compression
 from ..codec import require_serializer
 from ..errors import UsageError
-from ..urls import BackendKind, mask_url, parse_backend_url
+from ..urls import BackendKind, Redactor, mask_url, parse_backend_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,6 +39,8 @@ OPERATIONS = ("store", "fetch", "roundtrip")
 DEFAULT_SECONDS = 2.0
 #: Default payload sizes (bytes of the result's text).
 DEFAULT_SIZES = (1024,)
+#: The largest payload a case may measure.
+MAX_SIZE_BYTES = 1024**3
 
 
 @dataclass
@@ -211,6 +216,8 @@ def bench(
         targets = [(u, None) for u in urls]
     else:
         target = resolve_target(None, app)
+        if target.origin == "app":
+            check_settings(target.app)
         targets = [(target.url, target.app if target.origin == "app" else None)]
     for url, _ in targets:
         if parse_backend_url(url).kind is BackendKind.RPC:
@@ -224,6 +231,12 @@ def bench(
     for name in serializers:
         if name:
             require_serializer(name)
+    for method in compressions:
+        if method:
+            require_compression(method)
+    for size in sizes:
+        if not 0 < size <= MAX_SIZE_BYTES:
+            raise UsageError(f"--size {size}: write a size from 1 byte to 1GB, e.g. 1KB or 2MB")
     report = BenchReport()
     base_settings = user_settings(targets[0][1])
     for (url, twin), serializer, compression, size, workers in itertools.product(
@@ -234,7 +247,10 @@ def bench(
         settings.update(result_serializer=name, result_accept_content=[name])
         if compression:
             settings["result_compression"] = compression
-        latencies = _measure(url, settings, size, workers, mode, seconds / len(OPERATIONS))
+        redactor = Redactor()
+        redactor.add_url(url)
+        with translating(mask_url(url), "measure the backend", redactor):
+            latencies = _measure(url, settings, size, workers, mode, seconds / len(OPERATIONS))
         case = BenchCase(
             mask_url(url),
             name,

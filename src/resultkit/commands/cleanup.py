@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import resolve_target
+from ..boundary import from_outside, what_failed
+from ..checks.audit import check_settings
 from ..durations import parse_duration
 from ..errors import CleanupError, UsageError
-from ..faults import from_outside, what_failed
 from ..purge import BeforeDelete, PurgePlan
-from ..records import Kind, Record
+from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..retention import RetentionPolicy, describe
 from ..stores import OnConflict, Store, open_store
 from ..urls import mask_url
@@ -95,9 +96,11 @@ def cleanup(
     started = time.monotonic()
     if older_than is not None and policy is not None:
         raise UsageError("give either --older-than or --policy, not both")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_RECORDS:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     target = resolve_target(url, app)
+    if target.origin == "app":
+        check_settings(target.app)
     retention = _policy(target.app, older_than, policy)
     store = open_store(target.url, target.app)
     plan = PurgePlan(retention, time.time(), batch_size, dry_run, fix_missing_ttl)

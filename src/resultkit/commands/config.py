@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import load_app
+from ..boundary import translating
 from ..checks.audit import AuditContext, audit
 from ..durations import format_duration, parse_duration
 from ..errors import UsageError
@@ -22,23 +23,67 @@ BACKENDS = ("redis", "rediss", "sentinel", "postgresql", "mysql", "sqlite", "rpc
 
 _HEADER = '''"""Celery configuration written by `resultkit config new --backend {backend}`.
 
-Credentials come from the environment (see .env.example); nothing secret is
-written here.  Load it with app.config_from_object("celeryconfig").
-Check it with `resultkit config check -A celeryconfig` and
-`resultkit doctor -A celeryconfig`.
+Credentials come from the environment, or from the file .env beside this one
+(cp .env.example .env; a variable set in the environment wins over the file);
+nothing secret is written here, and every credential is percent-encoded into
+its URL, whatever characters it holds.  Load it with
+app.config_from_object("celeryconfig").  Check it with
+`resultkit config check -A celeryconfig` and `resultkit doctor -A celeryconfig`.
 """
 
 import os
+from pathlib import Path
+from urllib.parse import quote
+
+
+def _read_dotenv(path):
+    """The KEY=VALUE lines of a .env file: # comments, 'export ', quotes around values."""
+    values = {{}}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in ("'", '"'):
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+_DOTENV = _read_dotenv(Path(__file__).with_name(".env"))
 
 
 def _env(name, default=""):
-    return os.environ.get(name, default)
+    return os.environ.get(name, _DOTENV.get(name, default))
+
+
+def _quoted(name, default=""):
+    """A credential from the environment, percent-encoded for a URL."""
+    return quote(_env(name, default), safe="")
 
 '''
 
 _BROKER = """
-# The broker (RabbitMQ here; any kombu transport works).
-broker_url = _env("CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//")
+# The broker (RabbitMQ here; any kombu transport works): CELERY_BROKER_URL as a
+# whole (percent-encode its password yourself), or built from its parts.
+broker_url = _env("CELERY_BROKER_URL") or "amqp://{auth}{host}:{port}/{vhost}".format(
+    auth=(
+        f"{_quoted('CELERY_BROKER_USER')}:{_quoted('CELERY_BROKER_PASSWORD')}@"
+        if _env("CELERY_BROKER_USER")
+        else ""
+    ),
+    host=_env("CELERY_BROKER_HOST", "localhost"),
+    port=_env("CELERY_BROKER_PORT", "5672"),
+    vhost=_quoted("CELERY_BROKER_VHOST", "/"),
+)
 """
 
 _COMMON = """
@@ -58,7 +103,7 @@ result_expires = {expires}
 _BACKEND_BLOCKS: dict[str, str] = {
     "redis": """
 # Results in Redis ({alias}); a database of their own, apart from the broker.
-_password = _env("RESULT_REDIS_PASSWORD")
+_password = _quoted("RESULT_REDIS_PASSWORD")
 result_backend = "{scheme}redis://{{auth}}{{host}}:{{port}}/{{db}}".format(
     auth=f":{{_password}}@" if _password else "",
     host=_env("RESULT_REDIS_HOST", "localhost"),
@@ -74,7 +119,7 @@ result_backend_max_retries = 10
 """,
     "rediss": """
 # Results in Redis over TLS ({alias}): certificates are verified.
-_password = _env("RESULT_REDIS_PASSWORD")
+_password = _quoted("RESULT_REDIS_PASSWORD")
 result_backend = (
     "{scheme}rediss://{{auth}}{{host}}:{{port}}/{{db}}?ssl_cert_reqs=required&ssl_ca_certs={{ca}}"
 ).format(
@@ -92,7 +137,7 @@ result_backend_max_retries = 10
 """,
     "sentinel": """
 # Results in Redis behind Sentinel ({alias}): the master name is a transport option.
-_password = _env("RESULT_REDIS_PASSWORD")
+_password = _quoted("RESULT_REDIS_PASSWORD")
 result_backend = ";".join(
     "{scheme}sentinel://{{auth}}{{address}}/{{db}}".format(
         auth=f":{{_password}}@" if _password else "",
@@ -111,8 +156,8 @@ result_backend_max_retries = 10
 # Results in PostgreSQL through resultkit-db: Celery's own tables, pooled
 # connections, one upsert per result, get() woken by LISTEN/NOTIFY.
 result_backend = "resultkit-db+postgresql+psycopg://{{user}}:{{password}}@{{host}}:{{port}}/{{name}}{{options}}".format(
-    user=_env("RESULT_DB_USER", "celery"),
-    password=_env("RESULT_DB_PASSWORD"),
+    user=_quoted("RESULT_DB_USER", "celery"),
+    password=_quoted("RESULT_DB_PASSWORD"),
     host=_env("RESULT_DB_HOST", "localhost"),
     port=_env("RESULT_DB_PORT", "5432"),
     name=_env("RESULT_DB_NAME", "celery_results"),
@@ -128,8 +173,8 @@ beat_schedule = {{"results-cleanup": {{"task": "celery.backend_cleanup", "schedu
     "mysql": """
 # Results in MySQL/MariaDB through resultkit-db (PyMySQL driver).
 result_backend = "resultkit-db+mysql+pymysql://{{user}}:{{password}}@{{host}}:{{port}}/{{name}}".format(
-    user=_env("RESULT_DB_USER", "celery"),
-    password=_env("RESULT_DB_PASSWORD"),
+    user=_quoted("RESULT_DB_USER", "celery"),
+    password=_quoted("RESULT_DB_PASSWORD"),
     host=_env("RESULT_DB_HOST", "localhost"),
     port=_env("RESULT_DB_PORT", "3306"),
     name=_env("RESULT_DB_NAME", "celery_results"),
@@ -156,18 +201,31 @@ result_persistent = False
 
 _ENV: dict[str, str] = {
     "redis": "RESULT_REDIS_HOST=localhost\nRESULT_REDIS_PORT=6379\nRESULT_REDIS_DB=1\n"
-    "RESULT_REDIS_PASSWORD=change-me\n",
+    "RESULT_REDIS_PASSWORD=\n",
     "rediss": "RESULT_REDIS_HOST=redis.example.com\nRESULT_REDIS_PORT=6380\nRESULT_REDIS_DB=1\n"
-    "RESULT_REDIS_PASSWORD=change-me\nRESULT_REDIS_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
+    "RESULT_REDIS_PASSWORD=\nRESULT_REDIS_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
     "sentinel": "RESULT_SENTINELS=sentinel-1:26379,sentinel-2:26379\n"
-    "RESULT_SENTINEL_MASTER=mymaster\nRESULT_REDIS_DB=1\nRESULT_REDIS_PASSWORD=change-me\n",
+    "RESULT_SENTINEL_MASTER=mymaster\nRESULT_REDIS_DB=1\nRESULT_REDIS_PASSWORD=\n",
     "postgresql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=5432\nRESULT_DB_NAME=celery_results\n"
-    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=change-me\nRESULT_DB_OPTIONS=\n",
+    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=\nRESULT_DB_OPTIONS=\n",
     "mysql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=3306\nRESULT_DB_NAME=celery_results\n"
-    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=change-me\n",
+    "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=\n",
     "sqlite": "RESULT_DB_PATH=celery-results.sqlite3\n",
     "rpc": "",
 }
+
+_ENV_HEADER = """\
+# Copy to .env beside celeryconfig.py (never commit it) and fill in the values:
+# celeryconfig.py reads it, and a variable set in the environment wins over it.
+# Write passwords as they are: celeryconfig.py percent-encodes them into URLs.
+CELERY_BROKER_HOST=localhost
+CELERY_BROKER_PORT=5672
+CELERY_BROKER_VHOST=/
+CELERY_BROKER_USER=
+CELERY_BROKER_PASSWORD=
+# Or the whole broker URL (then percent-encode its password yourself):
+# CELERY_BROKER_URL=
+"""
 
 
 def config_new(
@@ -221,12 +279,10 @@ def config_new(
             f'    "default": {retention!r},\n'
             "}\n"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    config.write_text(text)
-    env.write_text(
-        "# Copy to .env (never commit it) and fill in real values.\n"
-        "CELERY_BROKER_URL=amqp://guest:guest@localhost:5672//\n" + _ENV[backend]
-    )
+    with translating(str(folder), "write the configuration"):
+        folder.mkdir(parents=True, exist_ok=True)
+        config.write_text(text)
+        env.write_text(_ENV_HEADER + _ENV[backend])
     return [config, env]
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..apps import load_app
+from ..checks.audit import check_settings
 from ..errors import UsageError
 from ..records import Kind
 from ..stores import open_store
@@ -51,6 +52,8 @@ def cutover_status(
 ) -> CutoverReport:
     """Compare the ``new`` and ``old`` backends of ``resultkit_dual_write`` (or those given)."""
     celery_app = load_app(app) if isinstance(app, str) else app
+    if celery_app is not None:
+        check_settings(celery_app)
     settings = (
         celery_app.conf.get("resultkit_dual_write") if celery_app is not None else None
     ) or {}

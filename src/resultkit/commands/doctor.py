@@ -22,6 +22,7 @@ from ..checks.probe import (
     cleanup,
 )
 from ..encryption import uses_encryption
+from ..errors import ConfigurationError
 from ..report import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -132,6 +133,17 @@ def _run_step(
                 "check that the server is reachable (firewall, host, port) and not overloaded, "
                 "or allow more time with --timeout",
                 reason="timeout",
+            )
+        ], False
+    except ConfigurationError as exc:
+        # A setting the backend refuses: no connection was the problem.
+        return [
+            CheckResult.failed(
+                step_id,
+                f"the backend refuses the configuration: {exc}",
+                "correct the setting named above; `resultkit config check -A APP` runs the "
+                "same validation without connecting",
+                reason="configuration",
             )
         ], False
     except Exception as exc:

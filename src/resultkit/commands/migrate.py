@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import encryption
+from ..boundary import from_outside, translating, what_failed
 from ..checkpoint import Checkpoint, default_checkpoint_path
+from ..checks.audit import check_settings
+from ..choices import require_compression
 from ..codec import ENCRYPTED, require_serializer
 from ..compare import as_values, differences
 from ..encryption import KeyRing, keyring_for, sealing_for
-from ..errors import MigrationError, UsageError
-from ..faults import from_outside, what_failed
-from ..records import Filters, Kind, Record
+from ..errors import (
+    AccessDenied,
+    BackendError,
+    BackendUnavailable,
+    MigrationError,
+    MissingDatabase,
+    StorageFull,
+    UsageError,
+)
+from ..records import MAX_BATCH_RECORDS, Filters, Kind, Record
 from ..stores import Codec, OnConflict, Page, Store, WriteResult, open_store
 from ..urls import MASK, mask_url
 
@@ -71,7 +81,12 @@ class MigrationReport:
     failed: int = 0
     verified: int = 0
     mismatched: int = 0
+    #: Copied, but not compared: their payload is not decoded (pickle without
+    #: --accept-pickle), so there is nothing to compare it with.
+    unverified: int = 0
     deleted: int = 0
+    #: With --move: records left in the source, and why (``kept_records``).
+    kept: int = 0
     seconds: float = 0.0
     resumed: bool = False
     checkpoint: str | None = None
@@ -79,7 +94,7 @@ class MigrationReport:
     by_state: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     estimated_seconds: float | None = None
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     #: Reconciliation: every result the scan found ended as exactly one of copied,
     #: skipped, expired, failed, filtered or vanished; ``unaccounted`` counts any
@@ -103,10 +118,14 @@ class MigrationReport:
     #: What happened that the figures do not say (a rescan, no checkpoint found).
     notes: list[str] = field(default_factory=list)
 
+    unverified_records: list[dict[str, Any]] = field(default_factory=list)
+    kept_records: list[dict[str, Any]] = field(default_factory=list)
+
     @property
     def ok(self) -> bool:
         return (
-            not (self.failed or self.mismatched or self.unaccounted or self.missing)
+            not (self.failed or self.mismatched or self.unverified)
+            and not (self.unaccounted or self.missing)
             and self.complete
         )
 
@@ -122,7 +141,9 @@ class MigrationReport:
             "failed": self.failed,
             "verified": self.verified,
             "mismatched": self.mismatched,
+            "unverified": self.unverified,
             "deleted": self.deleted,
+            "kept": self.kept,
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
             "checkpoint": self.checkpoint,
@@ -137,6 +158,8 @@ class MigrationReport:
             "missing": self.missing,
             "resume_command": self.resume_command,
             "notes": self.notes,
+            "unverified_records": self.unverified_records,
+            "kept_records": self.kept_records,
         }
         if self.dry_run:
             out.update(
@@ -191,11 +214,15 @@ def migrate(
     """
     started = time.monotonic()
     on_conflict = OnConflict(on_conflict)
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_RECORDS:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     if source == target:
         raise UsageError("the source and the target are the same: nothing to migrate")
+    if app is not None:
+        check_settings(app)
     filters = Filters.build(states, tasks, since, until)
+    if target_compression:
+        require_compression(target_compression, "--target-compression")
     for name in filter(None, (source_serializer, target_serializer)):
         if name != ENCRYPTED:  # it needs keys: checked with them below
             require_serializer(name)
@@ -231,6 +258,9 @@ def migrate(
         ),
     )
     src.read_lifetimes = dst.native_ttl  # SQL tables, files: no lifetime to keep
+    # Both ends answer (and the source exists) before anything is read or written.
+    src.check_source()
+    dst.ping()
     if move and not src.deletable:
         raise UsageError(
             f"--move cannot delete from {src.masked_url}: {src.layout}s are append-only"
@@ -290,7 +320,8 @@ def migrate(
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], 50 * batch_size), *threshold[1:])
     try:
-        with reading, _stop_on_ctrl_c() as stop:
+        # The stores translate their own errors: an OS error left is the checkpoint's.
+        with reading, _stop_on_ctrl_c() as stop, translating(str(path), "save the checkpoint"):
             _run(
                 src,
                 dst,
@@ -339,7 +370,9 @@ _COUNTERS = (
     "failed",
     "verified",
     "mismatched",
+    "unverified",
     "deleted",
+    "kept",
     "scanned",
     "filtered",
     "vanished",
@@ -383,6 +416,8 @@ def _run(
         # two threads must not do at once.
         try:
             dst.ensure_tables()
+        except BackendError:
+            raise  # says what failed, where and what to do already
         except Exception as exc:
             raise MigrationError(
                 f"could not prepare the target: {_first_line(exc)}. Nothing was written; "
@@ -409,9 +444,10 @@ def _run(
                 + len(outcome.failed)
             )
             if verify or move:
-                kept = _verify(dst, selected, outcome, report)
+                verified, why_not = _verify(dst, selected, outcome, report)
                 if move:
-                    report.deleted += src.delete_many(kind, kept)
+                    report.deleted += src.delete_many(kind, verified)
+                    _note_kept(report, selected, why_not)
         report.scanned += len(page.records) + page.vanished
         report.vanished += page.vanished
         # A superseded record counts as skipped: a later copy of it is written.
@@ -753,7 +789,10 @@ def _outcome(writing: Future[WriteResult] | WriteResult) -> tuple[WriteResult, b
 
 
 def _selected(record: Record, filters: Filters) -> bool:
-    # An unreadable record cannot be filtered; it is reported unless a filter excludes all else.
+    # Damage in the source (an archive line that is no record) is always reported; an
+    # unreadable record cannot be filtered: it is reported unless a filter excludes all else.
+    if record.damaged:
+        return True
     return filters.empty if record.error else filters.matches(record)
 
 
@@ -768,15 +807,17 @@ def _write(
     """
     try:
         return _retrying(dst, lambda: dst.write_prepared(records, on_conflict, prepared))
+    except _WHOLE_TARGET:
+        raise  # not the records' fault: each one alone would fail the same way
     except Exception as batch_error:
-        if dst.transient(batch_error):
+        if dst.may_pass(batch_error):
             raise  # the target stays out of reach: stop, --resume finishes
         merged = WriteResult()
         for record in records:
             try:
                 single = _retrying(dst, functools.partial(dst.write_many, [record], on_conflict))
             except Exception as exc:
-                if dst.transient(exc):
+                if dst.may_pass(exc):
                     raise  # the target stays out of reach: stop, --resume finishes
                 merged.failed[record.id] = f"{type(exc).__name__}: {_first_line(exc)}"
                 continue
@@ -784,7 +825,10 @@ def _write(
             merged.skipped += single.skipped
             merged.expired += single.expired
             merged.failed.update(single.failed)
-        if records and len(merged.failed) == len(records):
+        # Every record refused the same way, one by one too: the target is at fault, not
+        # the records (a record that fails alone, or for its own reason, is reported).
+        refusals = set(merged.failed.values())
+        if len(records) > 1 and len(merged.failed) == len(records) and len(refusals) == 1:
             raise MigrationError(
                 f"the target refused a whole batch: {_first_line(batch_error)}. Nothing of this "
                 "batch was written; fix the target and run again with --resume"
@@ -801,10 +845,14 @@ def _retrying(store: Store, operation: Callable[[], _T]) -> _T:
         try:
             return operation()
         except Exception as exc:
-            if not store.transient(exc):
+            if not store.may_pass(exc):
                 raise
         time.sleep(pause)
     return operation()
+
+
+#: Errors of the target as a whole (it is down, refuses this user, is full).
+_WHOLE_TARGET = (BackendUnavailable, AccessDenied, MissingDatabase, StorageFull)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -825,17 +873,40 @@ def _account(report: MigrationReport, records: list[Record], outcome: WriteResul
 
 def _note_failure(report: MigrationReport, record: Record, error: str) -> None:
     if len(report.failures) < MAX_LISTED:
-        report.failures.append({"id": record.id, "kind": record.kind.value, "error": error})
+        failure: dict[str, Any] = {"id": record.id, "kind": record.kind.value, "error": error}
+        if record.line is not None:
+            failure["line"] = record.line  # where in the archive it was read
+        report.failures.append(failure)
 
 
 def _verify(
     dst: Store, records: list[Record], outcome: WriteResult, report: MigrationReport
-) -> list[str]:
-    """Read the batch back from the target; return the ids verified equal."""
+) -> tuple[list[str], dict[str, str]]:
+    """Read the batch back from the target and compare; return the ids verified
+    equal, and why each other record of the batch was not."""
     present = set(outcome.written) | set(outcome.skipped)
-    candidates = [r for r in records if r.id in present and r.meta is not None]
+    why_not = {rid: f"failed: {error}" for rid, error in outcome.failed.items()}
+    for rid in outcome.expired:
+        why_not[rid] = (
+            "expired: its lifetime was over, so it was not copied (its own expiry, or "
+            "resultkit cleanup, removes it)"
+        )
+    candidates = []
+    for record in records:
+        if record.id not in present:
+            why_not.setdefault(record.id, "failed: not copied")
+        elif record.meta is None:
+            reason = _unverifiable(record)
+            why_not[record.id] = f"not verified: {reason}"
+            report.unverified += 1
+            if len(report.unverified_records) < MAX_LISTED:
+                report.unverified_records.append(
+                    {"id": record.id, "kind": record.kind.value, "reason": reason}
+                )
+        else:
+            candidates.append(record)
     if not candidates:
-        return []
+        return [], why_not
     kind = candidates[0].kind
     ids = [r.id for r in candidates]
     fields = dst.extended_fields
@@ -848,6 +919,7 @@ def _verify(
         diffs = differences(record, seen.get(record.id), fields)
         if diffs:
             report.mismatched += 1
+            why_not[record.id] = f"mismatched: {', '.join(diffs)} differ in the target"
             if len(report.mismatches) < MAX_LISTED:
                 report.mismatches.append(
                     {"id": record.id, "kind": record.kind.value, "fields": diffs}
@@ -855,7 +927,30 @@ def _verify(
         else:
             report.verified += 1
             verified.append(record.id)
-    return verified
+    return verified, why_not
+
+
+def _unverifiable(record: Record) -> str:
+    """Why a copied record cannot be compared with its copy."""
+    if record.serializer == "pickle":
+        return (
+            "a pickle payload, copied as it is but never decoded without --accept-pickle "
+            "(pass it, if you trust everyone who can write results, to verify it)"
+        )
+    return f"its payload is not decoded here ({record.error or 'unreadable'})"
+
+
+def _note_kept(report: MigrationReport, records: list[Record], why_not: dict[str, str]) -> None:
+    """--move: count the records left in the source, with why each stayed."""
+    for record in records:
+        reason = why_not.get(record.id)
+        if reason is None:
+            continue
+        report.kept += 1
+        if len(report.kept_records) < MAX_LISTED:
+            report.kept_records.append(
+                {"id": record.id, "kind": record.kind.value, "reason": reason}
+            )
 
 
 def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:

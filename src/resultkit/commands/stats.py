@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..apps import resolve_target
+from ..checks.audit import check_settings
 from ..encryption import keyring_for, undecryptable
 from ..purge import PurgePlan
 from ..records import Kind
@@ -57,6 +58,8 @@ def stats(
     """
     started = time.monotonic()
     target = resolve_target(url, app)
+    if target.origin == "app":
+        check_settings(target.app)
     retention = RetentionPolicy.resolve(target.app, policy)
     store = open_store(target.url, target.app)
     report = StatsReport(target.masked_url)

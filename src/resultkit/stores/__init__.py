@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..boundary import translating
 from ..drivers import require_driver
 from ..errors import ConfigurationError
-from ..urls import BackendKind, mask_url, parse_backend_url
+from ..urls import BackendKind, Redactor, mask_url, parse_backend_url
 from .base import Codec, OnConflict, Page, Store, WriteResult
 
 if TYPE_CHECKING:
@@ -33,7 +34,18 @@ RPC_REFUSAL = (
 
 def open_store(url: str, app: Celery | None = None, codec: Codec | None = None) -> Store:
     """Open the store for *url*; *app* lends its settings (table names, key prefix,
-    serializer, ``result_expires``)."""
+    serializer, ``result_expires``).
+
+    Opening connects to nothing; a setting Celery refuses for this backend is a
+    :class:`~resultkit.errors.ConfigurationError`.
+    """
+    redactor = Redactor()
+    redactor.add_url(url)
+    with translating(mask_url(url), "open the store", redactor):
+        return _open(url, app, codec)
+
+
+def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
     from ..apps import app_for_url, user_settings
 
     scheme = url.partition("://")[0].lower()

@@ -6,26 +6,35 @@ JSON object per line, with the result's meta readable as JSON when it was
 written as uncompressed JSON, and the exact payload in base64 otherwise.
 
 Archives are append-only.  Each batch is appended as one gzip member and
-fsync'd, so a crash can only leave a partial last member, which the next
-writer cuts off before appending (that batch was never acknowledged).
+fsync'd, so a crash of the writer can only leave a partial last member, which
+the next writer cuts off before appending (that batch was never acknowledged,
+so its results were never deleted from their backend).
+
+Reading is loud about damage: a member that is cut short, fails its CRC or
+holds invalid deflate data, and every line that is not a record of a known
+format version with an id, becomes a *damaged* record carrying its line
+number, which a migration counts as failed.  The lines of a member are handed
+on only once its CRC has been checked (up to :data:`MEMBER_BUFFER_BYTES`),
+and reading resumes at the next intact member after a damaged one.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import gzip
 import os
 import zlib
-from collections.abc import Iterator, Sequence
-from itertools import islice
-from typing import Any
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import orjson
 
 from ..codec import NOT_READ, encode_payload, exact_json
 from ..compression import split_compression
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DamagedArchive, UsageError
 from ..records import Kind, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
 from .redis import RedisStore
@@ -33,6 +42,201 @@ from .redis import RedisStore
 __all__ = ["FORMAT_VERSION", "ArchiveStore"]
 
 FORMAT_VERSION = 1
+#: Compressed bytes read at a time.
+READ_CHUNK_BYTES = 1 << 20
+#: Decompressed bytes of one gzip member held back until its CRC is checked; a
+#: larger member (one gzip stream over a whole file) is handed on as it is read.
+MEMBER_BUFFER_BYTES = 64 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+#: The start of a gzip member: magic and the deflate method.
+_MEMBER_START = b"\x1f\x8b\x08"
+
+
+@dataclass
+class _Item:
+    """One line of the archive, or a place where it is damaged."""
+
+    #: The line's number (1-based); for damage, the first line it affects.
+    line: int
+    data: bytes | None = None
+    #: Why the archive is damaged here (``data`` is then None).
+    damage: str | None = None
+    #: ``cut`` (a partial last member), ``not-gzip`` (at the very start), or ``damaged``.
+    damage_kind: str = ""
+    #: Where the member holding the damage starts in the file.
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class _SeekPoint:
+    """Where an intact gzip member starts: its first item's index and line, and its offset."""
+
+    item: int
+    line: int
+    offset: int
+
+
+class _Walker:
+    """Read the members of an archive in turn, from a member start (see :meth:`items`)."""
+
+    def __init__(self, handle: BinaryIO, start: _SeekPoint, points: list[_SeekPoint]) -> None:
+        self.handle = handle
+        self.item = start.item
+        self.line = start.line
+        self.offset = start.offset
+        self.points = points
+        self.buffer = b""
+
+    def _fill(self, need: int = 1) -> bool:
+        while len(self.buffer) < need:
+            more = self.handle.read(READ_CHUNK_BYTES)
+            if not more:
+                return bool(self.buffer)
+            self.buffer += more
+        return True
+
+    def _emit(self, item: _Item) -> _Item:
+        self.item += 1
+        return item
+
+    def items(self) -> Iterator[_Item]:
+        self.handle.seek(self.offset)
+        resyncing = False
+        while self._fill(2):
+            if not self.buffer.startswith(_GZIP_MAGIC):
+                if self.offset == 0:
+                    yield self._emit(
+                        _Item(
+                            1,
+                            damage=f"not a gzip file (it starts with {self.buffer[:8]!r})",
+                            damage_kind="not-gzip",
+                        )
+                    )
+                    return
+                if not resyncing:
+                    yield self._emit(
+                        _Item(
+                            self.line + 1,
+                            damage=f"after line {self.line}: bytes that are no gzip member; "
+                            "the lines they held, if any, are lost",
+                            damage_kind="damaged",
+                            offset=self.offset,
+                        )
+                    )
+                resyncing = True
+                if not self._resync():
+                    return
+                continue
+            outcome = yield from self._member(resyncing)
+            if outcome == "ok":
+                resyncing = False
+            elif outcome == "damaged":
+                resyncing = True
+                if not self._resync():
+                    return
+            else:  # cut short: the end of the file
+                return
+
+    def _member(self, resyncing: bool) -> Generator[_Item, None, str]:
+        """Read one member; return ``ok``, ``damaged`` (then resync) or ``cut`` (the end)."""
+        start = _SeekPoint(self.item, self.line, self.offset)
+        inflater = zlib.decompressobj(wbits=31)
+        held: list[bytes] = []
+        held_bytes = 0
+        flushed = 0
+        tail = b""
+        while True:
+            data = self.buffer
+            try:
+                out = inflater.decompress(data)
+            except zlib.error as exc:
+                # Whatever this member consumed may hide the next one: look again from its start.
+                self.offset = start.offset
+                if resyncing and not held and not flushed:
+                    return "damaged"  # a false start inside damaged data: look further
+                first = start.line + 1
+                lost = len(held) + (1 if tail else 0)
+                if "check" in str(exc):
+                    why = (
+                        f"a damaged gzip member from line {first}: it fails its integrity "
+                        f"check ({exc}), so none of its lines is restored ({lost} as read, "
+                        "which may themselves be wrong)"
+                    )
+                else:
+                    why = (
+                        f"a damaged gzip member from line {first} ({exc}): its lines are lost "
+                        f"({lost + flushed} read before the damage, how many after is unknown)"
+                    )
+                if flushed:
+                    why += f"; {flushed} of its lines were read before the damage was found"
+                self.line += lost
+                yield self._emit(
+                    _Item(first, damage=why, damage_kind="damaged", offset=start.offset)
+                )
+                return "damaged"
+            used = len(data) - len(inflater.unused_data) if inflater.eof else len(data)
+            self.offset += used
+            self.buffer = inflater.unused_data if inflater.eof else b""
+            if out:
+                parts = (tail + out).split(b"\n")
+                tail = parts.pop()
+                held += parts
+                held_bytes += len(out)
+                if held_bytes > MEMBER_BUFFER_BYTES:
+                    flushed += len(held)
+                    yield from self._lines(held)
+                    held, held_bytes = [], 0
+            if inflater.eof:
+                if tail:
+                    held.append(tail)
+                if not flushed:
+                    at = bisect.bisect_left(self.points, start.item, key=lambda p: p.item)
+                    if at == len(self.points) or self.points[at].item != start.item:
+                        self.points.insert(at, start)
+                yield from self._lines(held)
+                return "ok"
+            if not self.buffer and not self._fill():
+                # The file ends inside this member.
+                yield from self._lines(held)
+                yield self._emit(
+                    _Item(
+                        self.line + 1,
+                        damage=(
+                            f"the archive is truncated: it ends inside a gzip member after line "
+                            f"{self.line} (a crash while writing, or an incomplete copy); "
+                            "the lines after that one in the member are lost, how many is "
+                            "unknown (a crash of resultkit's own writer loses only a batch "
+                            "it never deleted from its backend)"
+                        ),
+                        damage_kind="cut",
+                        offset=start.offset,
+                    )
+                )
+                return "cut"
+
+    def _lines(self, lines: list[bytes]) -> Iterator[_Item]:
+        for data in lines:
+            self.line += 1
+            yield self._emit(_Item(self.line, data))
+
+    def _resync(self) -> bool:
+        """Move to the next member start after the current offset; False at the end."""
+        position = self.offset + 1
+        self.handle.seek(position)
+        self.buffer = b""
+        carry = b""
+        while True:
+            chunk = self.handle.read(READ_CHUNK_BYTES)
+            if not chunk:
+                return False
+            window = carry + chunk
+            found = window.find(_MEMBER_START)
+            if found != -1:
+                self.offset = position - len(carry) + found
+                self.handle.seek(self.offset)
+                return True
+            carry = window[-2:]
+            position += len(chunk)
 
 
 class ArchiveStore(Store):
@@ -51,93 +255,158 @@ class ArchiveStore(Store):
             )
         self.path = path
         self._index: dict[tuple[Kind, str], Any] | None = None
+        #: Where intact members start, learnt while reading (pages then seek to them).
+        self._points: list[_SeekPoint] = []
 
     # ------------------------------------------------------------- reading
-    def _lines(self) -> Iterator[bytes]:
+    def check_source(self) -> None:
+        """The archive must exist and be gzip (an empty file is an empty archive)."""
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(2)
+        except FileNotFoundError:
+            raise UsageError(
+                f"the archive {self.path} does not exist: give the path of an archive written "
+                "by resultkit (jsonl:///ABSOLUTE/PATH.jsonl.gz)"
+            ) from None
+        except IsADirectoryError:
+            raise UsageError(f"{self.path} is a folder, not an archive file") from None
+        if head and head != _GZIP_MAGIC:
+            raise UsageError(
+                f"{self.path} is not a gzip'd archive (it starts with {head!r}): give the "
+                ".jsonl.gz file resultkit wrote; a plain JSON-lines file can be compressed "
+                "with gzip first"
+            )
+
+    def _items(self, start: int = 0) -> Iterator[_Item]:
+        """The lines of the archive and its damage, from the *start*-th item on."""
         if not os.path.exists(self.path):
             return
-        with gzip.open(self.path, "rb") as handle:
-            try:
-                yield from handle
-            except EOFError:
-                return  # a partial last member: that batch was never acknowledged
+        at = bisect.bisect_right(self._points, start, key=lambda p: p.item) - 1
+        point = self._points[at] if at >= 0 else _SeekPoint(0, 0, 0)
+        with open(self.path, "rb") as handle:
+            walker = _Walker(handle, point, self._points)
+            skip = start - point.item
+            for item in walker.items():
+                if skip > 0:
+                    skip -= 1
+                    continue
+                yield item
 
-    def _record(self, line: bytes) -> Record | None:
-        line = line.strip()
+    def _record(self, item: _Item) -> Record | None:
+        """The record of one line; a damaged record for damage and for what is no record."""
+        if item.data is None:
+            return _damaged(Kind.TASK, f"(line {item.line})", item.line, str(item.damage))
+        line = item.data.strip()
         if not line:
             return None
+        where = f"line {item.line}"
         try:
             data = orjson.loads(line)
-            kind = Kind(data["kind"])
-            result_id = str(data["id"])
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-            return Record(Kind.TASK, "?", None, error="a line of the archive is not valid JSON")
+        except orjson.JSONDecodeError as exc:
+            return _damaged(Kind.TASK, f"({where})", item.line, f"not valid JSON ({exc})")
+        if not isinstance(data, dict):
+            return _damaged(Kind.TASK, f"({where})", item.line, "not a JSON object")
+        try:
+            kind = Kind(data.get("kind"))
+        except ValueError:
+            kind = None
+        result_id = data.get("id")
+        named = str(result_id) if isinstance(result_id, (str, int)) and result_id != "" else None
+        label = named or f"({where})"
+        version = data.get("v")
+        if version is None:
+            return _damaged(kind or Kind.TASK, label, item.line, "no format version ('v')")
+        if version != FORMAT_VERSION:
+            return _damaged(
+                kind or Kind.TASK,
+                label,
+                item.line,
+                f"format version {version!r} is not one this resultkit reads "
+                f"({FORMAT_VERSION}): upgrade celery-resultkit to restore it",
+            )
+        if kind is None:
+            return _damaged(
+                Kind.TASK, label, item.line, f"unknown kind {data.get('kind')!r} (task or group)"
+            )
+        if named is None:
+            return _damaged(kind, label, item.line, "no id")
         if "meta" in data:
             raw = encode_payload(data["meta"], "json") if data["meta"] is not None else None
         else:
             try:
                 raw = base64.b64decode(data.get("payload") or "", validate=True)
             except ValueError:
-                return Record(kind, result_id, None, error="the archived payload is not base64")
-        record = self.record_from_payload(kind, result_id, raw, expires_at=data.get("expires_at"))
+                return _damaged(kind, named, item.line, "the archived payload is not base64")
+        record = self.record_from_payload(kind, named, raw, expires_at=data.get("expires_at"))
         record.expires_known = bool(data.get("expires_known"))
+        record.line = item.line
         if record.meta is None and data.get("serializer"):
             record.serializer = data["serializer"]
         return record
 
+    def _records(self, start: int = 0) -> Iterator[tuple[int, Record | None]]:
+        for index, item in enumerate(self._items(start), start=start + 1):
+            yield index, self._record(item)
+
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         start = int(cursor or 0)
         records: list[Record] = []
-        consumed = 0
-        for consumed, line in enumerate(islice(self._lines(), start, None), start=1):
-            record = self._record(line)
+        for position, record in self._records(start):
             if record is not None and record.kind is kind:
-                record.position = start + consumed
+                record.position = position
                 records.append(record)
             if len(records) >= limit:
-                return Page(records, start + consumed)
+                return Page(records, position)
         return Page(records, None)
 
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         wanted = set(ids)
         out: dict[str, Record] = {}
-        for line in self._lines():
-            record = self._record(line)
-            if record is not None and record.kind is kind and record.id in wanted:
+        for _, record in self._records():
+            if (
+                record is not None
+                and not record.damaged
+                and record.kind is kind
+                and record.id in wanted
+            ):
                 out[record.id] = record  # a later line supersedes an earlier one
         return out
 
     # ------------------------------------------------------------- writing
     def _load_index(self) -> dict[tuple[Kind, str], Any]:
+        """What the archive holds, by kind and id; a partial last member left by a crash
+        is cut off first, and damage anywhere else refuses the append."""
         if self._index is None:
-            self._repair_tail()
-            self._index = {}
-            for line in self._lines():
-                record = self._record(line)
-                if record is not None:
-                    self._index[(record.kind, record.id)] = record.date_done
+            index: dict[tuple[Kind, str], Any] = {}
+            cut: _Item | None = None
+            for item in self._items():
+                if item.damage is not None:
+                    if item.damage_kind == "cut":
+                        cut = item
+                        continue
+                    raise DamagedArchive(
+                        f"cannot append to the archive {self.path}: "
+                        + (
+                            "it is not a gzip'd archive (damaged, or not an archive at all)"
+                            if item.damage_kind == "not-gzip"
+                            else f"it is damaged at line {item.line} ({item.damage})"
+                        ),
+                        "appending could hide or lose what follows: restore it with resultkit "
+                        f"migrate jsonl://{self.path} TARGET, which reports the damage, and "
+                        "archive to a new file",
+                        "damaged",
+                    )
+                record = self._record(item)
+                if record is not None and not record.damaged:
+                    index[(record.kind, record.id)] = record.date_done
+            if cut is not None:
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(cut.offset)
+                    os.fsync(handle.fileno())
+                self._points = [p for p in self._points if p.offset < cut.offset]
+            self._index = index
         return self._index
-
-    def _repair_tail(self) -> None:
-        """Cut off a partial last gzip member left by a crash."""
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, "rb") as handle:
-            data = handle.read()
-        good = 0
-        while good < len(data):
-            inflater = zlib.decompressobj(wbits=31)
-            try:
-                inflater.decompress(data[good:])
-            except zlib.error:
-                break
-            if not inflater.eof:
-                break
-            good = len(data) - len(inflater.unused_data)
-        if good < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good)
-                os.fsync(handle.fileno())
 
     def line_for(self, record: Record) -> bytes:
         """The archive line of *record* (see docs/archive-format.md)."""
@@ -237,7 +506,15 @@ class ArchiveStore(Store):
         raise ConfigurationError("archives are append-only: clean up the backend, not its archive")
 
     def count(self, kind: Kind) -> int:
-        return len({r.id for page in self.pages(kind, 5000) for r in page.records})
+        return len({r.id for page in self.pages(kind, 5000) for r in page.records if not r.damaged})
+
+
+def _damaged(kind: Kind, result_id: str, line: int, why: str) -> Record:
+    """The record that stands for a damaged place of an archive: failed, never written."""
+    record = Record(kind, result_id, None, error=f"line {line}: {why}")
+    record.line = line
+    record.damaged = True
+    return record
 
 
 def _inline_meta(body: bytes) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..boundary import guarded
 from ..codec import Codec, PickleRefused
 from ..durations import expiry_seconds
 from ..encryption import keyring_for
@@ -27,7 +28,7 @@ from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Record
 from ..summary import Summary
-from ..urls import mask_url
+from ..urls import Redactor, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -71,8 +72,46 @@ class WriteResult:
     expired: list[str] = field(default_factory=list)
 
 
+#: The primitives whose driver and OS errors become resultkit errors (see
+#: :mod:`resultkit.boundary`), with what each was doing, for the message.
+GUARDED: dict[str, str] = {
+    "ping": "connect",
+    "check_source": "open the source",
+    "scan": "read results",
+    "read_many": "read results",
+    "count": "count results",
+    "write_many": "write results",
+    "write_prepared": "write results",
+    "prepare": "prepare results for writing",
+    "ensure_tables": "create the result tables",
+    "delete_many": "delete results",
+    "delete_unchanged": "delete results",
+    "set_expiry": "set result lifetimes",
+    "purge": "clean up results",
+    "summarize": "read results",
+    "state_counts": "count results",
+    "sealed_keys": "read results",
+    "celery_read_many": "read results back through Celery",
+}
+
+
+def _guard(cls: type) -> None:
+    for name, doing in GUARDED.items():
+        method = cls.__dict__.get(name)
+        if callable(method) and not getattr(method, "__resultkit_guarded__", False):
+            setattr(cls, name, guarded(doing, method))
+
+
 class Store(ABC):
-    """Results stored in one layout (see the module docstring)."""
+    """Results stored in one layout (see the module docstring).
+
+    Every primitive of :data:`GUARDED`, in this class and each subclass, raises
+    driver and OS errors as resultkit errors naming the store's masked URL.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard(cls)
 
     #: Short name of the layout, for messages.
     layout: ClassVar[str] = "store"
@@ -88,6 +127,9 @@ class Store(ABC):
     def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
         self.url = url
         self.app = app
+        #: Knows the URL's password in every form a driver may print it.
+        self.redactor = Redactor()
+        self.redactor.add_url(url)
         #: Whether reads ask a store with lifetimes (Redis) for each one: a
         #: migration into a store that keeps none turns it off.
         self.read_lifetimes = True
@@ -106,6 +148,14 @@ class Store(ABC):
         return expiry_seconds(self.app.conf.result_expires)
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:  # noqa: B027 - stores without a server have nothing to reach
+        """Reach the server (and log in), or raise why not; nothing for files."""
+
+    def check_source(self) -> None:
+        """Make sure there is something to read here: a source that does not exist
+        (an archive file, a folder) is a usage error, not an empty source."""
+        self.ping()
+
     @abstractmethod
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         """Return up to about *limit* records of *kind* after *cursor* (None: the start)."""
@@ -119,10 +169,26 @@ class Store(ABC):
         """Store *records* all at once or not at all (one transaction or pipeline)."""
 
     def transient(self, exc: BaseException) -> bool:
-        """True when an operation that raised *exc* may succeed if tried again
-        (a lost connection, a server loading its data or failing over, a
-        deadlock).  Reads, and a migration's writes, are idempotent: a
-        migration tries them again."""
+        """True when the driver error *exc* says an operation may succeed if tried
+        again (a lost connection, a server loading its data or failing over, a
+        deadlock).  Stores override this; callers use :meth:`may_pass`."""
+        return False
+
+    def may_pass(self, exc: BaseException) -> bool:
+        """True when an operation that raised *exc* may succeed if tried again.
+
+        The primitives raise resultkit errors translated from the driver's
+        (:mod:`resultkit.boundary`); the driver error behind one decides.
+        Reads, and a migration's writes, are idempotent: a migration tries
+        them again.
+        """
+        seen: BaseException | None = exc
+        for _ in range(8):  # the translated error, its cause, the driver's own cause...
+            if seen is None:
+                return False
+            if self.transient(seen):
+                return True
+            seen = seen.__cause__
         return False
 
     @property
@@ -252,18 +318,35 @@ class Store(ABC):
         return counts
 
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Read *ids* through Celery's own backend class, as an application would."""
+        """Read *ids* through Celery's own backend class, as an application would.
+
+        Celery decodes with the serializer it is configured with, so each result
+        is read by a backend configured for the serializer it was written with;
+        a result Celery cannot decode is ``{"unreadable": why}``.
+        """
+        from kombu.exceptions import ContentDisallowed, DecodeError
+
         backend = self.app.backend
+        stored = self.read_many(kind, ids) if kind is Kind.TASK and self.meta_blobs else {}
         out: dict[str, dict[str, Any]] = {}
         for result_id in ids:
             if kind is Kind.TASK:
-                meta = backend.get_task_meta(result_id, cache=False)
+                record = stored.get(result_id)
+                if record is not None:
+                    backend = self.celery_backend_for(record.raw, serializer=record.serializer)
+                try:
+                    meta = backend.get_task_meta(result_id, cache=False)
+                except (DecodeError, ContentDisallowed, ValueError, TypeError) as exc:
+                    out[result_id] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+                    continue
                 if meta.get("status") != "PENDING" or meta.get("date_done"):
                     out[result_id] = meta
             else:
-                stored = self.read_many(kind, [result_id]).get(result_id)
-                if stored is not None:
-                    backend = self.celery_backend_for(stored.raw, serializer=stored.serializer)
+                group_record = self.read_many(kind, [result_id]).get(result_id)
+                if group_record is not None:
+                    backend = self.celery_backend_for(
+                        group_record.raw, serializer=group_record.serializer
+                    )
                 group = backend.restore_group(result_id, cache=False)
                 if group is not None:
                     # Keep the member ids only: result objects left alive until
@@ -375,3 +458,6 @@ class Store(ABC):
         if done is None:
             return (time.time() if now is None else now) + expires
         return done.timestamp() + expires
+
+
+_guard(Store)

@@ -228,6 +228,10 @@ class DjangoStore(Store):
         }
 
     # ---------------------------------------------------------- primitives
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         if not self.present():
             return Page([], None)

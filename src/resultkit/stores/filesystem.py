@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import SerializationError, UsageError
 from ..records import Kind, Record
 from .base import OnConflict, Page, Store, WriteResult
 from .redis import RedisStore
@@ -35,7 +36,20 @@ class FilesystemStore(Store):
             path = path[len("localhost") :]
         self.folder = path
 
+    def check_source(self) -> None:
+        """The folder must exist: a missing one is a typo, not an empty source."""
+        if not os.path.isdir(self.folder):
+            raise UsageError(
+                f"the folder {self.folder} does not exist (or is not a folder): give the "
+                "folder of Celery's filesystem backend, file:///ABSOLUTE/PATH"
+            )
+
     def path(self, kind: Kind, result_id: str) -> str:
+        """The file of a result; ValueError for an id that cannot be a file name here."""
+        if not result_id or "/" in result_id or "\x00" in result_id:
+            raise ValueError(
+                f"the id {result_id!r} cannot be a file name (it is empty, or holds '/' or NUL)"
+            )
         return os.path.join(self.folder, _PREFIX[kind] + result_id)
 
     def _names(self, kind: Kind) -> list[str]:
@@ -59,7 +73,11 @@ class FilesystemStore(Store):
         out: dict[str, Record] = {}
         for result_id in ids:
             try:
-                with open(self.path(kind, result_id), "rb") as handle:
+                path = self.path(kind, result_id)
+            except ValueError:
+                continue  # no file can hold it
+            try:
+                with open(path, "rb") as handle:
                     payload = handle.read()
                     modified = os.fstat(handle.fileno()).st_mtime
             except FileNotFoundError:
@@ -72,18 +90,25 @@ class FilesystemStore(Store):
         return out
 
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
+        """Write each record to a temporary file, then rename them all into place.
+
+        A record that cannot be a file (its id is no file name, its date no date,
+        its payload unreadable) fails alone; an error of the folder itself (no
+        space, no permission) stops the batch.
+        """
         outcome = WriteResult()
         os.makedirs(self.folder, exist_ok=True)
-        staged: list[tuple[Record, str]] = []
+        staged: list[tuple[Record, str, str, float | None]] = []
         try:
             for record in records:
-                target = self.path(record.kind, record.id)
-                if os.path.exists(target) and not self._replaces(record, target, on_conflict):
-                    outcome.skipped.append(record.id)
-                    continue
                 try:
+                    target = self.path(record.kind, record.id)
+                    if os.path.exists(target) and not self._replaces(record, target, on_conflict):
+                        outcome.skipped.append(record.id)
+                        continue
                     payload = self._payload(record)
-                except Exception as exc:
+                    stamp = _stamp(record)
+                except (ValueError, TypeError, SerializationError) as exc:
                     outcome.failed[record.id] = str(exc)
                     continue
                 fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".resultkit-")
@@ -91,16 +116,14 @@ class FilesystemStore(Store):
                     handle.write(payload)
                     handle.flush()
                     os.fsync(handle.fileno())
-                staged.append((record, temp))
-            for record, temp in staged:
-                os.replace(temp, self.path(record.kind, record.id))
-                done = record.date_done
-                if done is not None:
-                    stamp = done.timestamp()
-                    os.utime(self.path(record.kind, record.id), (stamp, stamp))
+                staged.append((record, temp, target, stamp))
+            for record, temp, target, stamp in staged:
+                os.replace(temp, target)
+                if stamp is not None:
+                    os.utime(target, (stamp, stamp))
                 outcome.written.append(record.id)
         finally:
-            for _, temp in staged:
+            for _, temp, _, _ in staged:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
         return outcome
@@ -126,10 +149,20 @@ class FilesystemStore(Store):
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         deleted = 0
         for result_id in ids:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, ValueError):
                 os.unlink(self.path(kind, result_id))
                 deleted += 1
         return deleted
 
     def count(self, kind: Kind) -> int:
         return len(self._names(kind))
+
+
+def _stamp(record: Record) -> float | None:
+    """The modification time a result's file gets: its date_done (Celery's cleanup
+    goes by it), None to leave the time of writing."""
+    try:
+        done = record.date_done
+    except ValueError as exc:
+        raise ValueError(f"its date_done is not a date: {exc}") from None
+    return done.timestamp() if done is not None else None

@@ -109,6 +109,20 @@ class RedisStore(Store):
         super().__init__(*args, **kwargs)
         self.backend = self.app.backend
         self.client = self.backend.client
+        #: False once the server refused EVAL (an ACL user without scripting, as a
+        #: read-only user often is): reads then take the same data without scripts.
+        self.scripts = True
+
+    def _refused(self, exc: Exception) -> bool:
+        """True when *exc* is the server refusing a script to this user; scripts
+        are then not tried again."""
+        import redis
+
+        text = str(exc)
+        if isinstance(exc, redis.ResponseError) and ("NOPERM" in text or "no permissions" in text):
+            self.scripts = False
+            return True
+        return False
 
     def prefix(self, kind: Kind) -> bytes:
         raw = self.backend.task_keyprefix if kind is Kind.TASK else self.backend.group_keyprefix
@@ -129,6 +143,9 @@ class RedisStore(Store):
         return match_prefix(self.prefix(kind))
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:
+        self.client.ping()
+
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
         # The server's identity comes with the SCAN on the same connection, so it
         # names the server whose hash table the cursor walks (see Page.epoch).
@@ -158,11 +175,7 @@ class RedisStore(Store):
         if keys is None:
             keys = [self.key(kind, i) for i in ids]
         if self.read_lifetimes:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.mget(keys)
-            # One reply with every TTL, rather than one reply per key.
-            pipe.eval(_PTTL_SCRIPT, len(keys), *keys)
-            values, ttls = pipe.execute()
+            values, ttls = self._values_and_ttls(keys)
         else:
             values, ttls = self.client.mget(keys), [-3] * len(keys)  # -3: not read
         now = time.time()
@@ -186,6 +199,26 @@ class RedisStore(Store):
                 record.expires_known = known
             out[result_id] = record
         return out
+
+    def _values_and_ttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[int]]:
+        """Each key's value and PTTL, in one round trip."""
+        if self.scripts:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mget(keys)
+            # One reply with every TTL, rather than one reply per key.
+            pipe.eval(_PTTL_SCRIPT, len(keys), *keys)
+            try:
+                values, ttls = pipe.execute()
+                return values, ttls
+            except Exception as exc:
+                if not self._refused(exc):
+                    raise
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(keys)
+        for key in keys:
+            pipe.pttl(key)
+        values, *ttls = pipe.execute()
+        return values, ttls
 
     def _decode_json(self, record: Record, keep: bool) -> dict[str, Any] | None:
         """Decode a payload that looked like JSON (see :meth:`_fetch` and
@@ -289,17 +322,39 @@ class RedisStore(Store):
                 cursor=cursor, match=self._pattern(Kind.TASK), count=5000
             )
             if keys:
-                heads = self.client.eval(_HEADS_SCRIPT, len(keys), *keys)
+                heads = self._heads(keys)
                 counts.update(filter(None, (key_id_of(bytes(head)) for head in heads)))
             if not cursor:
                 return counts
 
+    def _heads(self, keys: Sequence[bytes]) -> list[bytes]:
+        """The first 9 bytes of each key's value."""
+        if self.scripts:
+            try:
+                return list(self.client.eval(_HEADS_SCRIPT, len(keys), *keys))
+            except Exception as exc:
+                if not self._refused(exc):
+                    raise
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.getrange(key, 0, 8)
+        return list(pipe.execute())
+
     def summarize(self, plan: PurgePlan) -> Summary:
-        """Exact counts over every result key, each batch summarised by Redis in one call.
+        """Exact counts over every result key, each batch summarised by Redis in one call
+        (by reading every result, for a user who may not run scripts).
 
         The next batch is scanned and summarised by the server while this one
         is counted here.
         """
+        if self.scripts:
+            try:
+                self.client.eval("return 1", 0)
+            except Exception as exc:
+                if not self._refused(exc):
+                    raise
+        if not self.scripts:
+            return super().summarize(plan)
         summary = Summary(no_ttl=0)
         prefix_len = len(self.prefix(Kind.TASK))
         parse = datetime.fromisoformat

@@ -18,6 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -268,7 +269,10 @@ class SqlStore(Store):
         get = meta.get
         done = naive_utc(get("date_done"))
         if record.kind is Kind.GROUP:
-            return (record.id, self._encoder(record)(get("result")), done)
+            # Celery's Redis backend keeps no date in a group: without one, the row would
+            # never expire. It gets the time it is copied, as Celery's own SQL backend
+            # dates a group by the time it is saved.
+            return (record.id, self._encoder(record)(get("result")), done or _utc_now())
         has_children, extended, has_stamps = self._layout(table)
         # Without a children column, the task table is the older, pickled layout.
         encode = self.codec.encoder_for(record) if has_children else _pickle
@@ -315,6 +319,10 @@ class SqlStore(Store):
                 )
 
     # ----------------------------------------------------------- primitives
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def _id_column(self, kind: Kind, table: sa.Table) -> sa.Column[Any]:
         return table.c.task_id if kind is Kind.TASK else table.c.taskset_id
 
@@ -618,8 +626,11 @@ class SqlStore(Store):
         for at, record in enumerate(batch):
             row_id = ids[at] if ids else None
             encode = _pickle if legacy else encoder_for(record)
+            # A group without a date is made by _row below, which dates it.
+            undated = kind is Kind.GROUP and not (record.peek() or {}).get("date_done")
             if (
-                encode is encode_json_tree
+                not undated
+                and encode is encode_json_tree
                 and spec
                 and record.undecoded
                 and record.compression is None
@@ -633,7 +644,9 @@ class SqlStore(Store):
                 meta = record.peek()
                 # orjson itself for plain JSON: the bytes are copied into the block at once.
                 fast = orjson.dumps if encode is encode_json_tree else encode
-                if not (meta and spec and pack_row(out, spec, record.id, meta, fast, row_id)):
+                if undated or not (
+                    meta and spec and pack_row(out, spec, record.id, meta, fast, row_id)
+                ):
                     try:
                         row = self._row(record, table)
                         out += pack_values((row_id, *row) if ids else row, kinds)
@@ -738,6 +751,11 @@ class SqlStore(Store):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _utc_now() -> datetime:
+    """Now, as Celery's SQL tables hold dates: naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 #: Extended fields Celery stores encoded (the others are plain columns).

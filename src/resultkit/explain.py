@@ -8,6 +8,7 @@ ones by exception type and message, so that every check reports
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ def _has(chain: list[BaseException], *needles: str) -> bool:
     return any(n in haystack or n in names for n in needles)
 
 
+def _errno(chain: list[BaseException], *numbers: int) -> bool:
+    return any(isinstance(e, OSError) and e.errno in numbers for e in chain)
+
+
 def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> Explanation:
     """Explain *exc*, raised while talking to *where* (a masked URL or host)."""
     chain = _chain(exc)
@@ -72,13 +77,24 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
             "check the user name and password in the URL (or the app's settings); "
             "resultkit never prints the password",
         )
+    if _has(chain, "masternotfounderror"):
+        found = next(e for e in chain if type(e).__name__ == "MasterNotFoundError")
+        return Explanation(
+            "sentinel",
+            f"no Sentinel at {where} gave a master's address ({_text(found).split(' : ')[0]})",
+            "check that the Sentinels answer and watch this master (SENTINEL MASTERS), and the "
+            "master name (result_backend_transport_options = {'master_name': ...}, or "
+            "?master_name= on the URL for resultkit)",
+        )
     if _has(chain, 'role "'):
         return Explanation(
-            "auth",
+            "role",
             f"the database user does not exist at {where}: {detail}",
             "create the user (CREATE ROLE ... LOGIN PASSWORD ...) or correct the user in the URL",
         )
-    if _has(chain, "does not exist", "unknown database"):
+    if _has(chain, "unknown database") or (
+        _has(chain, "does not exist") and _has(chain, 'database "')
+    ):
         return Explanation(
             "database",
             f"the database does not exist at {where}: {detail}",
@@ -131,13 +147,44 @@ def explain(exc: BaseException, where: str, timeout_s: float | None = None) -> E
             "timeout",
             f"no answer from {where}{wait}",
             "check that the host is reachable (firewall, security group, VPN) "
-            "or allow more time with --timeout",
+            + ("or allow more time with --timeout" if timeout_s else "and not overloaded"),
         )
-    if _has(chain, "unable to open database file", "readonly database", "read-only"):
+    if _has(chain, "noperm", "permission denied", "command denied", "insufficientprivilege") or (
+        _has(chain, "readonly database") or _errno(chain, errno.EACCES, errno.EPERM, errno.EROFS)
+    ):
+        return Explanation(
+            "permission",
+            f"permission denied at {where}: {detail}",
+            "use a user that may write there (GRANT INSERT, UPDATE, DELETE on the result "
+            "tables; a Redis ACL with +@write; write access to the folder), or point the "
+            "command at a copy it may change",
+        )
+    if _has(chain, "oom command not allowed", "no space left", "disk full", "is full") or (
+        _errno(chain, errno.ENOSPC, errno.EDQUOT)
+    ):
+        return Explanation(
+            "full",
+            f"no space left at {where}: {detail}",
+            "free space there (a bigger disk, a higher Redis maxmemory, resultkit cleanup), "
+            "or write somewhere else",
+        )
+    if _has(chain, "readonly you can't write", "read only replica"):
+        return Explanation(
+            "replica",
+            f"{where} is a read-only replica: {detail}",
+            "point the URL at the master, or use sentinel:// so the master is found",
+        )
+    if _has(chain, "unable to open database file", "read-only"):
         return Explanation(
             "file",
             f"cannot open the SQLite database at {where}: {detail}",
             "make sure the folder exists and this user may write to it",
+        )
+    if _errno(chain, errno.ENOENT, errno.ENOTDIR):
+        return Explanation(
+            "missing",
+            f"{where} does not exist: {detail}",
+            "create the folder, or correct the path",
         )
     return Explanation(
         "error",
