@@ -13,7 +13,7 @@ from ..apps import resolve_target
 from ..boundary import from_outside, what_failed
 from ..checks.audit import check_settings
 from ..durations import parse_duration
-from ..errors import CleanupError, UsageError
+from ..errors import BackendError, CleanupError, UsageError
 from ..purge import BeforeDelete, PurgePlan
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..retention import RetentionPolicy, describe
@@ -183,11 +183,12 @@ def _archiver(archive: Store, path: str) -> BeforeDelete:
     def before_delete(records: list[Record]) -> set[str]:
         try:
             outcome = archive.write_many(records, OnConflict.NEWER)
-        except OSError as exc:
+        except (OSError, BackendError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else what_failed(exc)
             raise CleanupError(
-                f"could not write the archive {path}: {exc.strerror or exc}. The cleanup "
-                "stopped before deleting any result it could not archive; make room and "
-                "run the same command again"
+                f"could not write the archive {path} ({why}). The cleanup stopped before "
+                "deleting any result it could not archive; make room and run the same "
+                "command again"
             ) from exc
         return set(outcome.written) | set(outcome.skipped)
 
