@@ -9,6 +9,7 @@ raw driver, which words errors precisely and never creates tables.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..apps import Target
+from ..apps import Target, private_copy
 from ..drivers import require_driver
 from ..durations import expiry_seconds
 from ..errors import ConfigurationError, MissingDriver
@@ -81,6 +82,12 @@ class Probe:
     def where(self) -> str:
         return self.target.masked_url
 
+    @functools.cached_property
+    def app(self) -> Any:
+        """The target's app, copied: the doctor shortens its timeouts and builds
+        backends on this one, and leaves the caller's app as it found it."""
+        return private_copy(self.target.app)
+
     @property
     def kind(self) -> BackendKind | None:
         return self.url.kind if self.url else None
@@ -121,7 +128,7 @@ def check_url(probe: Probe) -> list[CheckResult]:
     probe.url = url
     results = [CheckResult.passed("url", f"{url.masked}: {_KIND_LABELS[url.kind]}")]
     if url.kind is BackendKind.RPC:
-        broker = probe.target.app.conf.broker_url
+        broker = probe.app.conf.broker_url
         problem = credential_problem(broker, "urllib") if isinstance(broker, str) else None
         if problem:
             results.append(CheckResult.failed("broker", problem, _fix_from(problem)))
@@ -188,7 +195,7 @@ def _check_known_mistakes(url: BackendURL, target: Target) -> None:
 
 def _apply_timeouts(probe: Probe) -> None:
     """Give drivers timeouts that fit the time left, before Celery builds the backend."""
-    conf = probe.target.app.conf
+    conf = probe.app.conf
     seconds = probe.step_timeout()
     kind = probe.kind
     if kind in (BackendKind.REDIS, BackendKind.SENTINEL):
@@ -235,7 +242,7 @@ def _sql_engine(probe: Probe) -> Any:
 
     assert probe.url is not None
     assert probe.url.sqlalchemy_url is not None
-    options = dict(probe.target.app.conf.database_engine_options or {})
+    options = dict(probe.app.conf.database_engine_options or {})
     for pool_only in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
         options.pop(pool_only, None)
     return sa.create_engine(probe.url.sqlalchemy_url, poolclass=NullPool, **options)
@@ -243,8 +250,11 @@ def _sql_engine(probe: Probe) -> Any:
 
 def build_backend(probe: Probe) -> Any:
     """Build Celery's backend for the target, with timeouts that fit the deadline."""
+    from celery.app.backends import by_url
+
     _apply_timeouts(probe)
-    return probe.target.app._get_backend()
+    backend_cls, url = by_url(probe.app.conf.result_backend, probe.target.app.loader)
+    return backend_cls(app=probe.app, url=url)
 
 
 def check_connect(probe: Probe) -> CheckResult:
@@ -267,7 +277,7 @@ def check_connect(probe: Probe) -> CheckResult:
         detail = f"Redis {client.info('server').get('redis_version', '?')}"
     elif kind is BackendKind.RPC:
         probe.backend = build_backend(probe)
-        with probe.target.app.connection_for_write() as conn:
+        with probe.app.connection_for_write() as conn:
             conn.connect()
             detail = f"broker {conn.as_uri()}"
     else:
@@ -308,7 +318,7 @@ def check_server(probe: Probe) -> list[CheckResult]:
 
 
 def _expires_s(probe: Probe) -> float | None:
-    return expiry_seconds(probe.target.app.conf.result_expires)
+    return expiry_seconds(probe.app.conf.result_expires)
 
 
 def _redis_state(probe: Probe) -> list[CheckResult]:
@@ -436,7 +446,7 @@ def _sql_state(probe: Probe) -> list[CheckResult]:
 
     from ..stores.sql import celery_table_names
 
-    tables = celery_table_names(probe.target.app.conf)
+    tables = celery_table_names(probe.app.conf)
     (task_schema, task_table), (group_schema, group_table) = tables[Kind.TASK], tables[Kind.GROUP]
     inspector = sa.inspect(probe.engine)
     missing = [
@@ -550,7 +560,7 @@ def check_encryption(probe: Probe) -> list[CheckResult]:
     from ..stores import open_store
 
     try:
-        ring = load_settings(conf=probe.target.app.conf).keys
+        ring = load_settings(conf=probe.app.conf).keys
     except ConfigurationError as exc:
         return [
             CheckResult.failed(
@@ -567,7 +577,7 @@ def check_encryption(probe: Probe) -> list[CheckResult]:
             keys=ring.labels,
         )
     ]
-    store = open_store(probe.target.url, probe.target.app)
+    store = open_store(probe.target.url, probe.app)
     try:
         sealed = store.sealed_keys()
     finally:
@@ -612,7 +622,7 @@ def check_roundtrip(probe: Probe) -> list[CheckResult]:
     from celery.result import AsyncResult, GroupResult
 
     backend = probe.backend
-    app = probe.target.app
+    app = probe.app
     results: list[CheckResult] = []
 
     ok_id = probe.new_id()
@@ -676,7 +686,7 @@ def _rpc_reply_queue(probe: Probe) -> Iterator[Callable[[str, Any, str], Any]]:
     from celery.app.task import Context
 
     backend = probe.backend
-    app = probe.target.app
+    app = probe.app
     with app.producer_or_acquire() as producer:
         backend.on_task_call(producer, "resultkit-doctor")
 

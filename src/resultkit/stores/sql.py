@@ -723,9 +723,9 @@ class SqlStore(Store):
         """Read through Celery's DatabaseBackend: its session, its model, its decoding."""
         if kind is Kind.GROUP:
             return super().celery_read_many(kind, ids)
-        # Celery reads the extended columns only with result_extended on.
-        self.app.conf.result_extended = self.extended
-        backend = self.app.backend
+        # Celery reads the extended columns only with result_extended on: a
+        # backend of its own, configured so, rather than a flag flipped on the app.
+        backend = self.celery_backend_for(extended=self.extended)
         session = backend.ResultSession()
         out: dict[str, dict[str, Any]] = {}
         try:
