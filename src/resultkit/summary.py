@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .figures import percentiles
 from .purge import PurgePlan
 
 __all__ = ["AGE_BUCKETS", "Summary"]
@@ -36,17 +37,6 @@ def age_bucket_at(stamp: float | None, now: float) -> str:
         if age < bound:
             return label
     return AGE_BUCKETS[-1][0]
-
-
-def percentiles(sizes: list[int]) -> dict[str, int]:
-    if not sizes:
-        return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
-    ordered = sorted(sizes)
-
-    def at(q: float) -> int:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
 
 
 @dataclass
