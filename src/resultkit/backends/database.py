@@ -22,6 +22,7 @@ so either backend reads what the other wrote.  What changes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -41,10 +42,12 @@ from celery.result import GroupResult, allow_join_result
 from kombu.utils.encoding import ensure_bytes
 
 from ..errors import ConfigurationError
-from ..purge import PurgePlan, purge_table
-from ..records import naive_utc
+from ..purge import PurgePlan
+from ..records import Kind
 from ..retention import RetentionPolicy
-from ..stores._sql import create_missing
+from ..stores.sql.layout import Column, columns_of, row_values
+from ..stores.sql.purge import purge_table
+from ..stores.sql.statements import create_missing
 from ._chords import ChordLedger, insert_or_update
 from ._polling import follow_parents, poll_many
 
@@ -190,27 +193,19 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
             format_date=False,
             encode=True,
         )
-        columns = self.task_table.c
-        skip = {"id", "task_id", "children", "stamps"}
-        names = [column.name for column in columns]
-        row: dict[str, Any] = {name: meta.get(name) for name in names if name not in skip}
-        row["task_id"] = task_id
-        row["date_done"] = naive_utc(meta.get("date_done") or datetime.now(timezone.utc))
-        if "children" in columns:
-            children = meta.get("children")
-            row["children"] = ensure_bytes(self.encode(children)) if children else None
-        if "stamps" in columns:
-            stamped = meta.get("stamped_headers")
-            row["stamps"] = (
-                ensure_bytes(
-                    self.encode(
-                        {"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}}
-                    )
-                )
-                if stamped
-                else None
-            )
-        return row
+        # Celery encoded the result, args and kwargs already; children and stamps not.
+        meta["date_done"] = meta.get("date_done") or datetime.now(timezone.utc)
+        columns = self._columns
+        values = row_values(task_id, meta, columns, self._encode_once)
+        return {column.name: value for column, value in zip(columns, values, strict=True)}
+
+    @functools.cached_property
+    def _columns(self) -> tuple[Column, ...]:
+        return columns_of(Kind.TASK, set(self.task_table.c.keys()))
+
+    def _encode_once(self, value: Any) -> bytes:
+        """A column's bytes: encoded by Celery already, or encoded here."""
+        return value if isinstance(value, bytes) else ensure_bytes(self.encode(value))
 
     def _upsert(self, columns: tuple[str, ...], notify: bool) -> Any:
         """One statement: insert, or update unless the stored state is SUCCESS (built once)."""

@@ -55,7 +55,7 @@ def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
         return ArchiveStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
     if scheme.startswith("django+"):
         from ..drivers import require_sql_driver
-        from .django import DjangoStore
+        from .sql import DjangoStore
 
         require_sql_driver(parse_backend_url("db+" + url.split("+", 1)[1]))
         return DjangoStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)

@@ -12,71 +12,23 @@ from __future__ import annotations
 
 import ast
 import base64
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..codec import PickleRefused, content_type_of, serializer_of
-from ..errors import SerializationError
-from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
-from ..records import Kind, Record, as_datetime
-from ..summary import Summary, sealed_key_counts, sql_summary
-from ._sql import (
-    create_missing,
-    delete_ids,
-    read_ids,
-    rows_of,
-    state_counts,
-    transient_error,
-    upsert_rows,
-    write_by_kind,
-)
-from .base import OnConflict, Page, Store, WriteResult
+from ...codec import PickleRefused, content_type_of, encode_payload, serializer_of
+from ...errors import SerializationError
+from ...records import Kind, Record, as_datetime
+from ..base import OnConflict, WriteResult
+from .layout import DJANGO_TASK_TABLE, django_tables
+from .statements import create_missing, rows_of, upsert_rows, write_by_kind
+from .tables import TableStore
 
 __all__ = ["DjangoStore"]
 
-TASK_TABLE = "django_celery_results_taskresult"
-GROUP_TABLE = "django_celery_results_groupresult"
 _BINARY = {"pickle", "msgpack", "resultkit-msgpack", "resultkit-encrypted"}
-
-
-def _tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
-    when = sa.DateTime(timezone=True)
-    task = sa.Table(
-        TASK_TABLE,
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("task_id", sa.String(255), nullable=False, unique=True),
-        sa.Column("periodic_task_name", sa.String(255), nullable=True),
-        sa.Column("task_name", sa.String(255), nullable=True),
-        sa.Column("task_args", sa.Text, nullable=True),
-        sa.Column("task_kwargs", sa.Text, nullable=True),
-        sa.Column("status", sa.String(50), nullable=False),
-        sa.Column("worker", sa.String(100), nullable=True),
-        sa.Column("content_type", sa.String(128), nullable=False),
-        sa.Column("content_encoding", sa.String(64), nullable=False),
-        sa.Column("result", sa.Text, nullable=True),
-        sa.Column("date_created", when, nullable=False),
-        sa.Column("date_started", when, nullable=True),
-        sa.Column("date_done", when, nullable=False, index=True),
-        sa.Column("traceback", sa.Text, nullable=True),
-        sa.Column("meta", sa.Text, nullable=True),
-    )
-    group = sa.Table(
-        GROUP_TABLE,
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("group_id", sa.String(255), nullable=False, unique=True),
-        sa.Column("date_created", when, nullable=False),
-        sa.Column("date_done", when, nullable=False, index=True),
-        sa.Column("content_type", sa.String(128), nullable=False),
-        sa.Column("content_encoding", sa.String(64), nullable=False),
-        sa.Column("result", sa.Text, nullable=True),
-    )
-    return {Kind.TASK: task, Kind.GROUP: group}
 
 
 def _from_repr(value: Any) -> Any:
@@ -90,19 +42,22 @@ def _from_repr(value: Any) -> Any:
     return list(parsed) if isinstance(parsed, tuple) else parsed
 
 
-class DjangoStore(Store):
+class DjangoStore(TableStore):
+    """django-celery-results' tables, without Django."""
+
     layout = "django-celery-results"
     celery_readable = False
+    id_columns = {Kind.TASK: "task_id", Kind.GROUP: "group_id"}
+    name_column = "task_name"
+    aware_dates = True
+    base64_results = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sqlalchemy_url = self.url.split("+", 1)[1]
         self.engine = sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True)
-        self.tables = _tables(sa.MetaData())
+        self.tables = django_tables(sa.MetaData())
         self._present: bool | None = None
-
-    def transient(self, exc: BaseException) -> bool:
-        return transient_error(self.engine, exc)
 
     @property
     def extended_fields(self) -> tuple[str, ...]:
@@ -110,17 +65,16 @@ class DjangoStore(Store):
 
     def present(self) -> bool:
         if self._present is None:
-            self._present = sa.inspect(self.engine).has_table(TASK_TABLE)
+            self._present = sa.inspect(self.engine).has_table(DJANGO_TASK_TABLE)
         return self._present
+
+    def table(self, kind: Kind) -> sa.Table | None:
+        return self.tables[kind] if self.present() else None
 
     def ensure_tables(self) -> None:
         if not self.present():
             create_missing(self.engine, self.tables[Kind.TASK].metadata.sorted_tables)
             self._present = True
-
-    def _id_column(self, kind: Kind) -> sa.Column[Any]:
-        table = self.tables[kind]
-        return table.c.task_id if kind is Kind.TASK else table.c.group_id
 
     # ------------------------------------------------------------ decoding
     def _decode(
@@ -135,8 +89,7 @@ class DjangoStore(Store):
         value, _, _ = self.codec.decode(payload)
         return value
 
-    def _record(self, kind: Kind, row: Any) -> Record:
-        m = row._mapping
+    def _record(self, kind: Kind, m: Mapping[str, Any]) -> Record:
         serializer = serializer_of(m["content_type"])
         result_id = m["task_id"] if kind is Kind.TASK else m["group_id"]
         record = Record(kind, result_id, None, serializer=serializer, position=m["id"])
@@ -176,8 +129,6 @@ class DjangoStore(Store):
     # ------------------------------------------------------------ encoding
     def _encode(self, value: Any, record: Record) -> tuple[str, str, str]:
         serializer, _ = self.codec.target_format(record)
-        from ..codec import encode_payload
-
         payload = encode_payload(
             value,
             serializer,
@@ -227,34 +178,7 @@ class DjangoStore(Store):
             "meta": self._encode({"children": meta.get("children") or []}, record)[2],
         }
 
-    # ---------------------------------------------------------- primitives
-    def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-
-    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
-        if not self.present():
-            return Page([], None)
-        table = self.tables[kind]
-        query = sa.select(table).order_by(table.c.id).limit(limit)
-        if cursor is not None:
-            query = query.where(table.c.id > cursor)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        records = [self._record(kind, row) for row in rows]
-        return Page(records, records[-1].position if len(rows) == limit else None)
-
-    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
-        if not self.present() or not ids:
-            return {}
-        return read_ids(
-            self.engine,
-            self.tables[kind],
-            self._id_column(kind),
-            ids,
-            lambda row: self._record(kind, row),
-        )
-
+    # ---------------------------------------------------------- writing
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:
         if not records:
             return WriteResult()
@@ -269,66 +193,6 @@ class DjangoStore(Store):
         on_conflict: OnConflict,
         outcome: WriteResult,
     ) -> None:
-        table, column = self.tables[kind], self._id_column(kind)
-        rows = rows_of(batch, self._row, outcome)
-        upsert_rows(conn, table, column, rows, on_conflict, outcome)
-
-    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
-        if not self.present() or not ids:
-            return 0
-        return delete_ids(self.engine, self.tables[kind], self._id_column(kind), ids)
-
-    def count(self, kind: Kind) -> int:
-        if not self.present():
-            return 0
-        with self.engine.connect() as conn:
-            table = self.tables[kind]
-            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-
-    def purge(
-        self, kind: Kind, plan: PurgePlan, before_delete: BeforeDelete | None = None
-    ) -> PurgeOutcome:
-        if not self.present():
-            return PurgeOutcome()
         table = self.tables[kind]
-        task = kind is Kind.TASK
-        return purge_table(
-            self.engine,
-            table,
-            plan.aware(),
-            status=table.c.status if task else None,
-            name=table.c.task_name if task else None,
-            to_record=lambda row: self._record(kind, row),
-            before_delete=before_delete,
-        )
-
-    def sealed_keys(self) -> Counter[str]:
-        """Key ids of encrypted results, read from the base64 result column's first bytes."""
-        if not self.present():
-            return Counter()
-        with self.engine.connect() as conn:
-            return sealed_key_counts(conn, self.tables[Kind.TASK].c.result, base64_text=True)
-
-    def summarize(self, plan: PurgePlan) -> Summary:
-        if not self.present():
-            return Summary()
-        table = self.tables[Kind.TASK]
-        return sql_summary(
-            self.engine,
-            table,
-            table.c.task_id,
-            table.c.status,
-            table.c.task_name,
-            table.c.result,
-            plan.aware(),
-            sql_expired(plan.aware(), table.c.date_done, table.c.status, table.c.task_name),
-            base64_text=True,
-        )
-
-    def state_counts(self) -> dict[str | None, int]:
-        if not self.present():
-            return {}
-        return state_counts(self.engine, self.tables[Kind.TASK].c.status)
-
-    def close(self) -> None:
-        self.engine.dispose()
+        rows = rows_of(batch, self._row, outcome)
+        upsert_rows(conn, table, self._id_column(kind, table), rows, on_conflict, outcome)
