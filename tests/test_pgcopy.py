@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resultkit import _speedups, codec
-from resultkit.records import Kind, Record
+from resultkit.records import Kind, Payload, Record
 from resultkit.stores import OnConflict, open_store
 from resultkit.stores.sql import SqlStore
 from resultkit.stores.sql.pgcopy import SIGNATURE, TRAILER, pack_values, row_spec
@@ -136,7 +136,7 @@ metas = st.fixed_dictionaries(
 def test_c_makes_the_python_row_or_declines_it(
     target: Target, meta: dict[str, Any], task_id: str
 ) -> None:
-    record = Record(Kind.TASK, task_id, meta)
+    record = Record(Kind.TASK, task_id, Payload(meta))
     try:
         expected: bytes | None = target.python_row(record)
     except (ValueError, TypeError):
@@ -160,7 +160,7 @@ def test_c_makes_the_python_row_or_declines_it(
 def test_c_declines_what_python_refuses_with_the_reason(
     target: Target, change: dict[str, Any], reason: str
 ) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(**change))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(**change)))
     assert target.c_row(record) is None
     with pytest.raises(ValueError, match=reason):
         target.python_row(record)
@@ -175,7 +175,7 @@ def test_c_declines_what_python_refuses_with_the_reason(
     ],
 )
 def test_c_declines_other_date_forms_and_python_makes_them(target: Target, date_done: Any) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(date_done=date_done))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(date_done=date_done)))
     assert target.c_row(record) is None
     assert target.python_row(record)
 
@@ -196,7 +196,7 @@ def test_c_declines_other_date_forms_and_python_makes_them(target: Target, date_
 def test_timestamps_are_microseconds_from_2000(
     target: Target, date_done: Any, expected: datetime
 ) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(date_done=date_done))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(date_done=date_done)))
     made = target.c_row(record)
     assert made is not None
     micros = (expected - datetime(2000, 1, 1)) // timedelta(microseconds=1)
@@ -374,7 +374,7 @@ def json_row(target: Target, raw: bytes) -> bytes | None:
 
 def meta_row(target: Target, raw: bytes) -> bytes | None:
     """The row made from the decoded meta (C, else Python); None when refused."""
-    record = Record(Kind.TASK, "t-1", json.loads(raw))
+    record = Record(Kind.TASK, "t-1", Payload(json.loads(raw)))
     try:
         return target.c_row(record) or target.python_row(record)
     except (ValueError, TypeError):

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..boundary import guarded
-from ..codec import Codec, PickleRefused
+from ..codec import Codec, unreadable
 from ..durations import expiry_seconds
 from ..encryption import keyring_for
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
-from ..records import EXTENDED_FIELDS, Kind, Record
+from ..records import EXTENDED_FIELDS, Kind, Payload, Record
 from ..summary import Summary
 from ..urls import Redactor, mask_url
 
@@ -411,27 +411,35 @@ class Store(ABC):
         payload: bytes | None,
         *,
         expires_at: float | None = None,
+        expires_known: bool = False,
         position: Any = None,
+        line: int | None = None,
     ) -> Record:
         """Decode a Celery meta blob into a record; a bad payload becomes a record with an error."""
         raw = bytes(payload) if payload is not None else None
-        record = Record(kind, result_id, None, expires_at=expires_at, raw=raw, position=position)
+        return Record(
+            kind,
+            result_id,
+            self.payload_of(raw),
+            raw=raw,
+            expires_at=expires_at,
+            expires_known=expires_known,
+            position=position,
+            line=line,
+        )
+
+    def payload_of(self, raw: bytes | None) -> Payload:
+        """What a stored Celery meta blob holds; a bad one is a payload with an error."""
         if raw is None:
-            record.error = "empty payload"
-            return record
+            return Payload(None, error="empty payload")
         try:
-            meta = self.codec.decode_into(raw, record)
-        except PickleRefused as exc:
-            record.serializer, record.error = "pickle", str(exc)
-            return record
+            meta, form = self.codec.read(raw)
         except SerializationError as exc:
-            record.error = str(exc)
-            return record
+            return unreadable(exc)
         if not isinstance(meta, dict):
-            record.error = f"the payload is a {type(meta).__name__}, not Celery's result meta"
-            return record
-        record.meta = meta
-        return record
+            why = f"the payload is a {type(meta).__name__}, not Celery's result meta"
+            return form._replace(error=why)
+        return form._replace(meta=meta)
 
     def reusable_raw(self, record: Record) -> bytes | None:
         """The record's stored bytes, when they can be written here unchanged.

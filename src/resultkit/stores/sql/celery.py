@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...codec import NOT_READ, PickleRefused, json_at_once
+from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
 from ...errors import SerializationError
-from ...records import EXTENDED_FIELDS, Kind, Record, as_datetime
+from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
 from .layout import Column, celery_table_names, columns_of, pickled, row_values
 from .pgcopy import CopyWriter
@@ -127,43 +127,38 @@ class SqlStore(TableStore):
         return EXTENDED_FIELDS if self.extended else ()
 
     # ---------------------------------------------------------- decoding
-    def _decode_column(
-        self, value: Any, record: Record | None = None
-    ) -> tuple[Any, str, str | None]:
-        """Decode one column; with *record*, note the payload's format on it."""
+    def _decode_column(self, value: Any) -> tuple[Any, Payload]:
+        """Decode one column: its value, and the form it was stored in."""
         payload = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
         tree = json_at_once(payload, self.codec.hint)  # without the layers below: per column
         if tree is not NOT_READ:
-            return tree, self.codec.hint, None
+            return tree, Payload(None, self.codec.hint)
         try:
-            if record is not None:
-                decoded = self.codec.decode_into(payload, record)
-                return decoded, record.serializer, record.compression
-            return self.codec.decode(payload)
+            return self.codec.read(payload)
         except PickleRefused:
             raise
         except SerializationError:
             if self.legacy and isinstance(payload, bytes) and payload[:1] == b"\x80":
                 if not self.codec.accept_pickle:
                     raise PickleRefused() from None
-                return pickle.loads(payload), "pickle", None
+                return pickle.loads(payload), Payload(None, "pickle")
             raise
 
     def _record(self, kind: Kind, mapping: Mapping[str, Any]) -> Record:
         """The record of one row (its columns by name)."""
+        position = mapping["id"]
         if kind is Kind.GROUP:
-            record = Record(Kind.GROUP, mapping["taskset_id"], None, position=mapping["id"])
+            group_id = mapping["taskset_id"]
             try:
-                value, record.serializer, record.compression = self._decode_column(
-                    mapping["result"], record
-                )
-                record.meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
+                value, form = self._decode_column(mapping["result"])
             except SerializationError as exc:
-                record.error = str(exc)
-            return record
-        record = Record(Kind.TASK, mapping["task_id"], None, position=mapping["id"])
-        meta: dict[str, Any] = {
-            "task_id": mapping["task_id"],
+                return Record(Kind.GROUP, group_id, unreadable(exc), position=position)
+            meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
+            return Record(Kind.GROUP, group_id, form._replace(meta=meta), position=position)
+        task_id = mapping["task_id"]
+        form = Payload(None)
+        task: dict[str, Any] = {
+            "task_id": task_id,
             "status": mapping["status"],
             "traceback": mapping["traceback"],
             "date_done": as_datetime(mapping["date_done"]),
@@ -172,30 +167,24 @@ class SqlStore(TableStore):
         try:
             result = mapping["result"]
             if result is not None:
-                meta["result"], record.serializer, record.compression = self._decode_column(
-                    result, record
-                )
-                if self.legacy and record.serializer == "pickle":
+                task["result"], form = self._decode_column(result)
+                if self.legacy and form.serializer == "pickle":
                     # The old PickleType column pickled every result, whatever the
                     # app's serializer; the result itself was never "a pickle result".
-                    record.serializer = self.codec.hint
+                    form = form._replace(serializer=self.codec.hint)
             else:
-                meta["result"] = None
+                task["result"] = None
             if mapping.get("children") is not None:
-                meta["children"] = self._decode_column(mapping["children"])[0]
+                task["children"] = self._decode_column(mapping["children"])[0]
             if "name" in mapping:
                 for name in EXTENDED_FIELDS:
                     value = mapping.get(name)
                     if name in ("args", "kwargs") and value is not None:
                         value = self._decode_column(value)[0]
-                    meta[name] = value
+                    task[name] = value
         except SerializationError as exc:
-            record.error = str(exc)
-            if isinstance(exc, PickleRefused):
-                record.serializer = "pickle"
-            return record
-        record.meta = meta
-        return record
+            return Record(Kind.TASK, task_id, unreadable(exc, form), position=position)
+        return Record(Kind.TASK, task_id, form._replace(meta=task), position=position)
 
     # ---------------------------------------------------------- encoding
     def columns(self, kind: Kind, table: sa.Table) -> tuple[Column, ...]:

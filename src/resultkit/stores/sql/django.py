@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...codec import PickleRefused, content_type_of, encode_payload, serializer_of
+from ...codec import content_type_of, encode_payload, serializer_of, unreadable
 from ...errors import SerializationError
-from ...records import Kind, Record, as_datetime
+from ...records import Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
 from .layout import DJANGO_TASK_TABLE, django_tables
 from .statements import create_missing, rows_of, upsert_rows, write_by_kind
@@ -77,35 +77,28 @@ class DjangoStore(TableStore):
             self._present = True
 
     # ------------------------------------------------------------ decoding
-    def _decode(
-        self, text: Any, content_type: str, encoding: str, record: Record | None = None
-    ) -> Any:
-        """Decode one column; with *record*, note the payload's format on it."""
+    def _decode(self, text: Any, encoding: str) -> tuple[Any, Payload | None]:
+        """Decode one column: its value, and the form it was stored in (None: empty)."""
         if text is None or text == "":
-            return None
+            return None, None
         payload = base64.b64decode(text) if encoding == "binary" else str(text).encode("utf-8")
-        if record is not None:
-            return self.codec.decode_into(payload, record)
-        value, _, _ = self.codec.decode(payload)
-        return value
+        return self.codec.read(payload)
 
     def _record(self, kind: Kind, m: Mapping[str, Any]) -> Record:
-        serializer = serializer_of(m["content_type"])
         result_id = m["task_id"] if kind is Kind.TASK else m["group_id"]
-        record = Record(kind, result_id, None, serializer=serializer, position=m["id"])
+        encoding = m["content_encoding"]
+        form = Payload(None, serializer_of(m["content_type"]))
         try:
-            result = self._decode(m["result"], m["content_type"], m["content_encoding"], record)
+            result, found = self._decode(m["result"], encoding)
+            form = found or form
             if kind is Kind.GROUP:
-                record.meta = {"result": result, "date_done": as_datetime(m["date_done"])}
-                return record
-            extra = self._decode(m["meta"], m["content_type"], m["content_encoding"]) or {}
-            args = self._decode(m["task_args"], m["content_type"], m["content_encoding"])
-            kwargs = self._decode(m["task_kwargs"], m["content_type"], m["content_encoding"])
+                meta = {"result": result, "date_done": as_datetime(m["date_done"])}
+                return Record(kind, result_id, form._replace(meta=meta), position=m["id"])
+            extra = self._decode(m["meta"], encoding)[0] or {}
+            args = self._decode(m["task_args"], encoding)[0]
+            kwargs = self._decode(m["task_kwargs"], encoding)[0]
         except SerializationError as exc:
-            record.error = str(exc)
-            if isinstance(exc, PickleRefused):
-                record.serializer = "pickle"
-            return record
+            return Record(kind, result_id, unreadable(exc, form), position=m["id"])
         meta = dict(extra) if isinstance(extra, dict) else {}
         meta.update(
             task_id=result_id,
@@ -123,8 +116,7 @@ class DjangoStore(TableStore):
         )
         if m["periodic_task_name"]:
             meta["periodic_task_name"] = m["periodic_task_name"]
-        record.meta = meta
-        return record
+        return Record(kind, result_id, form._replace(meta=meta), position=m["id"])
 
     # ------------------------------------------------------------ encoding
     def _encode(self, value: Any, record: Record) -> tuple[str, str, str]:
