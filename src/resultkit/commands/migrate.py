@@ -21,9 +21,9 @@ from ..checks.audit import check_settings
 from ..choices import require_compression
 from ..codec import ENCRYPTED, require_serializer
 from ..encryption import KeyRing, keyring_for, sealing_for
-from ..errors import MigrationError, UsageError
+from ..errors import MigrationError, ResultkitError, UsageError
 from ..records import MAX_BATCH_RECORDS, Filters
-from ..stores import Codec, OnConflict, open_store
+from ..stores import Codec, OnConflict, StoreSettings, open_store, store_class
 from ..transfer import Progress, SourceFailed, Tally, Transfer, TransferOptions, stop_on_ctrl_c
 from ..urls import MASK, mask_url
 
@@ -171,7 +171,11 @@ def migrate(
         # source's open what the target does not know.  Only for this call.
         ring = sealing.keys + source_keys if source_keys else sealing.keys
         reading = encryption.scoped(dataclasses.replace(sealing, keys=ring))
-    src = open_store(source, app, Codec(hint=hint, accept_pickle=accept_pickle, keys=source_keys))
+    # Lifetimes are read from the source only for a target that keeps them (not
+    # SQL tables, nor files).
+    source_settings = StoreSettings.from_app(app, read_lifetimes=_keeps_lifetimes(target))
+    source_codec = Codec(hint=hint, accept_pickle=accept_pickle, keys=source_keys)
+    src = open_store(source, codec=source_codec, settings=source_settings)
     if target_serializer is None and app is not None and source_serializer is not None:
         target_serializer = app.conf.result_serializer
     dst = open_store(
@@ -186,7 +190,6 @@ def migrate(
             sealing=sealing,
         ),
     )
-    src.read_lifetimes = dst.native_ttl  # SQL tables, files: no lifetime to keep
     # Both ends answer (and the source exists) before anything is read or written.
     src.check_source()
     dst.ping()
@@ -355,6 +358,13 @@ def _resuming(command: str) -> str:
     if MASK in command:
         command += f" (with the passwords where {MASK} is)"
     return command
+
+
+def _keeps_lifetimes(target: str) -> bool:
+    try:
+        return store_class(target).native_ttl
+    except ResultkitError:
+        return True  # opening the target says what is wrong with it
 
 
 def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:

@@ -248,7 +248,7 @@ class ArchiveStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        path = self.url.partition("://")[2]
+        path = self.location.path
         if not path:
             raise ConfigurationError(
                 "an archive URL needs a path: jsonl:///var/backups/results.jsonl.gz"

@@ -31,7 +31,7 @@ class FilesystemStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        path = self.url.partition("://")[2]
+        path = self.location.path
         if path.startswith("localhost/"):
             path = path[len("localhost") :]
         self.folder = path

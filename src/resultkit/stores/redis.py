@@ -108,7 +108,7 @@ class RedisStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.backend = self.app.backend
+        self.backend = self.celery_app.backend
         self.client = self.backend.client
         #: False once the server refused EVAL (an ACL user without scripting, as a
         #: read-only user often is): reads then take the same data without scripts.

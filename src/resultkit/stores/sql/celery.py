@@ -38,13 +38,13 @@ class SqlStore(TableStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        url = self.url.split("+", 1)[1] if self.url.startswith(("db+", "database+")) else self.url
-        url = url.split("+", 1)[1] if url.startswith("resultkit-db+") else url
+        url = self.location.sqlalchemy_url
+        assert url is not None, "an SQL location has a SQLAlchemy URL"
         self.sqlalchemy_url = url
-        options = dict(self.app.conf.database_engine_options or {})
+        options = dict(self.settings.setting("database_engine_options") or {})
         options.setdefault("pool_pre_ping", True)
         self.engine = sa.create_engine(url, **options)
-        self.names = celery_table_names(self.app.conf)
+        self.names = celery_table_names(self.settings.celery)
         self._tables: dict[Kind, sa.Table | None] = {}
         #: Held while the tables are made (a migration's reading thread may make them too).
         self._creating = threading.Lock()

@@ -54,7 +54,9 @@ class DjangoStore(TableStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sqlalchemy_url = self.url.split("+", 1)[1]
+        url = self.location.sqlalchemy_url
+        assert url is not None, "django+ names a SQLAlchemy URL"
+        self.sqlalchemy_url = url
         self.engine = sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True)
         self.tables = django_tables(sa.MetaData())
         self._present: bool | None = None

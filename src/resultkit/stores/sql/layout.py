@@ -118,10 +118,10 @@ assert {c.name for c in TASK_COLUMNS} - _OPTIONAL == {
 }
 
 
-def celery_table_names(conf: Any) -> dict[Kind, tuple[str | None, str]]:
+def celery_table_names(conf: Mapping[str, Any]) -> dict[Kind, tuple[str | None, str]]:
     """(schema, table) of Celery's task and group tables, from the app's settings."""
-    names = conf.database_table_names or {}
-    schemas = conf.database_table_schemas or {}
+    names = conf.get("database_table_names") or {}
+    schemas = conf.get("database_table_schemas") or {}
     return {
         Kind.TASK: (schemas.get("task"), names.get("task", "celery_taskmeta")),
         Kind.GROUP: (schemas.get("group"), names.get("group", "celery_tasksetmeta")),
