@@ -20,6 +20,7 @@ their values' JSON text as stored, with no Python objects made for them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -241,18 +242,9 @@ class CopyWriter:
         caller upserts the batch instead)."""
         import psycopg
 
-        def write_kind(
-            conn: sa.Connection,
-            kind: Kind,
-            batch: list[Record],
-            on_conflict: OnConflict,
-            outcome: WriteResult,
-        ) -> None:
-            ready = prepared if isinstance(prepared, Prepared) and prepared.fits(batch) else None
-            self._direct(conn, kind, batch, outcome, ready)
-
+        direct = functools.partial(self._direct, prepared=prepared)
         try:
-            return write_by_kind(self.engine, records, OnConflict.SKIP, write_kind)
+            return write_by_kind(self.engine, records, OnConflict.SKIP, direct)
         except psycopg.errors.UniqueViolation:
             return None  # the transaction rolled back: nothing of the batch was written
 
@@ -367,14 +359,17 @@ class CopyWriter:
         conn: sa.Connection,
         kind: Kind,
         batch: list[Record],
+        on_conflict: OnConflict,
         outcome: WriteResult,
-        prepared: Prepared | None,
+        *,
+        prepared: object | None,
     ) -> None:
         """COPY straight into the table (a duplicate raises psycopg's UniqueViolation).
 
-        The rows are those *prepared*, or made just before they are written, so
-        that a batch's rows are never all alive at once.
+        The rows are those *prepared* (when made of this batch), or made just
+        before they are written, so that a batch's rows are never all alive at once.
         """
+        ready = prepared if isinstance(prepared, Prepared) and prepared.fits(batch) else None
         table = self.store.table(kind)
         assert table is not None
         columns = self.store.column_names(kind, table)
@@ -384,13 +379,13 @@ class CopyWriter:
         types = self.types(conn, table)
         written: list[str] = []
         failed: dict[str, str] = {}
-        ids = prepared.ids if prepared else self._next_ids(conn, table, len(batch))
+        ids = ready.ids if ready else self._next_ids(conn, table, len(batch))
         target = _Copy(table, ["id", *columns] if ids else list(columns), types, ids)
         with self._copy(driver, name, target.names, types) as copy:
-            if prepared is not None:
-                for block in prepared.blocks:
+            if ready is not None:
+                for block in ready.blocks:
                     copy.write(block)
-                written, failed = prepared.written, prepared.failed
+                written, failed = ready.written, ready.failed
             elif binary_format(types, target.names):
                 self._blocks(copy.write, batch, target, written, failed)
             else:
