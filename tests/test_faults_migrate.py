@@ -33,7 +33,6 @@ from tests.faults import (
     start,
     stop_after,
     terminate_backends,
-    wait_until,
     with_application_name,
     with_session_timeouts,
 )
@@ -308,7 +307,8 @@ def test_a_source_that_keeps_changing_ends_incomplete_with_the_command_to_finish
 ) -> None:
     # Given a migration that may start its pass again no more than once
     command = importlib.import_module("resultkit.commands.migrate")
-    monkeypatch.setattr(command, "MAX_RESCANS", 1)
+    reading = importlib.import_module("resultkit.transfer.reading")
+    monkeypatch.setattr(reading, "MAX_RESCANS", 1)
     source = own_redis()
     ids = fill(source.client(), "g", 5000)
     checkpoint = tmp_path / "cp.json"

@@ -23,6 +23,7 @@ __all__ = [
     "Target",
     "app_for_url",
     "load_app",
+    "private_copy",
     "resolve_target",
     "user_settings",
 ]
@@ -141,6 +142,19 @@ def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Cele
     return app
 
 
+def private_copy(app: Celery, **changes: Any) -> Celery:
+    """A new app with *app*'s settings and *changes*: what resultkit may change
+    (a doctor's timeouts, a broker given on the command line) and the backends
+    it builds stay out of the caller's app."""
+    from celery import Celery
+
+    copy = Celery(app.main or "resultkit", set_as_current=False)
+    settings = dict(app.conf.table(with_defaults=False, censored=False))
+    settings.pop("deprecated_settings", None)
+    copy.conf.update(settings, **changes)
+    return copy
+
+
 def user_settings(app: Celery | None) -> dict[str, Any]:
     """The settings the user gave *app* (no defaults), without its result_backend.
 
@@ -186,7 +200,7 @@ def resolve_target(
         label = app if isinstance(app, str) else (app.main or "app")
         celery_app = load_app(app) if isinstance(app, str) else app
         if broker:
-            celery_app.conf.broker_url = broker
+            celery_app = private_copy(celery_app, broker_url=broker)
         backend = celery_app.conf.result_backend
         backend_url = backend if isinstance(backend, str) else ""
         redactor.add_url(backend_url)

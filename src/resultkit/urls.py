@@ -23,6 +23,7 @@ __all__ = [
     "credential_problem",
     "mask_url",
     "parse_backend_url",
+    "parse_store_url",
     "unencoded_characters",
 ]
 
@@ -45,6 +46,10 @@ class BackendKind(str, enum.Enum):
     RPC = "rpc"
     FILE = "file"
     DUAL = "dual"
+    #: resultkit's own: a gzip'd JSON-lines archive (``jsonl://PATH``).
+    ARCHIVE = "archive"
+    #: resultkit's own: django-celery-results' tables (``django+<SQLAlchemy URL>``).
+    DJANGO = "django"
     OTHER = "other"
 
 
@@ -321,6 +326,11 @@ class BackendURL:
         return mask_url(self.raw)
 
     @property
+    def path(self) -> str:
+        """Everything after ``://`` (a file system path for ``file://`` and ``jsonl://``)."""
+        return self.raw.partition("://")[2]
+
+    @property
     def query(self) -> dict[str, str]:
         """The query parameters of the (first) URL."""
         _, _, query = self.raw.split(";")[0].partition("?")
@@ -364,6 +374,22 @@ def parse_backend_url(url: str) -> BackendURL:
             )
         return BackendURL(url, scheme, alias, kind, sqlalchemy_url=url.split("+", 1)[1])
     return BackendURL(url, scheme, alias, kind)
+
+
+def parse_store_url(url: str) -> BackendURL:
+    """A URL a resultkit store reads: a result backend's (:func:`parse_backend_url`),
+    an archive (``jsonl://PATH``) or django-celery-results' tables
+    (``django+<SQLAlchemy URL>``)."""
+    url = url.strip()
+    scheme = url.partition("://")[0].lower()
+    if scheme == "jsonl" or scheme.startswith("jsonl+"):
+        return BackendURL(url, scheme, "jsonl", BackendKind.ARCHIVE)
+    if scheme.startswith("django+"):
+        tables = parse_backend_url("db+" + url.split("+", 1)[1])
+        return BackendURL(
+            url, scheme, "django", BackendKind.DJANGO, sqlalchemy_url=tables.sqlalchemy_url
+        )
+    return parse_backend_url(url)
 
 
 #: The URL parser each kind's driver uses (see :func:`credential_problem`).

@@ -10,6 +10,7 @@ exactly as they do in Celery.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
 from ..purge import PurgePlan
-from ..records import Kind, Record, as_datetime
+from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
 from .base import OnConflict, Page, Store, WriteResult
 
@@ -107,7 +108,7 @@ class RedisStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.backend = self.app.backend
+        self.backend = self.celery_app.backend
         self.client = self.backend.client
         #: False once the server refused EVAL (an ACL user without scripting, as a
         #: read-only user often is): reads then take the same data without scripts.
@@ -182,7 +183,8 @@ class RedisStore(Store):
         out: dict[str, Record] = {}
         # JSON is resultkit-json's when the store is said to hold that.
         as_json = self.codec.hint if self.codec.hint in JSON_FAMILY else "json"
-        decode = self._decode_json
+        expected = Payload(None, as_json)
+        decode = functools.partial(self._decode_json, as_json)
         for result_id, value, pttl in zip(ids, values, ttls, strict=True):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
@@ -192,11 +194,18 @@ class RedisStore(Store):
                 # The common case, uncompressed JSON: decoded when first used (a
                 # migration into a table decodes each just before making its row).
                 record = Record(
-                    kind, result_id, None, as_json, None, expires_at, known, value, decode=decode
+                    kind,
+                    result_id,
+                    expected,
+                    decode=decode,
+                    raw=value,
+                    expires_at=expires_at,
+                    expires_known=known,
                 )
             else:
-                record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
-                record.expires_known = known
+                record = self.record_from_payload(
+                    kind, result_id, value, expires_at=expires_at, expires_known=known
+                )
             out[result_id] = record
         return out
 
@@ -220,21 +229,13 @@ class RedisStore(Store):
         values, *ttls = pipe.execute()
         return values, ttls
 
-    def _decode_json(self, record: Record, keep: bool) -> dict[str, Any] | None:
-        """Decode a payload that looked like JSON (see :meth:`_fetch` and
-        :meth:`Record.peek`); anything else is decoded as any other payload,
-        with the same errors."""
-        assert record.raw is not None
-        meta = json_at_once(record.raw, record.serializer)
+    def _decode_json(self, serializer: str, raw: bytes) -> Payload:
+        """Decode a payload that looked like JSON (see :meth:`_fetch`); anything
+        else is decoded as any other payload, with the same errors."""
+        meta = json_at_once(raw, serializer)
         if isinstance(meta, dict):
-            if keep:
-                record.meta = meta
-            return meta
-        other = self.record_from_payload(record.kind, record.id, record.raw)
-        record.meta, record.error = other.meta, other.error
-        record.serializer, record.compression = other.serializer, other.compression
-        record.envelope, record.missing_key = other.envelope, other.missing_key
-        return other.meta
+            return Payload(meta, serializer)
+        return self.payload_of(raw)
 
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         return self._fetch(kind, ids)
