@@ -1,0 +1,272 @@
+"""A real Redis Cluster for the tests: six redis-server processes on free loopback ports.
+
+Three masters and three replicas, created with ``redis-cli --cluster create``
+and stopped afterwards.  ``python -m tests.cluster`` starts one for
+development and prints its URL (stopped with Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: How long a silent node counts as alive; low, so that a failover takes about a second.
+NODE_TIMEOUT_MS = 1000
+#: Masters, each with one replica.
+MASTERS = 3
+START_TIMEOUT_S = 30.0
+
+
+class ClusterUnavailable(RuntimeError):
+    """redis-server or redis-cli is missing, or the cluster did not form."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_ports(count: int) -> list[int]:
+    """*count* free ports whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 55000 and port not in ports and _port_free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class Node:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs: Any) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Cluster:
+    """A running cluster; :meth:`client` is a redis-py RedisCluster client on it."""
+
+    folder: Path
+    nodes: list[Node]
+    binary: str
+    _clients: list[Any] = field(default_factory=list)
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
+
+    @property
+    def url(self) -> str:
+        """The resultkit store URL (``rediscluster://``)."""
+        return f"rediscluster://{self.hosts}"
+
+    @property
+    def backend_url(self) -> str:
+        """The Celery ``result_backend`` URL."""
+        return f"resultkit-redis+{self.url}"
+
+    def client(self, **kwargs: Any) -> Any:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        client = RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in self.nodes],
+            socket_timeout=5,
+            **kwargs,
+        )
+        self._clients.append(client)
+        return client
+
+    def node(self, port: int) -> Node:
+        return next(node for node in self.nodes if node.port == port)
+
+    def master_of(self, key: str | bytes) -> Node:
+        """The node that serves *key*'s slot now."""
+        client = self.client()
+        node = client.get_node_from_key(key)
+        client.close()
+        return self.node(int(node.port))
+
+    def masters(self) -> list[Node]:
+        return [n for n in self.nodes if n.alive and _role(n) == "master"]
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until every live node says the cluster is ok and each master has a linked replica
+        (or none are left to link)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(
+                    n.client().cluster("info")["cluster_state"] == "ok"
+                    for n in self.nodes
+                    if n.alive
+                ) and all(_replica_linked(n) for n in self.nodes if n.alive):
+                    return
+            except Exception:  # a node still starting or just killed
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable("the cluster did not become healthy")
+            time.sleep(0.05)
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL *node* (a master's replica then takes over)."""
+        node.process.kill()
+        node.process.wait(10)
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again, on its port, with its nodes.conf (it rejoins)."""
+        node.process = _start_node(self.binary, self.folder, node.port)
+        _wait_answers(node.port)
+
+    def flush(self) -> None:
+        for node in self.masters():
+            with contextlib.suppress(Exception):
+                node.client().flushall()
+
+    def stop(self) -> None:
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        for node in self.nodes:
+            if node.alive:
+                node.process.send_signal(signal.SIGCONT)
+                node.process.terminate()
+        for node in self.nodes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(10)
+
+
+def _role(node: Node) -> str:
+    return str(node.client(decode_responses=True).info("replication")["role"])
+
+
+def _replica_linked(node: Node) -> bool:
+    info = node.client(decode_responses=True).info("replication")
+    if info["role"] == "master":
+        return True
+    return bool(info.get("master_link_status") == "up")
+
+
+def _start_node(binary: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            # A replica may always take over, however long its link was down.
+            "--cluster-replica-validity-factor",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--dir",
+            str(folder),
+            "--dbfilename",
+            f"dump-{port}.rdb",
+            "--logfile",
+            f"redis-{port}.log",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_answers(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise ClusterUnavailable(f"redis-server on port {port} did not start")
+
+
+def start_cluster(folder: Path) -> Cluster:
+    """Start six nodes in *folder* and join them into a cluster."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
+    ports = free_cluster_ports(MASTERS * 2)
+    nodes = [Node(port, _start_node(binary, folder, port)) for port in ports]
+    cluster = Cluster(folder, nodes, binary)
+    try:
+        for port in ports:
+            _wait_answers(port)
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            raise ClusterUnavailable(f"redis-cli --cluster create failed: {created.stdout}")
+        cluster.wait_healthy()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    with tempfile.TemporaryDirectory(prefix="rk-cluster-") as folder:
+        cluster = start_cluster(Path(folder))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    with running_cluster() as running:
+        print(running.url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
