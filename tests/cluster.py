@@ -110,6 +110,29 @@ class Cluster:
         client.close()
         return self.node(int(node.port))
 
+    def replica_of(self, master: Node) -> Node:
+        """The live replica that copies *master*."""
+        for node in self.nodes:
+            if node.alive and node is not master:
+                info = node.client(decode_responses=True).info("replication")
+                if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                    return node
+        raise AssertionError(f"master {master.port} has no live replica")
+
+    def kill_with_lagging_replica(self, master: Node, lag_s: float) -> None:
+        """Cut *master*'s replica off (SIGSTOP, and the master drops the link), let the
+        master take writes for *lag_s* that the replica never gets, SIGKILL the master,
+        then thaw the replica, which takes over without those writes: what a replica
+        lagging *lag_s* behind loses."""
+        replica = self.replica_of(master)
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            master.client().client_kill_filter(_type="replica")
+            time.sleep(lag_s)
+            self.kill(master)
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+
     def masters(self) -> list[Node]:
         return [n for n in self.nodes if n.alive and _role(n) == "master"]
 

@@ -1,0 +1,194 @@
+"""Benchmark: resultkit-redis on a Redis Cluster against resultkit-redis on one node.
+
+Starts its own six-node cluster (three masters, three replicas) and its own
+single redis-server, both on loopback with the same settings, and measures in
+the same run:
+
+- ``store_result`` and ``get_task_meta`` per second in one client process, on
+  the cluster (with and without ``resultkit_redis_wait_replicas = 1``) and on
+  the single node, with their ratio;
+- the loss window: writer threads store results continuously, a master is
+  killed with SIGKILL (its replica in step, or cut off ``--lag`` seconds before),
+  the writers go on through the failover; then every
+  result whose store had returned is read back, and the missing ones counted,
+  without and with the replica wait.
+
+Run: ``.venv/bin/python benchmarks/cluster_bench.py [--seconds 3] [--rounds 3] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.cluster import Cluster, free_cluster_ports, running_cluster  # noqa: E402
+
+
+def app(url: str, **settings: Any) -> Celery:
+    celery = Celery("bench", set_as_current=False)
+    celery.conf.update(result_backend=url, result_expires=3600, **settings)
+    return celery
+
+
+def rate(backend: Any, op: str, seconds: float, ids: list[str]) -> float:
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        if op == "store":
+            task_id = f"{uuid.uuid4().hex[:8]}-{count}"
+            backend.store_result(task_id, {"n": count, "ok": True}, "SUCCESS")
+            ids.append(task_id)
+        else:
+            backend.get_task_meta(ids[count % len(ids)], cache=False)
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def throughput(cluster: Cluster, single_url: str, seconds: float) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    sides = {
+        "single": app("resultkit-redis+" + single_url).backend,
+        "cluster": app(cluster.backend_url).backend,
+        "cluster_wait1": app(cluster.backend_url, resultkit_redis_wait_replicas=1).backend,
+    }
+    for name, backend in sides.items():
+        ids: list[str] = []
+        figures[f"{name}_store_per_s"] = rate(backend, "store", seconds, ids)
+        figures[f"{name}_get_per_s"] = rate(backend, "get", seconds, ids)
+    for op in ("store", "get"):
+        single = figures[f"single_{op}_per_s"]
+        figures[f"cluster_{op}_ratio"] = figures[f"cluster_{op}_per_s"] / single
+        figures[f"cluster_wait1_{op}_ratio"] = figures[f"cluster_wait1_{op}_per_s"] / single
+    return figures
+
+
+def loss_round(cluster: Cluster, wait: int, lag_s: float, writers: int = 4) -> dict[str, Any]:
+    """Kill a master while *writers* threads store, its replica *lag_s* behind (0: in step);
+    count the acknowledged results that are gone."""
+    prefix = f"loss{uuid.uuid4().hex[:6]}-"
+    backend_app = app(
+        cluster.backend_url,
+        resultkit_redis_wait_replicas=wait,
+        result_backend_transport_options={"global_keyprefix": prefix},
+    )
+    acknowledged: list[str] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def write(worker: int) -> None:
+        backend = backend_app.backend
+        number = 0
+        while not stop.is_set():
+            task_id = f"w{worker}-{number}"
+            number += 1
+            try:
+                backend.store_result(task_id, task_id, "SUCCESS")
+                acknowledged.append(task_id)
+            except Exception:
+                failed.append(task_id)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    victim = cluster.masters()[0]
+    before_kill = len(acknowledged)
+    if lag_s:
+        cluster.kill_with_lagging_replica(victim, lag_s)
+    else:
+        cluster.kill(victim)
+    killed_at = time.monotonic()
+    time.sleep(4.0)  # through the failover (node timeout 1 s)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    cluster.restart(victim)
+    cluster.wait_healthy()
+    reader = app(cluster.backend_url, result_backend_transport_options={"global_keyprefix": prefix})
+    found = dict(reader.backend.get_many(acknowledged, timeout=60, max_iterations=1))
+    lost = [task_id for task_id in acknowledged if task_id not in found]
+    cluster.flush()
+    return {
+        "wait_replicas": wait,
+        "replica_lag_s": lag_s,
+        "acknowledged": len(acknowledged),
+        "acknowledged_before_kill": before_kill,
+        "lost": len(lost),
+        "failed_stores": len(failed),
+        "seconds_after_kill": round(time.monotonic() - killed_at, 1),
+    }
+
+
+def single_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_cluster_ports(1)[0]
+    process = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput figure")
+    parser.add_argument("--rounds", type=int, default=3, help="master kills per mode")
+    parser.add_argument(
+        "--lag", type=float, default=0.3, help="seconds the replica falls behind before the kill"
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, running_cluster() as cluster:
+        process, single_url = single_server(Path(folder))
+        try:
+            figures = throughput(cluster, single_url, args.seconds)
+        finally:
+            process.terminate()
+            process.wait(10)
+        cluster.flush()
+        rounds = [
+            loss_round(cluster, wait, lag)
+            for lag in (0.0, args.lag)
+            for wait in (0, 1)
+            for _ in range(args.rounds)
+        ]
+    if args.json:
+        print(json.dumps({"throughput": figures, "loss": rounds}, indent=2))
+        return
+    for op in ("store", "get"):
+        single, plain = figures[f"single_{op}_per_s"], figures[f"cluster_{op}_per_s"]
+        waited = figures[f"cluster_wait1_{op}_per_s"]
+        print(
+            f"{op:5}  single {single:8.0f}/s   "
+            f"cluster {plain:8.0f}/s ({figures[f'cluster_{op}_ratio']:.2f})   "
+            f"cluster+WAIT 1 {waited:8.0f}/s ({figures[f'cluster_wait1_{op}_ratio']:.2f})"
+        )
+    for result in rounds:
+        print(
+            f"master killed, replica lag {result['replica_lag_s']:.1f} s, "
+            f"wait_replicas={result['wait_replicas']}: "
+            f"{result['lost']} lost of {result['acknowledged']} acknowledged "
+            f"({result['acknowledged_before_kill']} before the kill), "
+            f"{result['failed_stores']} stores failed"
+        )
+
+
+if __name__ == "__main__":
+    main()
