@@ -127,7 +127,7 @@ class Cluster:
         replica = self.replica_of(master)
         replica.process.send_signal(signal.SIGSTOP)
         try:
-            master.client().client_kill_filter(_type="replica")
+            master.client().client_kill_filter(_type="slave")
             time.sleep(lag_s)
             self.kill(master)
         finally:

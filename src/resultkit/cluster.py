@@ -35,6 +35,7 @@ __all__ = [
     "is_cluster_url",
     "make_client",
     "parse_cluster_url",
+    "read_on_master",
     "supports_sharded_pubsub",
     "write_on_master",
 ]
@@ -42,6 +43,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLUSTER_SCHEMES = ("rediscluster",)
+#: The oldest redis-py whose cluster client and sharded pub/sub pass the cluster tests
+#: (5.0 loses sharded messages on a node's pub/sub connection).
+MIN_REDIS_PY = (6, 0)
 DEFAULT_PORT = 6379
 #: Redirections (MOVED, ASK) followed for one write before it counts as failed.
 MAX_REDIRECTS = 5
@@ -148,8 +152,15 @@ def cluster_errors() -> tuple[type[BaseException], ...]:
 def make_client(url: ClusterURL, **options: Any) -> Any:
     """A redis-py ``RedisCluster`` client for *url*; *options* go to every node's connections
     (``socket_timeout``, ``retry_on_timeout``, ``max_connections``, ``ssl_*``...)."""
+    import redis
     from redis.cluster import ClusterNode, RedisCluster
 
+    installed = tuple(int(part) for part in redis.__version__.split(".")[:2] if part.isdigit())
+    if installed < MIN_REDIS_PY:
+        raise ConfigurationError(
+            f"Redis Cluster needs redis-py {'.'.join(map(str, MIN_REDIS_PY))} or later "
+            f"(installed: {redis.__version__}): pip install -U 'redis>=6'"
+        )
     nodes = [ClusterNode(host, port) for host, port in url.nodes]  # type: ignore[no-untyped-call]
 
     params: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
@@ -291,6 +302,23 @@ def write_on_master(
         waits.record(node.name, key, wanted, acknowledged)
         return acknowledged
     raise MovedError(f"0 {node.host}:{node.port}")  # too many redirections: retried by the caller
+
+
+def read_on_master(client: Any, command: str, key: bytes | str) -> Any:
+    """Run the one-key read *command* (``get``) straight on the master of *key*'s slot.
+
+    The cluster client's own path (slot lookup, redirections, retries) costs
+    as much as the round trip itself; this goes to the master the slot map
+    names, and only when that fails (a moved slot, a failover) takes the
+    cluster client's path, which follows redirections and reloads the map.
+    """
+    from redis.exceptions import AskError, ClusterDownError, ConnectionError, TryAgainError
+
+    try:
+        node = client.get_node_from_key(key)
+        return getattr(client.get_redis_connection(node), command)(key)
+    except (AskError, TryAgainError, ClusterDownError, ConnectionError):
+        return getattr(client, command)(key)
 
 
 def _refresh_quietly(client: Any) -> None:

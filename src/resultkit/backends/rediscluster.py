@@ -314,10 +314,7 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
             task_id = args[0] if args else kwargs.get("task_id")
             raise BackendStoreError(str(exc), task_id=task_id) from exc
 
-    def _read(self, command: str, *args: Any) -> Any:
-        def call(*call_args: Any) -> Any:
-            return getattr(self.client, command)(*call_args)
-
+    def _read(self, call: Any, *args: Any) -> Any:
         try:
             return self.ensure(call, args)
         except self.connection_errors as exc:
@@ -326,10 +323,10 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
             ) from exc
 
     def get(self, key: bytes) -> Any:
-        return self._read("get", key)
+        return self._read(lambda k: cluster.read_on_master(self.client, "get", k), key)
 
     def mget(self, keys: list[bytes]) -> list[Any]:
         keys = list(keys)
         if not keys:
             return []
-        return list(self._read("mget_nonatomic", keys))
+        return list(self._read(lambda k: self.client.mget_nonatomic(k), keys))
