@@ -61,6 +61,12 @@ def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
         return DjangoStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
     parsed = parse_backend_url(url)
     require_driver(parsed)
+    if parsed.kind is BackendKind.REDIS_CLUSTER:
+        from .rediscluster import RedisClusterStore
+
+        # The store URL is rediscluster://; Celery knows the backend by resultkit-redis+.
+        backend_url = url if "+" in parsed.scheme else "resultkit-redis+" + url
+        return RedisClusterStore(url, app_for_url(backend_url, **user_settings(app)), codec)
     store_app = app_for_url(url, **user_settings(app))
     if parsed.kind is BackendKind.RPC:
         raise ConfigurationError(RPC_REFUSAL)
@@ -78,5 +84,5 @@ def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
         return FilesystemStore(url, store_app, codec)
     raise ConfigurationError(
         f"resultkit cannot read or write {mask_url(url)} yet: stores exist for redis://, "
-        "rediss://, sentinel://, db+..., django+..., file:// and jsonl://"
+        "rediss://, sentinel://, rediscluster://, db+..., django+..., file:// and jsonl://"
     )
