@@ -73,7 +73,8 @@ def test_migrate_single_redis_to_the_cluster_and_back_with_verify(
         home = cli("migrate", redis_cluster.url, back.url, "-A", "rkapp", "--verify", "--json")
         # Then all of them arrive
         assert home.code == 0, home.output
-        assert (home.json["copied"], home.json["verified"], home.json["mismatched"]) == (300, 300, 0)
+        counts = (home.json["copied"], home.json["verified"], home.json["mismatched"])
+        assert counts == (300, 300, 0)
         assert back.client.exists(*(f"{cluster_prefix}celery-task-meta-{i}" for i in ids)) == 300
 
 
