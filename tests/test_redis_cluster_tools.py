@@ -9,7 +9,7 @@ from celery import Celery
 
 from tests.cluster import Cluster
 from tests.conftest import RedisDB, redis_database
-from tests.worker import load, write_app
+from tests.worker import load, wait_until, write_app
 
 STATES = ["SUCCESS"] * 200 + ["FAILURE"] * 60 + ["REVOKED"] * 40
 
@@ -115,3 +115,71 @@ def test_cleanup_fixes_missing_ttls_and_deletes_old_results_on_every_master(
     assert deleted.code == 0, deleted.output
     assert deleted.json["deleted"] == 300
     assert client.exists(*bare[:1], f"{cluster_prefix}celery-task-meta-{ids[-1]}") == 0
+
+
+def test_doctor_passes_a_healthy_cluster_and_names_keys_without_ttl(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, tmp_path: Path
+) -> None:
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = seed(redis_cluster.backend_url, cluster_prefix, STATES[:30])
+    redis_cluster.client().persist(f"{cluster_prefix}celery-task-meta-{ids[0]}")
+
+    report = cli("doctor", "-A", "rkapp", "--json")
+
+    assert report.code == 0, report.output
+    assert report.check("cluster.state")["status"] == "pass"
+    assert "all 16,384 slots" in report.check("cluster.state")["message"]
+    assert report.check("cluster.nodes")["message"].startswith("3 masters, 3 replicas")
+    keys = report.check("redis.result-keys")
+    assert (keys["status"], keys["data"]["keys"]) == ("warn", 30)
+    assert "1 sampled keys have no TTL" in keys["message"]
+    assert report.check("roundtrip.group")["status"] == "pass"
+
+
+def test_doctor_fails_a_cluster_with_a_master_down(
+    cli: Any, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    # Given a master that is dead and whose replica has not taken over yet
+    masters = redis_cluster.masters()
+    victim, alive = masters[2], masters[0]
+    replica = redis_cluster.replica_of(victim)
+    replica.process.send_signal(19)  # SIGSTOP: no failover while the doctor looks
+    redis_cluster.kill(victim)
+    try:
+        wait_until(lambda: alive.client().cluster("info")["cluster_state"] == "fail", 20)
+        report = cli("doctor", redis_cluster.url, "--json", "--timeout", "20")
+        # Then the cluster checks fail and name the node, with a fix
+        assert report.code == 1
+        state, nodes = report.check("cluster.state"), report.check("cluster.nodes")
+        assert state["status"] == "fail"
+        assert "cluster_state is fail" in state["message"]
+        assert nodes["status"] == "fail"
+        assert f"127.0.0.1:{victim.port}" in nodes["message"]
+        assert "restart" in nodes["fix"]
+    finally:
+        replica.process.send_signal(18)  # SIGCONT
+        redis_cluster.restart(victim)
+        redis_cluster.wait_healthy()
+
+
+def test_doctor_says_a_cluster_url_points_at_a_single_redis(cli: Any, redis_db: RedisDB) -> None:
+    host = redis_db.url.split("://")[1].split("/")[0]
+    report = cli("doctor", f"rediscluster://{host}", "--json")
+    assert report.code == 1
+    connect = report.check("connect")
+    assert "not in cluster mode" in connect["message"]
+    assert "resultkit-redis+redis://" in connect["fix"]
+
+
+def test_config_check_knows_the_replica_wait(cli: Any, tmp_path: Path) -> None:
+    for name, value, status in [("good", 1, "pass"), ("bad", -1, "fail")]:
+        write_app(
+            tmp_path,
+            name,
+            "memory://",
+            "resultkit-redis+rediscluster://127.0.0.1:7000",
+            resultkit_redis_wait_replicas=value,
+        )
+        report = cli("config", "check", "-A", name, "--json")
+        assert report.check("config.replica-wait")["status"] == status, report.output
+        assert report.check("config.unknown-setting")["status"] == "pass"

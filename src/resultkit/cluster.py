@@ -36,6 +36,7 @@ __all__ = [
     "make_client",
     "parse_cluster_url",
     "read_on_master",
+    "replication_from_conf",
     "supports_sharded_pubsub",
     "write_on_master",
 ]
@@ -193,6 +194,25 @@ class Replication:
 
     replicas: int = 0
     timeout_s: float = 1.0
+
+
+def replication_from_conf(conf: Any) -> Replication:
+    """``resultkit_redis_wait_replicas`` and ``resultkit_redis_wait_timeout``, checked."""
+    replicas = conf.get("resultkit_redis_wait_replicas") or 0
+    timeout = conf.get("resultkit_redis_wait_timeout")
+    try:
+        replication = Replication(int(replicas), 1.0 if timeout is None else float(timeout))
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            "resultkit_redis_wait_replicas must be a whole number of replicas and "
+            f"resultkit_redis_wait_timeout a number of seconds (got {replicas!r}, {timeout!r})"
+        ) from None
+    if isinstance(replicas, bool) or replication.replicas < 0 or replication.timeout_s <= 0:
+        raise ConfigurationError(
+            "resultkit_redis_wait_replicas must be 0 or more and resultkit_redis_wait_timeout "
+            f"more than 0 seconds (got {replicas!r}, {timeout!r})"
+        )
+    return replication
 
 
 class ReplicaWaits:

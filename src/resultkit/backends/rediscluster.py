@@ -34,7 +34,6 @@ from celery.exceptions import BackendGetMetaError, BackendStoreError, Improperly
 from kombu.utils.objects import cached_property
 
 from .. import cluster
-from ..errors import ConfigurationError
 from ..urls import mask_url
 from .redis import ResultkitRedisBackend
 
@@ -214,23 +213,7 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
             raise ImproperlyConfigured("the Redis Cluster backend needs rediscluster://HOST:PORT")
         self._cluster_url = cluster.parse_cluster_url(url)
         super().__init__(*args, url=url, **kwargs)
-        conf = self.app.conf
-        replicas = conf.get("resultkit_redis_wait_replicas") or 0
-        timeout = conf.get("resultkit_redis_wait_timeout")
-        try:
-            self.replication = cluster.Replication(
-                int(replicas), 1.0 if timeout is None else float(timeout)
-            )
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                "resultkit_redis_wait_replicas must be a whole number of replicas and "
-                f"resultkit_redis_wait_timeout a number of seconds (got {replicas!r}, {timeout!r})"
-            ) from None
-        if self.replication.replicas < 0 or self.replication.timeout_s <= 0:
-            raise ConfigurationError(
-                "resultkit_redis_wait_replicas must be 0 or more and "
-                "resultkit_redis_wait_timeout more than 0"
-            )
+        self.replication = cluster.replication_from_conf(self.app.conf)
         self.replica_waits = cluster.ReplicaWaits(self.replication)
         self.connection_errors = tuple(self.connection_errors) + cluster.cluster_errors()
 

@@ -31,6 +31,8 @@ RESULTKIT_SETTINGS = frozenset(
         "resultkit_encryption_serializer",
         "resultkit_encryption_compression",
         "resultkit_poll_interval",
+        "resultkit_redis_wait_replicas",
+        "resultkit_redis_wait_timeout",
     }
 )
 
@@ -226,9 +228,13 @@ class SerializerAccepted(Rule):
         return CheckResult.passed(self.id, f"result_serializer {serializer!r} is accepted")
 
 
+#: The kinds of backend that Celery's redis_* settings apply to.
+REDIS_KINDS = frozenset({BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.REDIS_CLUSTER})
+
+
 class RedisExpiry(Rule):
     id = "config.result-expires"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         invalid = _invalid_expires(self.id, ctx)
@@ -349,7 +355,7 @@ class MysqlIsolation(Rule):
 
 class RedisMaxConnections(Rule):
     id = "config.redis-max-connections"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         limit = ctx.get("redis_max_connections")
@@ -425,7 +431,7 @@ def _backend_class(ctx: AuditContext) -> type | None:
 
 class ResultExtended(Rule):
     id = "config.result-extended"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.SQL, BackendKind.FILE})
+    kinds = REDIS_KINDS | {BackendKind.SQL, BackendKind.FILE}
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         if ctx.get("result_extended"):
@@ -492,7 +498,7 @@ class Conflicts(Rule):
                 "remove task_ignore_result, or set ignore_result on the tasks that need it"
             )
         redis_only = sorted(k for k in user if k.startswith("redis_"))
-        if redis_only and kind not in (BackendKind.REDIS, BackendKind.SENTINEL, None):
+        if redis_only and kind is not None and kind not in REDIS_KINDS:
             found.append(f"{', '.join(redis_only)} apply to Redis only and are ignored here")
             fixes.append(f"remove {', '.join(redis_only)}")
         sql_only = sorted(k for k in user if k.startswith("database_"))
@@ -509,7 +515,7 @@ class Conflicts(Rule):
 
 class InsecureTransport(Rule):
     id = "config.tls"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         url = ctx.url.raw if ctx.url else ""
@@ -524,7 +530,12 @@ class InsecureTransport(Rule):
                 "impersonate the server",
                 "use ssl_cert_reqs=required and ssl_ca_certs=/path/to/ca.pem",
             )
-        secure = url.startswith(("rediss", "resultkit-redis+rediss")) or bool(options)
+        query = ctx.url.query if ctx.url else {}
+        secure = (
+            url.startswith(("rediss", "resultkit-redis+rediss"))
+            or bool(options)
+            or str(query.get("ssl", "")).lower() in ("1", "true", "yes", "on")
+        )
         return CheckResult.passed(
             self.id, "TLS with certificate checks" if secure else "plain TCP (no TLS configured)"
         )
@@ -638,6 +649,43 @@ class PollInterval(Rule):
         return CheckResult.passed(self.id, f"get() polls every {seconds:g} s at most")
 
 
+class ReplicaWait(Rule):
+    """``resultkit_redis_wait_replicas`` and ``_timeout``, as the cluster backend reads them."""
+
+    id = "config.replica-wait"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return (
+            ctx.get("resultkit_redis_wait_replicas") is not None
+            or ctx.get("resultkit_redis_wait_timeout") is not None
+        )
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ..cluster import replication_from_conf
+
+        try:
+            wait = replication_from_conf(ctx.conf)
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                "e.g. resultkit_redis_wait_replicas = 1 (see docs/redis-cluster.md)",
+            )
+        if ctx.kind is not BackendKind.REDIS_CLUSTER:
+            return CheckResult.warned(
+                self.id,
+                "resultkit_redis_wait_replicas applies to resultkit-redis on a Redis Cluster only; "
+                "it is ignored here",
+                "remove it, or use resultkit-redis+rediscluster://...",
+            )
+        if not wait.replicas:
+            return CheckResult.passed(self.id, "stores do not wait for replicas")
+        return CheckResult.passed(
+            self.id,
+            f"each store waits up to {wait.timeout_s:g} s for {wait.replicas} replica(s)",
+        )
+
+
 class UrlPasswords(Rule):
     """Passwords in URLs with URL syntax characters that are not percent-encoded."""
 
@@ -681,6 +729,7 @@ RULES: Sequence[Rule] = (
     Retention(),
     DualWrite(),
     PollInterval(),
+    ReplicaWait(),
     UrlPasswords(),
     RedisExpiry(),
     SqlCleanup(),

@@ -140,6 +140,7 @@ def check_url(probe: Probe) -> list[CheckResult]:
 
 _KIND_LABELS = {
     BackendKind.REDIS: "a Redis result backend",
+    BackendKind.REDIS_CLUSTER: "a Redis Cluster result backend (resultkit-redis)",
     BackendKind.SENTINEL: "a Redis Sentinel result backend",
     BackendKind.SQL: "a SQL result backend (SQLAlchemy)",
     BackendKind.RPC: "the RPC result backend (results travel as broker messages)",
@@ -191,7 +192,7 @@ def _apply_timeouts(probe: Probe) -> None:
     conf = probe.target.app.conf
     seconds = probe.step_timeout()
     kind = probe.kind
-    if kind in (BackendKind.REDIS, BackendKind.SENTINEL):
+    if kind in (BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.REDIS_CLUSTER):
         conf.redis_socket_connect_timeout = min(
             float(conf.redis_socket_connect_timeout or seconds), seconds
         )
@@ -265,6 +266,28 @@ def check_connect(probe: Probe) -> CheckResult:
         client = probe.backend.client
         client.ping()
         detail = f"Redis {client.info('server').get('redis_version', '?')}"
+    elif kind is BackendKind.REDIS_CLUSTER:
+        from redis.exceptions import RedisClusterException
+
+        probe.backend = build_backend(probe)
+        try:
+            client = probe.backend.client
+        except RedisClusterException as exc:
+            if (
+                "cluster mode is not enabled" in str(exc).lower()
+                or "cluster support" in str(exc).lower()
+            ):
+                return CheckResult.failed(
+                    "connect",
+                    f"{probe.where} points at a Redis server that is not in cluster mode",
+                    "for a single Redis use resultkit-redis+redis://HOST:PORT/0; for a cluster, "
+                    "name its nodes (cluster-enabled yes)",
+                    reason="not-a-cluster",
+                )
+            raise
+        node = client.get_default_node()
+        version = client.get_redis_connection(node).info("server").get("redis_version", "?")
+        detail = f"a Redis Cluster of {len(client.get_primaries())} masters (Redis {version})"
     elif kind is BackendKind.RPC:
         probe.backend = build_backend(probe)
         with probe.target.app.connection_for_write() as conn:
@@ -300,6 +323,8 @@ def check_server(probe: Probe) -> list[CheckResult]:
     """Read the server's own state: eviction, persistence, tables, backlog."""
     if probe.kind in (BackendKind.REDIS, BackendKind.SENTINEL):
         return _redis_state(probe)
+    if probe.kind is BackendKind.REDIS_CLUSTER:
+        return _cluster_state(probe)
     if probe.kind is BackendKind.SQL:
         return _sql_state(probe)
     if probe.kind is BackendKind.FILE:
@@ -311,10 +336,125 @@ def _expires_s(probe: Probe) -> float | None:
     return expiry_seconds(probe.target.app.conf.result_expires)
 
 
-def _redis_state(probe: Probe) -> list[CheckResult]:
+#: How bad each status is, to report the worst node of a cluster.
+_SEVERITY = {Status.SKIP: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
+
+
+def _cluster_state(probe: Probe) -> list[CheckResult]:
+    """The cluster's health, then each master's Redis checks, worst master first."""
+    cluster = probe.backend.client
+    results = _cluster_health(cluster)
+    per_check: dict[str, list[tuple[str, CheckResult]]] = {}
+    for node in cluster.get_primaries():
+        try:
+            found = _redis_state(probe, cluster.get_redis_connection(node))
+        except Exception as exc:  # an unreachable master is reported by cluster.nodes
+            found = [probe.fail("redis.node", exc)]
+        for result in found:
+            per_check.setdefault(result.id, []).append((node.name, result))
+    for check_id, found_on in per_check.items():
+        name, worst = max(found_on, key=lambda item: _SEVERITY[item[1].status])
+        if check_id == "redis.result-keys":
+            keys = sum(int(r.data.get("keys", 0)) for _, r in found_on)
+            no_ttl = sum(int(r.data.get("no_ttl_in_sample", 0)) for _, r in found_on)
+            sampled = sum(int(r.data.get("sampled", 0)) for _, r in found_on)
+            message = f"{keys:,} result keys on {len(found_on)} masters, {sampled:,} sampled"
+            if no_ttl:
+                message += f"; {no_ttl} sampled keys have no TTL (worst: {name})"
+            results.append(CheckResult(check_id, worst.status, message, worst.fix, {"keys": keys}))
+            continue
+        message = (
+            f"{name}: {worst.message}"
+            if worst.status is not Status.PASS
+            else (f"every master: {worst.message}" if len(found_on) > 1 else worst.message)
+        )
+        results.append(CheckResult(check_id, worst.status, message, worst.fix, worst.data))
+    return results
+
+
+def _cluster_health(cluster: Any) -> list[CheckResult]:
+    """CLUSTER INFO and NODES: state, slot coverage, nodes down, masters without replicas."""
+    node = cluster.get_default_node()
+    connection = cluster.get_redis_connection(node)
+    info = connection.execute_command("CLUSTER INFO")
+    if isinstance(info, bytes):
+        info = info.decode()
+    if isinstance(info, str):
+        info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    state = str(info.get("cluster_state", "?"))
+    covered = int(info.get("cluster_slots_ok", 0))
+    results: list[CheckResult] = []
+    if state != "ok" or covered < 16384:
+        results.append(
+            CheckResult.failed(
+                "cluster.state",
+                f"cluster_state is {state}, {covered:,} of 16,384 slots served: "
+                "stores and reads of results in the other slots fail (CLUSTERDOWN)",
+                "bring the failed master back or let its replica take over; "
+                "redis-cli --cluster fix HOST:PORT covers slots nobody serves",
+                state=state,
+                slots_ok=covered,
+            )
+        )
+    else:
+        results.append(
+            CheckResult.passed(
+                "cluster.state", "cluster_state ok, all 16,384 slots served", slots_ok=covered
+            )
+        )
+    nodes = cluster.cluster_nodes()
+    down = sorted(
+        address
+        for address, entry in nodes.items()
+        if {"fail", "fail?", "noaddr"} & set(str(entry.get("flags", "")).split(","))
+        or not entry.get("connected", True)
+    )
+    masters = {
+        entry["node_id"]: address
+        for address, entry in nodes.items()
+        if "master" in str(entry.get("flags", "")) and "fail" not in str(entry.get("flags", ""))
+    }
+    replicas: dict[str, int] = dict.fromkeys(masters, 0)
+    for entry in nodes.values():
+        flags = str(entry.get("flags", ""))
+        if "slave" in flags and "fail" not in flags and entry.get("master_id") in replicas:
+            replicas[entry["master_id"]] += 1
+    lonely = sorted(masters[m] for m, count in replicas.items() if count == 0)
+    layout = f"{len(masters)} masters, {sum(replicas.values())} replicas"
+    if down:
+        results.append(
+            CheckResult.failed(
+                "cluster.nodes",
+                f"{layout}; unreachable or failed: {', '.join(down)}",
+                "restart those nodes (they rejoin by their nodes.conf), or remove them with "
+                "redis-cli --cluster del-node",
+                down=down,
+            )
+        )
+    elif lonely:
+        results.append(
+            CheckResult.warned(
+                "cluster.nodes",
+                f"{layout}; without a replica: {', '.join(lonely)} (its results are lost "
+                "with it, and resultkit_redis_wait_replicas cannot be met)",
+                "add a replica to each: redis-cli --cluster add-node NEW:PORT HOST:PORT "
+                "--cluster-slave --cluster-master-id ID",
+                without_replica=lonely,
+            )
+        )
+    else:
+        results.append(
+            CheckResult.passed(
+                "cluster.nodes", f"{layout}; every node reachable, each master replicated"
+            )
+        )
+    return results
+
+
+def _redis_state(probe: Probe, client: Any = None) -> list[CheckResult]:
     import redis
 
-    client = probe.backend.client
+    client = client if client is not None else probe.backend.client
     results: list[CheckResult] = []
     memory = client.info("memory")
     policy = memory.get("maxmemory_policy", "noeviction")

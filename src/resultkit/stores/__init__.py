@@ -64,9 +64,7 @@ def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
     if parsed.kind is BackendKind.REDIS_CLUSTER:
         from .rediscluster import RedisClusterStore
 
-        # The store URL is rediscluster://; Celery knows the backend by resultkit-redis+.
-        backend_url = url if "+" in parsed.scheme else "resultkit-redis+" + url
-        return RedisClusterStore(url, app_for_url(backend_url, **user_settings(app)), codec)
+        return RedisClusterStore(url, app_for_url(url, **user_settings(app)), codec)
     store_app = app_for_url(url, **user_settings(app))
     if parsed.kind is BackendKind.RPC:
         raise ConfigurationError(RPC_REFUSAL)

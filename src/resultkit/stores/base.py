@@ -359,11 +359,6 @@ class Store(ABC):
         """Extended fields this layout keeps (compared by ``--verify``)."""
         return EXTENDED_FIELDS
 
-    @property
-    def celery_url(self) -> str:
-        """The ``result_backend`` URL Celery reads this store through."""
-        return str(self.url)
-
     def celery_backend_for(
         self, payload: Any = None, *, extended: bool = True, serializer: str | None = None
     ) -> Any:
@@ -393,7 +388,7 @@ class Store(ABC):
                 result_accept_content=[serializer],
                 result_extended=extended,
             )
-            cache[key] = app_for_url(self.celery_url, **settings).backend
+            cache[key] = app_for_url(self.url, **settings).backend
         return cache[key]
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release

@@ -36,10 +36,6 @@ class RedisClusterStore(RedisStore):
         # Multi-key scripts would need every key in one slot: reads take the plain path.
         self.scripts = False
 
-    @property
-    def celery_url(self) -> str:
-        return self.url if "+" in self.url.partition("://")[0] else "resultkit-redis+" + self.url
-
     def transient(self, exc: BaseException) -> bool:
         from ..cluster import cluster_errors
 
