@@ -183,3 +183,20 @@ def test_config_check_knows_the_replica_wait(cli: Any, tmp_path: Path) -> None:
         report = cli("config", "check", "-A", name, "--json")
         assert report.check("config.replica-wait")["status"] == status, report.output
         assert report.check("config.unknown-setting")["status"] == "pass"
+
+
+def test_config_new_writes_a_cluster_configuration_that_doctor_passes(
+    cli: Any, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    written = cli("config", "new", "--backend", "rediscluster", "--retention", "7d")
+    assert written.code == 0, written.output
+    assert "resultkit_redis_wait_replicas" in (tmp_path / "celeryconfig.py").read_text()
+    env = {"RESULT_REDIS_NODES": redis_cluster.hosts}
+
+    checked = cli("config", "check", "-A", "celeryconfig", "--json", env=env)
+    report = cli("doctor", "-A", "celeryconfig", "--json", env=env)
+
+    assert checked.check("config.replica-wait")["status"] == "pass", checked.output
+    assert report.code == 0, report.output
+    assert report.check("cluster.nodes")["status"] == "pass"
+    assert report.check("roundtrip.success")["status"] == "pass"
