@@ -200,3 +200,22 @@ def test_config_new_writes_a_cluster_configuration_that_doctor_passes(
     assert report.code == 0, report.output
     assert report.check("cluster.nodes")["status"] == "pass"
     assert report.check("roundtrip.success")["status"] == "pass"
+
+
+def test_bench_measures_the_cluster_and_leaves_nothing_behind(
+    cli: Any, redis_cluster: Cluster, redis_db: RedisDB
+) -> None:
+    # Given the cluster, and a single Redis to compare it with
+    report = cli(
+        "bench", redis_cluster.url, "resultkit-redis+" + redis_db.url, "--seconds", "1", "--json"
+    )
+    assert report.code == 0, report.output
+    cases = {case["backend"]: case for case in report.json["cases"]}
+    cluster_case = next(c for url, c in cases.items() if "rediscluster://" in url)
+    # Then the cluster's rates are measured, with no Celery counterpart (Celery has none)
+    assert cluster_case["throughput"]["store"] > 0
+    assert cluster_case["throughput"]["fetch"] > 0
+    assert not any("rediscluster" in str(c.get("counterpart_of")) for c in cases.values())
+    # ... and nothing it wrote stays on any master
+    for node in redis_cluster.masters():
+        assert node.client().dbsize() == 0
