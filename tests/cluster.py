@@ -55,11 +55,15 @@ def free_cluster_ports(count: int) -> list[int]:
 class Node:
     port: int
     process: subprocess.Popen[bytes]
+    #: Connection options of every client (TLS, a password).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def client(self, **kwargs: Any) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=5, **{**self.options, **kwargs}
+        )
 
     @property
     def alive(self) -> bool:
@@ -73,6 +77,8 @@ class Cluster:
     folder: Path
     nodes: list[Node]
     binary: str
+    #: What every node was started with besides the defaults.
+    extra: tuple[str, ...] = ()
     _clients: list[Any] = field(default_factory=list)
 
     @property
@@ -95,7 +101,7 @@ class Cluster:
         client = RedisCluster(
             startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in self.nodes],
             socket_timeout=5,
-            **kwargs,
+            **{**self.nodes[0].options, **kwargs},
         )
         self._clients.append(client)
         return client
@@ -161,8 +167,10 @@ class Cluster:
 
     def restart(self, node: Node) -> None:
         """Start a killed node again, on its port, with its nodes.conf (it rejoins)."""
-        node.process = _start_node(self.binary, self.folder, node.port)
-        _wait_answers(node.port)
+        tls = "--tls-cert-file" in self.extra
+        extra = (("--tls-port", str(node.port)) if tls else ()) + self.extra
+        node.process = _start_node(self.binary, self.folder, node.port, extra)
+        _wait_answers(node.port, tls)
 
     def flush(self) -> None:
         for node in self.masters():
@@ -193,12 +201,15 @@ def _replica_linked(node: Node) -> bool:
     return bool(info.get("master_link_status") == "up")
 
 
-def _start_node(binary: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_node(
+    binary: str, folder: Path, port: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    # With TLS (extra has --tls-port PORT), the plain port is closed.
+    listen = ("--port", "0") if "--tls-port" in extra else ("--port", str(port))
     return subprocess.Popen(
         [
             binary,
-            "--port",
-            str(port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--cluster-enabled",
@@ -224,19 +235,23 @@ def _start_node(binary: str, folder: Path, port: int) -> subprocess.Popen[bytes]
             f"dump-{port}.rdb",
             "--logfile",
             f"redis-{port}.log",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
-def _wait_answers(port: int) -> None:
+def _wait_answers(port: int, tls: bool = False) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                if tls:  # a TLS node answers the handshake; that it listens is enough
+                    return
                 probe.sendall(b"PING\r\n")
-                if probe.recv(64).startswith(b"+PONG"):
+                # +PONG, or -NOAUTH from a node with a password (-LOADING: not yet)
+                if probe.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
         except OSError:
             pass
@@ -244,25 +259,45 @@ def _wait_answers(port: int) -> None:
     raise ClusterUnavailable(f"redis-server on port {port} did not start")
 
 
-def start_cluster(folder: Path) -> Cluster:
-    """Start six nodes in *folder* and join them into a cluster."""
+def start_cluster(
+    folder: Path,
+    *,
+    replicas: int = 1,
+    extra: tuple[str, ...] = (),
+    cli_options: tuple[str, ...] = (),
+    client_options: dict[str, Any] | None = None,
+) -> Cluster:
+    """Start three masters (with *replicas* each) in *folder* and join them into a cluster.
+
+    *extra* goes to every redis-server (``--tls-port`` is added when it names TLS
+    files), *cli_options* to redis-cli, *client_options* to every test client.
+    """
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
-    ports = free_cluster_ports(MASTERS * 2)
-    nodes = [Node(port, _start_node(binary, folder, port)) for port in ports]
-    cluster = Cluster(folder, nodes, binary)
+    ports = free_cluster_ports(MASTERS * (1 + replicas))
+    tls = "--tls-cert-file" in extra
+    nodes = [
+        Node(
+            port,
+            _start_node(binary, folder, port, (("--tls-port", str(port)) if tls else ()) + extra),
+            dict(client_options or {}),
+        )
+        for port in ports
+    ]
+    cluster = Cluster(folder, nodes, binary, extra)
     try:
         for port in ports:
-            _wait_answers(port)
+            _wait_answers(port, tls)
         created = subprocess.run(
             [
                 cli,
+                *cli_options,
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{port}" for port in ports),
                 "--cluster-replicas",
-                "1",
+                str(replicas),
                 "--cluster-yes",
             ],
             capture_output=True,

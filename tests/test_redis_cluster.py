@@ -3,6 +3,7 @@ across slots, through failover and slot migration."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -371,3 +372,97 @@ def test_reads_writes_and_waiters_follow_a_slot_while_it_migrates(
     assert app.AsyncResult("during").get(timeout=5) == "during"
     # Cleanup: the slot goes back home, so other tests see the layout they expect
     _migrate_slot(redis_cluster, slot, target, source, lambda: None)
+
+
+# ----------------------------------------------------------- TLS and ACL users
+
+
+def _tls_files(folder: Path) -> dict[str, Path]:
+    """A CA, and a certificate it signed for 127.0.0.1."""
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.pem", "node.key", "node.csr", "node.pem")
+    )
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in (
+        [
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca),
+            *("-days", "1", "-subj", "/CN=resultkit test CA"),
+        ],
+        [
+            *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr),
+            *("-subj", "/CN=127.0.0.1"),
+        ],
+        [
+            *("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
+            *("-out", cert, "-days", "1", "-extfile", ext),
+        ],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return {"ca": ca, "key": key, "cert": cert}
+
+
+def test_a_cluster_over_tls_with_an_acl_user_stores_reads_and_wakes_get(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.cluster import ClusterUnavailable, start_cluster
+    from tests.conftest import services
+
+    if shutil.which("openssl") is None:
+        if services.in_ci():
+            pytest.fail("openssl is needed to make the TLS test's certificates")
+        pytest.skip("openssl is needed to make the TLS test's certificates")
+    # Given three TLS-only masters that accept only the ACL user 'app'
+    files = _tls_files(tmp_path)
+    tls = ("--tls-cert-file", files["cert"], "--tls-key-file", files["key"])
+    tls += ("--tls-ca-cert-file", files["ca"], "--tls-cluster", "yes", "--tls-auth-clients", "no")
+    acl = ("--user", "default", "off", "--user", "app", "on", ">s3cr@t", "~*", "&*", "+@all")
+    try:
+        cluster = start_cluster(
+            tmp_path,
+            replicas=0,
+            extra=tuple(map(str, tls + acl)),
+            cli_options=(
+                "--tls",
+                "--cacert",
+                str(files["ca"]),
+                "--user",
+                "app",
+                "--pass",
+                "s3cr@t",
+            ),
+            client_options={
+                "ssl": True,
+                "ssl_ca_certs": str(files["ca"]),
+                "username": "app",
+                "password": "s3cr@t",
+            },
+        )
+    except ClusterUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        # When a Celery app uses it with the TLS form of the URL and the user in it
+        url = (
+            f"resultkit-redis+rediscluster://app:s3cr%40t@{cluster.hosts}"
+            f"?ssl=true&ssl_cert_reqs=required&ssl_ca_certs={files['ca']}"
+        )
+        app = Celery(set_as_current=False)
+        app.conf.update(result_backend=url)
+        waiter = app.AsyncResult("tls-late")
+        app.backend.on_task_call(None, "tls-late")
+        writer = Celery(set_as_current=False)
+        writer.conf.update(result_backend=url)
+        threading.Timer(0.3, lambda: writer.backend.store_result("tls-late", 7, "SUCCESS")).start()
+        # Then results go and come back over TLS, and get() is woken
+        assert waiter.get(timeout=10) == 7
+        assert cluster.client().get("celery-task-meta-tls-late") is not None
+        # ... and a wrong password is refused with Celery's error, not hidden
+        wrong = Celery(set_as_current=False)
+        wrong.conf.update(
+            result_backend=url.replace("s3cr%40t", "nope"),
+            result_backend_transport_options={"retry_policy": {"max_retries": 0}},
+        )
+        with pytest.raises(Exception, match=r"(?i)auth|password|WRONGPASS"):
+            wrong.backend.store_result("x", 1, "SUCCESS")
+    finally:
+        cluster.stop()
