@@ -139,6 +139,38 @@ class Cluster:
         finally:
             replica.process.send_signal(signal.SIGCONT)
 
+    def migrate_slot(self, slot: int, source: int, target: int, during: Any = None) -> None:
+        """Move *slot* from master port *source* to master port *target* as
+        ``redis-cli --cluster reshard`` does, calling *during* while it is half moved."""
+        src, dst = self.node(source).client(), self.node(target).client()
+        src_id, dst_id = (str_of(c.cluster("myid")) for c in (src, dst))
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100000)
+        half = keys[: len(keys) // 2]
+        if half:
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *half)
+        if during is not None:
+            during()
+        rest = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100000)
+        if rest:
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *rest)
+        for node in self.masters():
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+    def busiest_slot_of(self, port: int) -> int:
+        """The slot of master *port* that holds the most keys."""
+        client = self.node(port).client()
+        ranges = [
+            (int(r[0]), int(r[1]))
+            for r in client.execute_command("CLUSTER", "SLOTS")
+            if int(r[2][1]) == port
+        ]
+        return max(
+            (slot for low, high in ranges for slot in range(low, high + 1)),
+            key=lambda slot: int(client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)),
+        )
+
     def masters(self) -> list[Node]:
         return [n for n in self.nodes if n.alive and _role(n) == "master"]
 
@@ -188,6 +220,10 @@ class Cluster:
         for node in self.nodes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(10)
+
+
+def str_of(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _role(node: Node) -> str:

@@ -293,27 +293,6 @@ def test_a_worker_keeps_storing_while_a_master_dies(
             redis_cluster.wait_healthy()
 
 
-def _migrate_slot(cluster: Cluster, slot: int, source: int, target: int, during: Any) -> None:
-    """Move *slot* from master *source* to master *target* as redis-cli --cluster reshard does,
-    calling *during* while the slot is half moved."""
-    src, dst = cluster.node(source).client(), cluster.node(target).client()
-    src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
-    src_id = src_id.decode() if isinstance(src_id, bytes) else src_id
-    dst_id = dst_id.decode() if isinstance(dst_id, bytes) else dst_id
-    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-    keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
-    half = keys[: len(keys) // 2]
-    if half:
-        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *half)
-    during()
-    rest = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
-    if rest:
-        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *rest)
-    for node in cluster.masters():
-        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
-
-
 def test_reads_writes_and_waiters_follow_a_slot_while_it_migrates(
     redis_cluster: Cluster, cluster_prefix: str
 ) -> None:
@@ -354,7 +333,7 @@ def test_reads_writes_and_waiters_follow_a_slot_while_it_migrates(
         def half_moved() -> None:
             app.backend.store_result("during", "during", "SUCCESS")
 
-        _migrate_slot(redis_cluster, slot, source, target, half_moved)
+        redis_cluster.migrate_slot(slot, source, target, half_moved)
         # ... and the waited-for result is stored after the move
         app.backend.store_result("late", "late", "SUCCESS")
         # Then the waiter is woken, on the new master
@@ -371,7 +350,7 @@ def test_reads_writes_and_waiters_follow_a_slot_while_it_migrates(
     assert new_owner.exists(*(f"{prefix}celery-task-meta-{i}" for i in [*ids, "during"])) == 41
     assert app.AsyncResult("during").get(timeout=5) == "during"
     # Cleanup: the slot goes back home, so other tests see the layout they expect
-    _migrate_slot(redis_cluster, slot, target, source, lambda: None)
+    redis_cluster.migrate_slot(slot, target, source)
 
 
 # ----------------------------------------------------------- TLS and ACL users

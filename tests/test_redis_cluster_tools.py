@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,86 @@ def test_bench_measures_the_cluster_and_leaves_nothing_behind(
     # ... and nothing it wrote stays on any master
     for node in redis_cluster.masters():
         assert node.client().dbsize() == 0
+
+
+# ------------------------------------------------- migrate --resume under faults
+
+
+def fill_cluster(cluster: Cluster, prefix: str, total: int) -> list[str]:
+    """*total* results as Celery's json serializer writes them (result = their number)."""
+    import json
+
+    ids = [f"f{i:06d}" for i in range(total)]
+    pipe = cluster.client().pipeline(transaction=False)
+    for number, task_id in enumerate(ids):
+        meta = {"status": "SUCCESS", "result": number, "traceback": None, "children": []}
+        meta |= {"date_done": "2026-11-30T12:00:00+00:00", "task_id": task_id}
+        pipe.set(f"{prefix}celery-task-meta-{task_id}", json.dumps(meta), ex=86400)
+    pipe.execute()
+    return ids
+
+
+def test_a_slot_moved_under_a_running_migration_is_noticed_and_nothing_lost(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.faults import assert_every_result_once, finish, start, stop_after
+
+    # Given 4,000 results on the cluster, being migrated in batches of 100
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    # When the busiest slot of a master moves to another while the migration is stopped
+    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
+    masters = redis_cluster.masters()
+    source, target = masters[0].port, masters[1].port
+    slot = redis_cluster.busiest_slot_of(source)
+    redis_cluster.migrate_slot(slot, source, target)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process, timeout=120)
+    try:
+        # Then the run notices that the layout changed, scans again, and copies every
+        # result exactly once
+        assert code == 0, stderr
+        report = json.loads(stdout)
+        assert report["rescans"] >= 1
+        assert (report["complete"], report["missing"]) == (True, 0)
+        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+    finally:
+        redis_cluster.migrate_slot(slot, target, source)
+
+
+def test_resume_after_a_failover_copies_every_result(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.conftest import run
+    from tests.faults import assert_every_result_once, start, stop_after
+
+    # Given 4,000 results on the cluster, each on its master's replica too
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
+    for node in redis_cluster.masters():
+        assert node.client().wait(1, 5000) == 1
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    # When the migration is killed part-way and a master dies, its replica taking over
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    stop_after(process, checkpoint, 1000, signal.SIGKILL)
+    process.wait()
+    victim = redis_cluster.masters()[0]
+    redis_cluster.kill(victim)
+    try:
+        redis_cluster.wait_healthy()
+        # Then --resume finds the new master, scans again, and every result arrives once
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        assert resumed.code == 0, resumed.output
+        assert resumed.json["resumed"] is True
+        assert resumed.json["rescans"] >= 1
+        assert resumed.json["complete"] is True
+        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+    finally:
+        redis_cluster.restart(victim)
+        redis_cluster.wait_healthy()
