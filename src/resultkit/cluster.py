@@ -33,6 +33,7 @@ __all__ = [
     "Replication",
     "cluster_errors",
     "is_cluster_url",
+    "is_refusal",
     "make_client",
     "parse_cluster_url",
     "read_on_master",
@@ -148,6 +149,16 @@ def cluster_errors() -> tuple[type[BaseException], ...]:
         e.SlotNotCoveredError,
         e.RedisClusterException,
     )
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True when the cluster refused the credentials or the command: retrying cannot help."""
+    from redis import exceptions as e
+
+    if isinstance(exc, (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)):
+        return True
+    text = str(exc)
+    return any(word in text for word in ("WRONGPASS", "NOAUTH", "NOPERM", "invalid username"))
 
 
 def make_client(url: ClusterURL, **options: Any) -> Any:

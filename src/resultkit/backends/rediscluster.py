@@ -202,6 +202,10 @@ class ClusterResultConsumer(ResultConsumer):  # type: ignore[misc]
         return pubsub.wait(MAX_WAIT_S if timeout is None else min(timeout, MAX_WAIT_S))
 
 
+class _Refused(Exception):
+    """The cluster refused the credentials (not a connection error: never retried)."""
+
+
 class ResultkitRedisClusterBackend(ResultkitRedisBackend):
     """The ``resultkit-redis`` backend on a Redis Cluster."""
 
@@ -281,9 +285,28 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
             waits=self.replica_waits,
         )
 
+    def ensure(self, fun: Any, args: Any, **policy: Any) -> Any:
+        """Celery's retry loop, except for refused credentials, which no retry cures."""
+
+        def guarded(*call_args: Any) -> Any:
+            try:
+                return fun(*call_args)
+            except Exception as exc:
+                if cluster.is_refusal(exc):
+                    raise _Refused(
+                        f"the Redis Cluster {self.as_uri()} refused the credentials: {exc}; "
+                        "check the user and password in the URL (or redis_username/"
+                        "redis_password) and the user's ACL"
+                    ) from exc
+                raise
+
+        return super().ensure(guarded, args, **policy)
+
     def set(self, key: bytes, value: Any, expires: int | None = None, **retry_policy: Any) -> Any:
         try:
             return super().set(key, value, expires=expires, **retry_policy)
+        except _Refused as exc:
+            raise BackendStoreError(str(exc)) from exc
         except self.connection_errors as exc:
             raise BackendStoreError(
                 f"could not store {key.decode(errors='replace')} on the Redis Cluster "
@@ -300,6 +323,8 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
     def _read(self, call: Any, *args: Any) -> Any:
         try:
             return self.ensure(call, args)
+        except _Refused as exc:
+            raise BackendGetMetaError(str(exc)) from exc
         except self.connection_errors as exc:
             raise BackendGetMetaError(
                 f"could not read from the Redis Cluster {self.as_uri()} after retrying: {exc}"
