@@ -7,6 +7,8 @@ the same run:
 - ``store_result`` and ``get_task_meta`` per second in one client process, on
   the cluster (with and without ``resultkit_redis_wait_replicas = 1``) and on
   the single node, with their ratio;
+- ``resultkit migrate`` from the single node to the cluster against a raw
+  SCAN + MGET + PTTL + pipelined SET (grouped per master), with their ratio;
 - the loss window: writer threads store results continuously, a master is
   killed with SIGKILL (its replica in step, or cut off ``--lag`` seconds before),
   the writers go on through the failover; then every
@@ -80,6 +82,60 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
         figures[f"cluster_{op}_ratio"] = figures[f"cluster_{op}_per_s"] / single
         figures[f"cluster_wait1_{op}_ratio"] = figures[f"cluster_wait1_{op}_per_s"] / single
     return figures
+
+
+def migrate_to_cluster(cluster: Cluster, single_url: str, count: int) -> dict[str, float]:
+    """``resultkit migrate`` single → cluster against a raw SCAN + MGET + pipelined SET,
+    in the same run, on the same *count* results."""
+    import redis
+
+    source = redis.Redis.from_url(single_url)
+    source.flushdb()  # the throughput runs' results
+    cluster.flush()
+    pipe = source.pipeline(transaction=False)
+    for number in range(count):
+        meta = {"status": "SUCCESS", "result": {"order": number, "lines": ["a", "b"]}}
+        meta |= {"traceback": None, "children": [], "task_id": f"mig-{number:07d}"}
+        meta |= {"date_done": "2026-11-30T12:00:00+00:00"}
+        pipe.set(f"celery-task-meta-mig-{number:07d}", json.dumps(meta), ex=86400)
+    pipe.execute()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            *(str(Path(sys.executable).parent / "resultkit"), "migrate", single_url),
+            *(cluster.url, "--batch-size", "1000", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ours = time.perf_counter() - started
+    assert json.loads(done.stdout)["copied"] == count
+    cluster.flush()
+    target = cluster.client()
+    started = time.perf_counter()
+    cursor, copied = 0, 0
+    while True:
+        cursor, keys = source.scan(cursor=cursor, match="celery-task-meta-*", count=1000)
+        if keys:
+            values, ttls = source.mget(keys), source.pipeline(transaction=False)
+            for key in keys:
+                ttls.pttl(key)
+            writes = target.pipeline(transaction=False)
+            for key, value, ttl in zip(keys, values, ttls.execute(), strict=True):
+                writes.set(key, value, px=ttl if ttl > 0 else None)
+            copied += len(writes.execute())
+        if not cursor:
+            break
+    raw = time.perf_counter() - started
+    assert copied == count
+    cluster.flush()
+    source.flushdb()
+    return {
+        "migrate_per_s": count / ours,
+        "raw_per_s": count / raw,
+        "migrate_ratio": raw / ours,
+    }
 
 
 def loss_round(cluster: Cluster, wait: int, lag_s: float, writers: int = 4) -> dict[str, Any]:
@@ -160,6 +216,9 @@ def main() -> None:
     )
     parser.add_argument("--no-loss", action="store_true", help="measure throughput only")
     parser.add_argument(
+        "--migrate", type=int, default=100_000, help="results migrated single → cluster"
+    )
+    parser.add_argument(
         "--lag", type=float, default=0.3, help="seconds the replica falls behind before the kill"
     )
     parser.add_argument("--json", action="store_true")
@@ -168,6 +227,7 @@ def main() -> None:
         process, single_url = single_server(Path(folder))
         try:
             figures = throughput(cluster, single_url, args.seconds, args.rounds)
+            figures |= migrate_to_cluster(cluster, single_url, args.migrate)
         finally:
             process.terminate()
             process.wait(10)
@@ -189,6 +249,11 @@ def main() -> None:
             f"cluster {plain:8.0f}/s ({figures[f'cluster_{op}_ratio']:.2f})   "
             f"cluster+WAIT 1 {waited:8.0f}/s ({figures[f'cluster_wait1_{op}_ratio']:.2f})"
         )
+    print(
+        f"migrate single -> cluster  resultkit {figures['migrate_per_s']:8.0f}/s   "
+        f"raw SCAN+MGET+pipelined SET {figures['raw_per_s']:8.0f}/s "
+        f"({figures['migrate_ratio']:.2f})"
+    )
     for result in rounds:
         print(
             f"master killed, replica lag {result['replica_lag_s']:.1f} s, "
