@@ -126,12 +126,16 @@ def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Cele
 
     resultkit accepts ``?master_name=NAME`` on ``sentinel://`` URLs, since
     Celery reads the master name only from the transport options; it is moved
-    there before Celery sees the URL.
+    there before Celery sees the URL.  ``rediscluster://`` becomes
+    ``resultkit-redis+rediscluster://``.
     """
     from celery import Celery
 
     app = Celery("resultkit", set_as_current=False)
     url, transport_options = _split_sentinel_master(url)
+    if url.partition("://")[0].lower() == "rediscluster":
+        # resultkit's store URL for a cluster; Celery knows the backend by its alias.
+        url = "resultkit-redis+" + url
     conf: dict[str, Any] = {"result_backend": url}
     if transport_options:
         conf["result_backend_transport_options"] = transport_options

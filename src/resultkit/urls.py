@@ -41,6 +41,7 @@ class BackendKind(str, enum.Enum):
     """The storage family behind a result backend URL."""
 
     REDIS = "redis"
+    REDIS_CLUSTER = "rediscluster"
     SENTINEL = "sentinel"
     SQL = "sql"
     RPC = "rpc"
@@ -58,6 +59,7 @@ _ALIAS_KINDS: dict[str, BackendKind] = {
     "redis": BackendKind.REDIS,
     "rediss": BackendKind.REDIS,
     "resultkit-redis": BackendKind.REDIS,
+    "rediscluster": BackendKind.REDIS_CLUSTER,
     "sentinel": BackendKind.SENTINEL,
     "db": BackendKind.SQL,
     "database": BackendKind.SQL,
@@ -354,6 +356,8 @@ def parse_backend_url(url: str) -> BackendURL:
     if alias in _MISTAKES:
         raise ConfigurationError(_MISTAKES[alias])
     kind = _ALIAS_KINDS.get(alias)
+    if kind is BackendKind.REDIS and rest == "rediscluster":
+        kind = BackendKind.REDIS_CLUSTER
     if kind is None:
         kind = _other_alias_kind(alias)
     reader = _READERS.get(kind)

@@ -166,7 +166,9 @@ def config_group() -> None:
 @click.option(
     "--backend",
     required=True,
-    type=click.Choice(["redis", "rediss", "sentinel", "postgresql", "mysql", "sqlite", "rpc"]),
+    type=click.Choice(
+        ["redis", "rediss", "sentinel", "rediscluster", "postgresql", "mysql", "sqlite", "rpc"]
+    ),
     help="Where results are stored.",
 )
 @click.option(

@@ -97,8 +97,11 @@ def _size_label(size: int) -> str:
 
 
 def counterpart(url: str) -> str | None:
-    """Celery's own backend URL for a resultkit backend URL (None for Celery's own)."""
+    """Celery's own backend URL for a resultkit backend URL (None for Celery's own, and
+    for a Redis Cluster, which Celery cannot use)."""
     scheme = url.partition("://")[0]
+    if scheme.rpartition("+")[2] == "rediscluster":
+        return None
     for prefix, replacement in (("resultkit-db+", "db+"), ("resultkit-redis+", "")):
         if scheme.startswith(prefix):
             return replacement + url[len(prefix) :]

@@ -46,6 +46,7 @@ RPC_REFUSAL = (
 STORES: dict[BackendKind, tuple[str, str]] = {
     BackendKind.REDIS: (".redis", "RedisStore"),
     BackendKind.SENTINEL: (".redis", "RedisStore"),
+    BackendKind.REDIS_CLUSTER: (".rediscluster", "RedisClusterStore"),
     BackendKind.SQL: (".sql", "SqlStore"),
     BackendKind.DJANGO: (".sql", "DjangoStore"),
     BackendKind.FILE: (".filesystem", "FilesystemStore"),
@@ -89,7 +90,7 @@ def store_class(url: str | BackendURL) -> type[Store]:
     if found is None:
         raise ConfigurationError(
             f"resultkit cannot read or write {location.masked} yet: stores exist for redis://, "
-            "rediss://, sentinel://, db+..., django+..., file:// and jsonl://"
+            "rediss://, sentinel://, rediscluster://, db+..., django+..., file:// and jsonl://"
         )
     module, name = found
     cls: type[Store] = getattr(import_module(module, __name__), name)

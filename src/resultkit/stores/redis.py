@@ -143,6 +143,13 @@ class RedisStore(Store):
     def _pattern(self, kind: Kind) -> bytes:
         return match_prefix(self.prefix(kind))
 
+    def _mget(self, keys: Sequence[bytes]) -> list[Any]:
+        return list(self.client.mget(keys))
+
+    def _write_pipeline(self) -> Any:
+        """The pipeline a batch of writes goes through: all or nothing on one server."""
+        return self.client.pipeline(transaction=True)
+
     # ----------------------------------------------------------- primitives
     def ping(self) -> None:
         self.client.ping()
@@ -178,7 +185,7 @@ class RedisStore(Store):
         if self.read_lifetimes:
             values, ttls = self._values_and_ttls(keys)
         else:
-            values, ttls = self.client.mget(keys), [-3] * len(keys)  # -3: not read
+            values, ttls = self._mget(keys), [-3] * len(keys)  # -3: not read
         now = time.time()
         out: dict[str, Record] = {}
         # JSON is resultkit-json's when the store is said to hold that.
@@ -290,7 +297,7 @@ class RedisStore(Store):
             planned = keep
         if not planned:
             return outcome
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self._write_pipeline()
         command = pipe.execute_command  # SET with its options spelled out: no per-call parsing
         nx = ("NX",) if on_conflict is OnConflict.SKIP else ()
         for record, payload, expires_at in planned:
@@ -305,7 +312,7 @@ class RedisStore(Store):
 
     def _fetch_dates(self, planned: Sequence[tuple[Record, bytes, float | None]]) -> dict[Any, Any]:
         keys = [self.key(r.kind, r.id) for r, _, _ in planned]
-        values = self.client.mget(keys)
+        values = self._mget(keys)
         out: dict[Any, Any] = {}
         for (record, _, _), value in zip(planned, values, strict=True):
             if value is None:
@@ -445,7 +452,7 @@ class RedisStore(Store):
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if kind is Kind.GROUP:
             return super().celery_read_many(kind, ids)
-        values = self.client.mget([self.key(kind, i) for i in ids]) if ids else []
+        values = self._mget([self.key(kind, i) for i in ids]) if ids else []
         out: dict[str, dict[str, Any]] = {}
         for result_id, value in zip(ids, values, strict=True):
             if value is None:

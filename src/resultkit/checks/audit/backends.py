@@ -8,6 +8,7 @@ from ...errors import ConfigurationError
 from ...report import CheckResult, Status
 from ...urls import BackendKind
 from .base import (
+    REDIS_KINDS,
     AuditContext,
     Rule,
 )
@@ -58,7 +59,7 @@ class MysqlIsolation(Rule):
 
 class RedisMaxConnections(Rule):
     id = "config.redis-max-connections"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         limit = ctx.get("redis_max_connections")
@@ -80,7 +81,7 @@ class RedisMaxConnections(Rule):
 
 class ResultExtended(Rule):
     id = "config.result-extended"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.SQL, BackendKind.FILE})
+    kinds = REDIS_KINDS | {BackendKind.SQL, BackendKind.FILE}
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         if ctx.get("result_extended"):
@@ -99,7 +100,7 @@ class ResultExtended(Rule):
 
 class InsecureTransport(Rule):
     id = "config.tls"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         url = ctx.url.raw if ctx.url else ""
@@ -114,7 +115,12 @@ class InsecureTransport(Rule):
                 "impersonate the server",
                 "use ssl_cert_reqs=required and ssl_ca_certs=/path/to/ca.pem",
             )
-        secure = url.startswith(("rediss", "resultkit-redis+rediss")) or bool(options)
+        query = ctx.url.query if ctx.url else {}
+        secure = (
+            url.startswith(("rediss", "resultkit-redis+rediss"))
+            or bool(options)
+            or str(query.get("ssl", "")).lower() in ("1", "true", "yes", "on")
+        )
         return CheckResult.passed(
             self.id, "TLS with certificate checks" if secure else "plain TCP (no TLS configured)"
         )
@@ -182,3 +188,40 @@ class UrlPasswords(Rule):
                 + " (urllib.parse.quote(password, safe='') encodes one whole)",
             )
         return CheckResult.passed(self.id, "every password in a URL is percent-encoded")
+
+
+class ReplicaWait(Rule):
+    """``resultkit_redis_wait_replicas`` and ``_timeout``, as the cluster backend reads them."""
+
+    id = "config.replica-wait"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return (
+            ctx.get("resultkit_redis_wait_replicas") is not None
+            or ctx.get("resultkit_redis_wait_timeout") is not None
+        )
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ...cluster import replication_from_conf
+
+        try:
+            wait = replication_from_conf(ctx.conf)
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                "e.g. resultkit_redis_wait_replicas = 1 (see docs/redis-cluster.md)",
+            )
+        if ctx.kind is not BackendKind.REDIS_CLUSTER:
+            return CheckResult.warned(
+                self.id,
+                "resultkit_redis_wait_replicas applies to resultkit-redis on a Redis Cluster only; "
+                "it is ignored here",
+                "remove it, or use resultkit-redis+rediscluster://...",
+            )
+        if not wait.replicas:
+            return CheckResult.passed(self.id, "stores do not wait for replicas")
+        return CheckResult.passed(
+            self.id,
+            f"each store waits up to {wait.timeout_s:g} s for {wait.replicas} replica(s)",
+        )

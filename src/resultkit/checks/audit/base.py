@@ -19,6 +19,8 @@ RESULTKIT_SETTINGS = frozenset(
         "resultkit_encryption_serializer",
         "resultkit_encryption_compression",
         "resultkit_poll_interval",
+        "resultkit_redis_wait_replicas",
+        "resultkit_redis_wait_timeout",
     }
 )
 
@@ -119,3 +121,7 @@ def backend_class(ctx: AuditContext) -> type | None:
     except Exception:  # the URL check reports an unusable URL
         return None
     return cls  # type: ignore[no-any-return]
+
+
+#: The kinds of backend that Celery's redis_* settings apply to.
+REDIS_KINDS = frozenset({BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.REDIS_CLUSTER})

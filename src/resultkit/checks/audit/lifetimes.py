@@ -11,6 +11,7 @@ from ...errors import ConfigurationError
 from ...report import CheckResult
 from ...urls import BackendKind
 from .base import (
+    REDIS_KINDS,
     AuditContext,
     Rule,
     invalid_expires,
@@ -20,7 +21,7 @@ from .base import (
 
 class RedisExpiry(Rule):
     id = "config.result-expires"
-    kinds = frozenset({BackendKind.REDIS, BackendKind.SENTINEL})
+    kinds = REDIS_KINDS
 
     def evaluate(self, ctx: AuditContext) -> CheckResult:
         invalid = invalid_expires(self.id, ctx)

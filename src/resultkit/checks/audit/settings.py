@@ -10,6 +10,7 @@ from ...report import CheckResult
 from ...urls import BackendKind
 from .base import (
     NEWER_CELERY_SETTINGS,
+    REDIS_KINDS,
     AuditContext,
     Rule,
     known_settings,
@@ -114,7 +115,7 @@ class Conflicts(Rule):
                 "remove task_ignore_result, or set ignore_result on the tasks that need it"
             )
         redis_only = sorted(k for k in user if k.startswith("redis_"))
-        if redis_only and kind not in (BackendKind.REDIS, BackendKind.SENTINEL, None):
+        if redis_only and kind is not None and kind not in REDIS_KINDS:
             found.append(f"{', '.join(redis_only)} apply to Redis only and are ignored here")
             fixes.append(f"remove {', '.join(redis_only)}")
         sql_only = sorted(k for k in user if k.startswith("database_"))

@@ -23,6 +23,7 @@ from ...report import CheckResult, Status
 from ...urls import BackendKind, BackendURL, parse_backend_url
 from .. import Deadline
 from .base import PROBE_ID_PREFIX, PROBE_PAYLOAD, Probe, ProbeError, fix_from
+from .cluster import RedisClusterProbe
 from .dual import DualProbe
 from .file import FileProbe
 from .redis import RedisProbe, SentinelProbe
@@ -55,6 +56,7 @@ SLOW_P50_MS = 100.0
 PROBES: dict[BackendKind, type[Probe]] = {
     BackendKind.REDIS: RedisProbe,
     BackendKind.SENTINEL: SentinelProbe,
+    BackendKind.REDIS_CLUSTER: RedisClusterProbe,
     BackendKind.SQL: SqlProbe,
     BackendKind.RPC: RpcProbe,
     BackendKind.FILE: FileProbe,

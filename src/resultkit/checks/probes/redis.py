@@ -45,7 +45,10 @@ class RedisProbe(Probe):
         return f"Redis {client.info('server').get('redis_version', '?')}"
 
     def server_checks(self) -> list[CheckResult]:
-        client = self.backend.client
+        return self.checks_on(self.backend.client)
+
+    def checks_on(self, client: Any) -> list[CheckResult]:
+        """The checks of one Redis server: eviction, persistence, memory, result keys."""
         memory = client.info("memory")
         return [
             _eviction(memory),
