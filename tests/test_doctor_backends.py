@@ -22,8 +22,10 @@ def assert_healthy(result: Any) -> None:
     document = result.json
     assert document["ok"] is True
     statuses = {c["id"]: c["status"] for c in document["checks"]}
-    for check_id in ("url", "driver", "connect", "latency"):
+    for check_id in ("url", "driver", "connect"):
         assert statuses[check_id] == "pass", document
+    # Latency depends on the machine as much as on the backend: slow warns, never fails
+    assert statuses["latency"] in ("pass", "warn"), document
     assert not [c for c in document["checks"] if c["status"] == "fail"]
 
 

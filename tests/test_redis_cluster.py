@@ -13,6 +13,7 @@ import pytest
 from celery import Celery, chord, group
 from celery.exceptions import BackendGetMetaError, BackendStoreError
 
+from resultkit.backends import rediscluster as rediscluster_backend
 from resultkit.cluster import parse_cluster_url
 from resultkit.errors import ConfigurationError
 from tests.cluster import Cluster
@@ -134,9 +135,11 @@ def test_retention_policies_set_each_results_lifetime(
 
 
 def test_get_is_woken_by_a_sharded_message_on_the_results_master(
-    redis_cluster: Cluster, cluster_prefix: str
+    redis_cluster: Cluster, cluster_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a client waiting for a result that is not there yet
+    # Given a client waiting for a result that is not there yet, which re-reads
+    # it every 30 s only: the message alone can wake it sooner
+    monkeypatch.setattr(rediscluster_backend, "RECHECK_S", 30.0)
     app = cluster_app(redis_cluster, cluster_prefix)
     writer = cluster_app(redis_cluster, cluster_prefix)
     result = app.AsyncResult("waited")
@@ -156,9 +159,10 @@ def test_get_is_woken_by_a_sharded_message_on_the_results_master(
     started = time.monotonic()
     assert result.get(timeout=10) == 42
     woken = time.monotonic()
-    # Then get() returns soon after the store, well before any polling interval
+    # Then get() returns soon after the store (milliseconds on a quiet machine;
+    # the bound leaves room for a loaded one), long before any re-read
     assert woken - started >= 0.45
-    assert woken - stored_at[0] < 0.2
+    assert woken - stored_at[0] < 2.0
     # ... and unsubscribes once it has the result
     wait_until(lambda: master.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 0, 5)
 
