@@ -80,6 +80,8 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what both orjson and msgpack carry a
 _REGISTRY: dict[str, type] = {}
 #: numpy dtype kinds an array may have (never "O", object).
 _ARRAY_KINDS = frozenset("biufcUSMm")
+#: A numpy dtype as ``dtype.str`` writes it: byte order, kind, size, datetime unit.
+_DTYPE = re.compile(r"[<>|=]?[biufcUSMm][0-9]{1,10}(?:\[[0-9]{0,10}[A-Za-z]{1,2}\])?")
 #: Longest text a tagged int may have: int() of huge text is slow, refuse instead.
 _MAX_INT_DIGITS = 4300
 
@@ -309,7 +311,12 @@ def _decode_app(o: dict[str, Any], tag: str) -> Any:
 def _numpy_dtype(o: dict[str, Any]) -> Any:
     import numpy as np
 
-    dtype = np.dtype(_text(o["dtype"]))
+    text = _text(o["dtype"])
+    # Only what dtype.str writes: numpy parses other strings with ast.literal_eval,
+    # which raises SyntaxError (and spends a parse) on a hostile payload.
+    if not _DTYPE.fullmatch(text):
+        raise ValueError(f"dtype {text[:40]!r} is not allowed")
+    dtype = np.dtype(text)
     if dtype.kind not in _ARRAY_KINDS or dtype.hasobject:
         raise ValueError(f"dtype {dtype.str} is not allowed")
     return dtype
@@ -584,8 +591,18 @@ def _msgpack() -> tuple[Callable[[Any], bytes], Callable[[Any], Any]]:
             raise SerializationError(
                 "resultkit-msgpack needs msgspec: pip install 'celery-resultkit[msgpack]'"
             ) from None
-        _MSGPACK = (msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode)
+        _MSGPACK = (
+            msgspec.msgpack.Encoder().encode,
+            msgspec.msgpack.Decoder(ext_hook=_no_extension).decode,
+        )
     return _MSGPACK
+
+
+def _no_extension(code: int, data: memoryview) -> Any:
+    """Refuse msgpack extension types: resultkit writes none, and an ``Ext`` object
+    in a result is one that no serializer can write again (msgpack's own
+    timestamp type, -1, is read as a datetime before this is asked)."""
+    raise ValueError(f"msgpack extension type {code} is not part of resultkit-msgpack")
 
 
 def msgpack_dumps(obj: Any) -> bytes:
