@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -136,6 +137,96 @@ def main() -> None:
         "2026-11-24 10:11:12",
     ]
     write("dates", [m.encode() for m in marks])
+    write("envelope", envelope_seeds())
+    write("urls", [u.encode() for u in URLS])
+    write("retention", retention_seeds())
+    write("checkpoint", checkpoint_seeds())
+    write("archive_line", archive_seeds())
+
+
+URLS = [
+    "redis://:s3cret@localhost:6379/0",
+    "rediss://user:p%40ss@host:6380/1?ssl_cert_reqs=required",
+    "sentinel://:pw1@h1:26379/0;sentinel://:pw2@h2:26379/0",
+    "db+postgresql+psycopg://user:pass#word@localhost/test",
+    "resultkit-db+mysql+pymysql://root:a@b@127.0.0.1:3306/test?password=x",
+    "resultkit-redis+redis://u:secret@host/2",
+    "resultkit-redis+rediscluster://:pw@h1:7000,h2:7001",
+    "db+sqlite:///celery-results.sqlite3",
+    "file:///var/results",
+    "rpc://",
+    "redis://localhost?token=abcd&x=1",
+    "postgres://u:p@h/db",
+    "jsonl:///tmp/archive.jsonl.gz",
+]
+
+
+def envelope_seeds() -> list[bytes]:
+    import zlib
+
+    sys.path.insert(0, str(Path(__file__).parent / "harnesses"))
+    import envelope  # type: ignore[import-not-found]
+
+    from resultkit import serializers
+
+    body = serializers.json_dumps({"a": [1, dt.date(2026, 1, 1)]})
+    plains = [
+        b"resultkit-json\0\0" + body,
+        b"resultkit-msgpack\0\0" + serializers.msgpack_dumps([1, b"x"]),
+        b"json\0\0" + b'{"a": 1}',
+        b"msgpack\0\0" + b"\x91\x01",
+        b"resultkit-json\0zlib\0" + zlib.compress(body),
+        b"pickle\0\0x",
+    ]
+    seeds = [b"\x01" + p for p in plains]
+    seeds += [b"\x00" + envelope.sealed_plaintext(p) for p in plains[:2]]
+    return seeds
+
+
+def retention_seeds() -> list[bytes]:
+    toml = [
+        'default = "1d"\n[[rules]]\ntask = "proj.report*"\nexpires = "30d"\n'
+        '[[rules]]\nstate = ["FAILURE"]\nexpires = "forever"\n',
+        'default = 3600\nrules = [{task = ["a.*", "b"], state = "SUCCESS", expires = "1h30m"}]\n',
+    ]
+    js = [
+        '{"default": "7d", "rules": [{"task": "a.*", "expires": null}]}',
+        '{"rules": [{"state": ["SUCCESS", "FAILURE"], "expires": 60.5}]}',
+    ]
+    return [b"\x00" + t.encode() for t in toml] + [b"\x01" + j.encode() for j in js]
+
+
+def checkpoint_seeds() -> list[bytes]:
+    from resultkit.checkpoint import FORMAT_VERSION, digest
+
+    base = {
+        "version": FORMAT_VERSION,
+        "identity": digest("fuzz"),
+        "cursors": {"task": [3, "abc"], "group": None},
+        "epochs": {"task": "2026-11-24T10:00:00", "group": None},
+        "finished": ["group"],
+        "counters": {"copied": 10, "skipped": 2},
+    }
+    return [json.dumps(base).encode(), json.dumps({**base, "cursors": {}}).encode()]
+
+
+def archive_seeds() -> list[bytes]:
+    import base64
+    import gzip
+
+    lines = [
+        {"v": 1, "kind": "task", "id": "t-1", "meta": {"status": "SUCCESS", "result": 1,
+         "traceback": None, "children": [], "date_done": "2026-11-24T10:11:12"},
+         "expires_at": 1800000000.0, "expires_known": True},
+        {"v": 1, "kind": "group", "id": "g-1", "meta": {"result": [["t-1", None]]}},
+        {"v": 1, "kind": "task", "id": "t-2", "payload": base64.b64encode(b'{"status": "FAILURE", "result": NaN}').decode(),
+         "serializer": "json"},
+        {"v": 2, "kind": "task", "id": "t-3"},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines).encode() + b"\n"
+    two_members = gzip.compress(text[:200], mtime=0) + gzip.compress(text[200:], mtime=0)
+    return [b"\x01" + text, b"\x00" + gzip.compress(text, mtime=0), b"\x00" + two_members,
+            b"\x00" + gzip.compress(text, mtime=0)[:-9]]
 
 
 if __name__ == "__main__":
