@@ -118,7 +118,10 @@ def main() -> None:
     write("json_decoder", [serializers.json_dumps(v) for v in vals])
     write("msgpack_decoder", [serializers.msgpack_dumps(v) for v in vals])
     metas = task_metas()
-    write("json_row", [json.dumps(m).encode() for m in metas] + [serializers.json_dumps(m) for m in metas])
+    write(
+        "json_row",
+        [json.dumps(m).encode() for m in metas] + [serializers.json_dumps(m) for m in metas],
+    )
     marks = [
         "~datetime:2026-11-24T10:11:12.345678+00:00",
         "~datetime:2026-11-24T10:11:12-05:30",
@@ -215,18 +218,38 @@ def archive_seeds() -> list[bytes]:
     import gzip
 
     lines = [
-        {"v": 1, "kind": "task", "id": "t-1", "meta": {"status": "SUCCESS", "result": 1,
-         "traceback": None, "children": [], "date_done": "2026-11-24T10:11:12"},
-         "expires_at": 1800000000.0, "expires_known": True},
+        {
+            "v": 1,
+            "kind": "task",
+            "id": "t-1",
+            "meta": {
+                "status": "SUCCESS",
+                "result": 1,
+                "traceback": None,
+                "children": [],
+                "date_done": "2026-11-24T10:11:12",
+            },
+            "expires_at": 1800000000.0,
+            "expires_known": True,
+        },
         {"v": 1, "kind": "group", "id": "g-1", "meta": {"result": [["t-1", None]]}},
-        {"v": 1, "kind": "task", "id": "t-2", "payload": base64.b64encode(b'{"status": "FAILURE", "result": NaN}').decode(),
-         "serializer": "json"},
+        {
+            "v": 1,
+            "kind": "task",
+            "id": "t-2",
+            "payload": base64.b64encode(b'{"status": "FAILURE", "result": NaN}').decode(),
+            "serializer": "json",
+        },
         {"v": 2, "kind": "task", "id": "t-3"},
     ]
     text = "\n".join(json.dumps(line) for line in lines).encode() + b"\n"
     two_members = gzip.compress(text[:200], mtime=0) + gzip.compress(text[200:], mtime=0)
-    return [b"\x01" + text, b"\x00" + gzip.compress(text, mtime=0), b"\x00" + two_members,
-            b"\x00" + gzip.compress(text, mtime=0)[:-9]]
+    return [
+        b"\x01" + text,
+        b"\x00" + gzip.compress(text, mtime=0),
+        b"\x00" + two_members,
+        b"\x00" + gzip.compress(text, mtime=0)[:-9],
+    ]
 
 
 if __name__ == "__main__":

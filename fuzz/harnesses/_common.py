@@ -84,7 +84,25 @@ def canon(value: Any) -> Any:
     return (kind.__name__, repr(value))
 
 
-def outcome(call: Callable[[], Any], refusal: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+def depth(value: Any) -> int:
+    """How many lists, tuples, sets and mappings *value* nests (without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def outcome(
+    call: Callable[[], Any], refusal: type[BaseException] | tuple[type[BaseException], ...]
+) -> Any:
     """("ok", canon(result)) or ("refused", exception type name); anything else raises."""
     try:
         return ("ok", canon(call()))
@@ -95,4 +113,7 @@ def outcome(call: Callable[[], Any], refusal: type[BaseException] | tuple[type[B
 def agree(what: str, data: bytes, c: Any, py: Any) -> None:
     """Raise when the C and pure-Python outcomes differ."""
     if c != py:
-        raise AssertionError(f"{what}: C and pure Python disagree on {data[:200]!r}\n C: {c!r:.600}\n py: {py!r:.600}")
+        raise AssertionError(
+            f"{what}: C and pure Python disagree on {data[:200]!r}\n"
+            f" C: {c!r:.600}\n py: {py!r:.600}"
+        )

@@ -11,6 +11,7 @@ authentication check: again only SerializationError may come out.
 from __future__ import annotations
 
 import base64
+import contextlib
 
 from _common import fuzz, instrumented
 
@@ -18,9 +19,7 @@ with instrumented(__name__):
     from resultkit import encryption
     from resultkit.errors import SerializationError
 
-KEYS = encryption.KeyRing(
-    [base64.urlsafe_b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
-)
+KEYS = encryption.KeyRing([base64.urlsafe_b64encode(bytes([n]) * 32).decode() for n in (1, 2)])
 SETTINGS = encryption.Settings(KEYS)
 
 
@@ -37,15 +36,10 @@ def check(data: bytes) -> None:
         return
     payload = data[1:] if data[0] % 2 == 0 else sealed_plaintext(data[1:])
     encryption.key_id_of(payload)
-    try:
+    with contextlib.suppress(SerializationError):
         encryption.open_payload(payload, KEYS)
-    except SerializationError:
-        pass
-    with encryption.scoped(SETTINGS):
-        try:
-            encryption.encrypted_loads(payload)
-        except SerializationError:
-            pass
+    with encryption.scoped(SETTINGS), contextlib.suppress(SerializationError):
+        encryption.encrypted_loads(payload)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ def check(data: bytes) -> None:
         meta = json.loads(data)  # the standard library, as Celery's JSON reads stored text
     except (ValueError, RecursionError):
         if from_json is not None:
-            raise AssertionError(f"C made a row of JSON Python cannot read: {data[:200]!r}")
+            raise AssertionError(
+                f"C made a row of JSON Python cannot read: {data[:200]!r}"
+            ) from None
         return
     agree("nonfinite", data, _nonfinite(speedups, meta), _nonfinite(codec, meta))
     if type(meta) is not dict:

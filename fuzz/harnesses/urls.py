@@ -37,7 +37,9 @@ def sqlalchemy_password(url: str) -> str | None:
     import sqlalchemy as sa
 
     try:
-        password = sa.engine.make_url(url.split("+", 1)[1] if url.startswith("db+") else url).password
+        password = sa.engine.make_url(
+            url.split("+", 1)[1] if url.startswith("db+") else url
+        ).password
     except (sa.exc.ArgumentError, ValueError, TypeError, IndexError):
         return None
     return None if password is None else str(password)
@@ -72,9 +74,10 @@ def check(data: bytes) -> None:
             continue
         if any(read(part) == password for part in urls._chunks(masked)):
             raise AssertionError(f"{read.__name__}: {password!r} survives masking {url!r}")
-        if len(password) >= urls.Redactor.MIN_SECRET_CHARS:
-            if password in redactor.redact(f"connection refused for {password}"):
-                raise AssertionError(f"{read.__name__}: {password!r} survives redacting {url!r}")
+        message = f"connection refused for {password}"
+        if len(password) >= urls.Redactor.MIN_SECRET_CHARS and password in redactor.redact(message):
+            raise AssertionError(f"{read.__name__}: {password!r} survives redacting {url!r}")
+
 
 if __name__ == "__main__":
     fuzz(check)
