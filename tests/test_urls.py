@@ -245,3 +245,10 @@ def test_an_at_sign_in_the_query_is_not_taken_for_a_broken_password(url: str) ->
     # more than the password here, which shows nothing it should not)
     parse_backend_url(url)
     assert "pw" not in mask_url(url)
+
+
+def test_a_database_url_whose_port_is_no_number_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="port is not a number") as caught:
+        parse_backend_url("db+postgresql+psycopg://user:s3cret@localhost:54x2/test")
+    assert "s3cret" not in str(caught.value)
+    assert "user:***@localhost" in str(caught.value)

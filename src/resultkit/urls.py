@@ -299,6 +299,8 @@ def _sqlalchemy_misreads(chunk: str) -> bool:
         parsed = sa.make_url(f"{name}://{rest}")
     except sa.exc.ArgumentError:
         return True
+    except ValueError:  # a port that is no number: parse_backend_url says so
+        return False
     return "@" in (parsed.host or "")
 
 
@@ -362,8 +364,25 @@ def parse_backend_url(url: str) -> BackendURL:
                 "SQLAlchemy no longer accepts the 'postgres' dialect name: "
                 f"write {alias}+postgresql+psycopg://..."
             )
-        return BackendURL(url, scheme, alias, kind, sqlalchemy_url=url.split("+", 1)[1])
+        sqlalchemy_url = url.split("+", 1)[1]
+        _check_sqlalchemy_url(sqlalchemy_url, url)
+        return BackendURL(url, scheme, alias, kind, sqlalchemy_url=sqlalchemy_url)
     return BackendURL(url, scheme, alias, kind)
+
+
+def _check_sqlalchemy_url(url: str, given: str) -> None:
+    """Refuse what SQLAlchemy cannot parse (a port that is no number, ...) here, with
+    the URL masked, rather than as a bare ValueError when the engine is made."""
+    import sqlalchemy as sa
+
+    try:
+        sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        reason = "its port is not a number" if "int()" in str(exc) else "SQLAlchemy cannot parse it"
+        raise ConfigurationError(
+            f"{mask_url(given)} is not a valid database URL ({reason}): write "
+            "dialect+driver://user:password@host:port/database"
+        ) from None
 
 
 #: The URL parser each kind's driver uses (see :func:`credential_problem`).
