@@ -252,3 +252,12 @@ def test_a_database_url_whose_port_is_no_number_is_a_configuration_error() -> No
         parse_backend_url("db+postgresql+psycopg://user:s3cret@localhost:54x2/test")
     assert "s3cret" not in str(caught.value)
     assert "user:***@localhost" in str(caught.value)
+
+
+def test_the_redactor_hides_the_part_of_a_password_a_driver_reads() -> None:
+    # urllib (redis-py, kombu) ends this password at the first "@"; the mask covers
+    # up to the last one, and a driver's error may name what it read alone.
+    url = "redis://:s3cret@localhost://:other@localhost:6379/0"
+    redactor = Redactor()
+    redactor.add_url(url)
+    assert redactor.redact("AUTH failed with s3cret") == "AUTH failed with ***"

@@ -144,8 +144,33 @@ def _passwords_in(url: str) -> Iterable[str]:
         span = _password_span(chunk)
         if span is not None:
             yield chunk[span[0] : span[1]]
+            yield from _driver_passwords(chunk)
     for _, value in _SECRET_PARAMS.findall(url):
         yield value
+
+
+def _driver_passwords(chunk: str) -> Iterable[str]:
+    """The passwords the drivers take from *chunk*, which may be only part of what
+    :func:`_password_span` covers (a raw ``@`` or ``/`` in a URL): an error a
+    driver raises may name that part alone."""
+    from urllib.parse import urlsplit
+
+    scheme, _, rest = chunk.partition("://")
+    try:
+        password = urlsplit("http://" + rest).password  # redis-py, kombu, Celery
+    except ValueError:
+        password = None
+    if password:
+        yield password
+    if scheme.startswith(("db+", "resultkit-db+")) and "+" in scheme:
+        import sqlalchemy as sa
+
+        try:
+            read = sa.make_url(f"{scheme.split('+', 1)[1]}://{rest}").password
+        except (sa.exc.ArgumentError, ValueError):
+            read = None
+        if read:
+            yield str(read)
 
 
 def _forms(secret: str) -> set[str]:
