@@ -82,7 +82,7 @@ def python_row(meta: Any) -> bytes | None:
     store, table, _, _, kinds = target()
     try:
         return pack_values((ROW_ID, *store._row(Record(Kind.TASK, "t-1", meta), table)), kinds)
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return None
 
 

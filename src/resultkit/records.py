@@ -235,6 +235,8 @@ def naive_utc(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             parsed = as_datetime(value)  # type: ignore[assignment]
+        if parsed is None:  # "" or blanks: no date, as as_datetime reads them
+            return None
         if parsed.tzinfo is None:
             return parsed
         return parsed.astimezone(timezone.utc).replace(tzinfo=None)
