@@ -145,6 +145,7 @@ def main() -> None:
     write("retention", retention_seeds())
     write("checkpoint", checkpoint_seeds())
     write("archive_line", archive_seeds())
+    write("payload", payload_seeds())
 
 
 URLS = [
@@ -183,6 +184,34 @@ def envelope_seeds() -> list[bytes]:
     ]
     seeds = [b"\x01" + p for p in plains]
     seeds += [b"\x00" + envelope.sealed_plaintext(p) for p in plains[:2]]
+    return seeds
+
+
+def payload_seeds() -> list[bytes]:
+    import pickle
+
+    from kombu.compression import compress
+
+    sys.path.insert(0, str(Path(__file__).parent / "harnesses"))
+    import envelope  # type: ignore[import-not-found]
+
+    from resultkit import serializers
+
+    meta = {"status": "SUCCESS", "result": [1, dt.date(2026, 1, 1)], "children": []}
+    plain = json.dumps({"status": "SUCCESS", "result": 1}).encode()
+    rk = serializers.json_dumps(meta)
+    seeds = [
+        b"\x00" + plain,
+        b"\x00" + b'{"result": NaN, "n": 123456789012345678901234}',
+        b"\x01" + rk,
+        b"\x02" + serializers.msgpack_dumps(meta),
+        b"\x03" + b"\x82\xa6status\xa7SUCCESS\xa6result\x01",
+        b"\x04" + pickle.dumps({"status": "SUCCESS"}),
+        b"\x01" + envelope.sealed_plaintext(b"resultkit-json\0\0" + rk),
+    ]
+    for method in ("zlib", "zstd", "lz4"):
+        body, _ = compress(rk, method)
+        seeds.append(b"\x01" + body)
     return seeds
 
 
