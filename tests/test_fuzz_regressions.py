@@ -55,7 +55,9 @@ def test_the_seed_corpus_passes_its_harness(name: str) -> None:
         check(path.read_bytes())
 
 
-@pytest.mark.parametrize("name", ["json_decoder", "msgpack_decoder", "json_row", "dates"])
+@pytest.mark.parametrize(
+    "name", ["json_decoder", "msgpack_decoder", "json_row", "dates", "payload"]
+)
 def test_the_c_walks_keep_no_references_to_what_they_decoded(name: str) -> None:
     check = harness(name).check
     data = [p.read_bytes() for p in sorted((FUZZ / "corpus" / name).glob("*"))]
