@@ -231,10 +231,11 @@ def naive_utc(value: Any) -> datetime | None:
                 return datetime.fromisoformat(value[:-6])
             except ValueError:
                 pass
+        parsed: datetime | None
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            parsed = as_datetime(value)  # type: ignore[assignment]
+            parsed = as_datetime(value)
         if parsed is None:  # "" or blanks: no date, as as_datetime reads them
             return None
         if parsed.tzinfo is None:
