@@ -261,3 +261,10 @@ def test_the_redactor_hides_the_part_of_a_password_a_driver_reads() -> None:
     redactor = Redactor()
     redactor.add_url(url)
     assert redactor.redact("AUTH failed with s3cret") == "AUTH failed with ***"
+
+
+def test_a_scheme_with_an_underscore_has_its_password_masked() -> None:
+    # SQLAlchemy's dialect names may hold "_": the mask must see the scheme as one.
+    assert mask_url("db+my_dialect+driver://user:s3cret@host/db") == (
+        "db+my_dialect+driver://user:***@host/db"
+    )

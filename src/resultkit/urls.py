@@ -33,7 +33,9 @@ MASK = "***"
 
 #: Query parameters whose values are secrets.
 _SECRET_PARAMS = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|secret|token)[\w.-]*=)([^&;\s]+)")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+#: A URL's scheme: RFC 3986's letters, plus "_", which SQLAlchemy's dialect names
+#: may hold (a scheme the mask did not see as one kept its password shown).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-_]*://")
 
 
 class BackendKind(str, enum.Enum):
@@ -84,7 +86,7 @@ _MISTAKES: dict[str, str] = {
 
 
 #: Where one URL of several (Sentinel's ``;``-joined list) ends and the next begins.
-_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-_]*://)")
 
 
 def _chunks(url: str) -> list[str]:
@@ -226,7 +228,7 @@ class Redactor:
         return text
 
 
-_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-_]*://[^\s'\"<>]+")
 
 
 #: What each driver family takes as the end of an unencoded password.  redis-py,
