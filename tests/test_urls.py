@@ -268,3 +268,12 @@ def test_a_scheme_with_an_underscore_has_its_password_masked() -> None:
     assert mask_url("db+my_dialect+driver://user:s3cret@host/db") == (
         "db+my_dialect+driver://user:***@host/db"
     )
+
+
+def test_a_url_with_a_line_break_is_refused_and_masked_as_urllib_reads_it() -> None:
+    # urllib drops tabs and line breaks anywhere in a URL before reading it.
+    url = "redis\r://:s3cret@localhost:6379/0"
+    assert mask_url(url) == "redis://:***@localhost:6379/0"
+    with pytest.raises(ConfigurationError, match="control character") as caught:
+        parse_backend_url(url)
+    assert "s3cret" not in str(caught.value)

@@ -86,6 +86,8 @@ _MISTAKES: dict[str, str] = {
 
 
 #: Where one URL of several (Sentinel's ``;``-joined list) ends and the next begins.
+#: What urllib removes from a URL before parsing it (urllib.parse._UNSAFE_URL_BYTES_TO_REMOVE).
+_URL_BLANKS = re.compile(r"[\t\r\n]")
 _NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-_]*://)")
 
 
@@ -137,12 +139,15 @@ def mask_url(url: str | None) -> str:
     """
     if not url:
         return ""
-    masked = ";".join(_mask_authority(chunk) for chunk in _chunks(str(url)))
+    # urllib (so redis-py and kombu) drops tabs and line breaks anywhere in a URL
+    # before reading it: so does the mask, or "redis\r://:pw@host" would keep pw.
+    text = _URL_BLANKS.sub("", str(url))
+    masked = ";".join(_mask_authority(chunk) for chunk in _chunks(text))
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{MASK}", masked)
 
 
 def _passwords_in(url: str) -> Iterable[str]:
-    for chunk in _chunks(url):
+    for chunk in _chunks(_URL_BLANKS.sub("", url)):
         span = _password_span(chunk)
         if span is not None:
             yield chunk[span[0] : span[1]]
@@ -363,6 +368,11 @@ def parse_backend_url(url: str) -> BackendURL:
     and :class:`ConfigurationError` for a malformed URL or a known mistake.
     """
     url = url.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigurationError(
+            f"{mask_url(url)!r} holds a control character (a tab or a line break pasted "
+            "with it?): write the URL on one line"
+        )
     if "://" not in url:
         raise ConfigurationError(
             f"{mask_url(url)!r} is not a URL: write scheme://..., "
