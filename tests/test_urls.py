@@ -277,3 +277,10 @@ def test_a_url_with_a_line_break_is_refused_and_masked_as_urllib_reads_it() -> N
     with pytest.raises(ConfigurationError, match="control character") as caught:
         parse_backend_url(url)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_scheme_with_letters_beyond_ascii_has_its_password_masked() -> None:
+    # SQLAlchemy reads any word characters as a dialect name; so does the mask.
+    assert mask_url("db+postgresql+psycopgü://user:s3cret@host/db") == (
+        "db+postgresql+psycopgü://user:***@host/db"
+    )

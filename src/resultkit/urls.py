@@ -33,9 +33,10 @@ MASK = "***"
 
 #: Query parameters whose values are secrets.
 _SECRET_PARAMS = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|secret|token)[\w.-]*=)([^&;\s]+)")
-#: A URL's scheme: RFC 3986's letters, plus "_", which SQLAlchemy's dialect names
-#: may hold (a scheme the mask did not see as one kept its password shown).
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-_]*://")
+#: A URL's scheme, as loosely as SQLAlchemy reads one (any letters, digits, "_",
+#: "+"; RFC 3986 adds "." and "-"): a scheme the mask did not see as one kept its
+#: password shown.
+_SCHEME = r"[^\W\d_][\w+.\-]*://"
 
 
 class BackendKind(str, enum.Enum):
@@ -88,7 +89,7 @@ _MISTAKES: dict[str, str] = {
 #: Where one URL of several (Sentinel's ``;``-joined list) ends and the next begins.
 #: What urllib removes from a URL before parsing it (urllib.parse._UNSAFE_URL_BYTES_TO_REMOVE).
 _URL_BLANKS = re.compile(r"[\t\r\n]")
-_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-_]*://)")
+_NEXT_URL = re.compile(f";(?={_SCHEME})")
 
 
 def _chunks(url: str) -> list[str]:
@@ -107,10 +108,11 @@ def _password_span(chunk: str) -> tuple[int, int] | None:
     is ever shown.  A URL with ``@`` in its path or query has more hidden
     than its password: shown too little would be a leak, too much is not.
     """
-    match = _SCHEME.search(chunk)
-    if not match:
+    # From the first "://", as parse_backend_url splits the scheme off.
+    at = chunk.find("://")
+    if at == -1:
         return None
-    start = match.end()
+    start = at + 3
     if chunk[start : start + 1] == "/":
         return None  # no authority: db+sqlite:///PATH, file:///PATH
     at = chunk.rfind("@", start)
@@ -233,7 +235,7 @@ class Redactor:
         return text
 
 
-_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-_]*://[^\s'\"<>]+")
+_SCHEME_URL = re.compile(_SCHEME + r"[^\s'\"<>]+")
 
 
 #: What each driver family takes as the end of an unencoded password.  redis-py,
