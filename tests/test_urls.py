@@ -284,3 +284,13 @@ def test_a_scheme_with_letters_beyond_ascii_has_its_password_masked() -> None:
     assert mask_url("db+postgresql+psycopgü://user:s3cret@host/db") == (
         "db+postgresql+psycopgü://user:***@host/db"
     )
+
+
+def test_only_sentinel_urls_may_list_urls_with_semicolons() -> None:
+    # A driver reads a database or Redis URL whole; the mask would split it at ";".
+    with pytest.raises(ConfigurationError, match="%3B") as caught:
+        parse_backend_url("db+postgresql+psycopg://user:pa;redis://x:s3cret@host/db")
+    assert "s3cret" not in str(caught.value)
+    assert parse_backend_url("sentinel://:a@h1:26379/0;sentinel://:b@h2:26379/0").kind is (
+        BackendKind.SENTINEL
+    )

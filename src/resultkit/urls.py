@@ -387,6 +387,13 @@ def parse_backend_url(url: str) -> BackendURL:
     kind = _ALIAS_KINDS.get(alias)
     if kind is None:
         kind = _other_alias_kind(alias)
+    if kind is not BackendKind.SENTINEL and len(_chunks(url)) > 1:
+        # Only Sentinel lists URLs with ";"; anywhere else the driver reads one URL,
+        # while the masks would take the text after ";" for another one.
+        raise ConfigurationError(
+            f"{mask_url(url)!r} holds ';' before another scheme://, which only sentinel:// "
+            "URLs may: percent-encode it as %3B where it is part of a password"
+        )
     reader = _READERS.get(kind)
     problem = credential_problem(url, reader) if reader else None
     if problem:
