@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -24,7 +25,9 @@ def fuzz(check: Callable[[bytes], None]) -> None:
     """Run *check* under atheris with the command line's libFuzzer flags."""
     import atheris
 
-    atheris.Setup(sys.argv, check)
+    # libFuzzer runs argv[0] again for -merge and -fork: this interpreter and this file.
+    argv = [f"{sys.executable} {os.path.abspath(sys.argv[0])}", *sys.argv[1:]]
+    atheris.Setup(argv, check)
     atheris.Fuzz()
 
 
