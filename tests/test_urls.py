@@ -294,3 +294,11 @@ def test_only_sentinel_urls_may_list_urls_with_semicolons() -> None:
     assert parse_backend_url("sentinel://:a@h1:26379/0;sentinel://:b@h2:26379/0").kind is (
         BackendKind.SENTINEL
     )
+
+
+def test_the_redactor_reads_an_upper_case_alias_as_parse_backend_url_does() -> None:
+    # SQLAlchemy ends this password at the first "@"; the alias is "db" in any case.
+    url = "DB+postgresql://user:s3cret@first@host/db"
+    redactor = Redactor()
+    redactor.add_url(url)
+    assert "s3cret" not in redactor.redact("password authentication failed: s3cret")

@@ -171,7 +171,7 @@ def _driver_passwords(chunk: str) -> Iterable[str]:
         password = None
     if password:
         yield password
-    if scheme.startswith(("db+", "resultkit-db+")) and "+" in scheme:
+    if scheme.lower().startswith(("db+", "resultkit-db+")):  # as parse_backend_url reads it
         import sqlalchemy as sa
 
         try:
