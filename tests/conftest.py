@@ -497,3 +497,52 @@ def sentinel_with_replica(own_redis: Any, tmp_path: Path) -> Iterator[SentinelSe
     finally:
         process.terminate()
         process.wait(10)
+
+
+# ----------------------------------------------------------- Redis Cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: Any) -> Iterator[Any]:
+    """A six-node Redis Cluster (three masters, three replicas) of this test session's own.
+
+    Tests share it; each keeps to its own key prefix (:func:`cluster_keys`), and a
+    test that kills or moves something leaves the cluster healthy again.
+    """
+    from tests.cluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    except ClusterUnavailable as exc:
+        if services.in_ci():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        gc.collect()  # results still alive unsubscribe while the nodes answer
+        cluster.stop()
+
+
+@contextlib.contextmanager
+def cluster_keys(cluster: Any) -> Iterator[str]:
+    """A key prefix of its own on *cluster*; every key under it is deleted afterwards."""
+    prefix = f"rk{uuid.uuid4().hex[:8]}-"
+    try:
+        yield prefix
+    finally:
+        cluster.wait_healthy()
+        for node in cluster.masters():
+            client = node.client()
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            keys += list(client.scan_iter(match=f"{{{prefix}*", count=1000))
+            for key in keys:
+                client.delete(key)
+            client.close()
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: Any) -> Iterator[str]:
+    """This test's own key prefix on the session's cluster (``global_keyprefix``)."""
+    with cluster_keys(redis_cluster) as prefix:
+        yield prefix

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from resultkit.records import Kind, Record
+from resultkit.records import Kind, Payload, Record
 
 #: The retention policy of the issue, used across the tests.
 RETENTION_POLICY = {
@@ -47,11 +47,10 @@ def task(
         "retries": 0,
         "queue": "celery",
     }
-    record = Record(Kind.TASK, task_id, meta)
-    if expires_in is not None:
-        record.expires_at = NOW.timestamp() + expires_in
-        record.expires_known = True
-    return record
+    if expires_in is None:
+        return Record(Kind.TASK, task_id, Payload(meta))
+    expires_at = NOW.timestamp() + expires_in
+    return Record(Kind.TASK, task_id, Payload(meta), expires_at=expires_at, expires_known=True)
 
 
 def failure(task_id: str, **kwargs: Any) -> Record:
@@ -66,7 +65,7 @@ def failure(task_id: str, **kwargs: Any) -> Record:
 
 def group(group_id: str, members: list[str]) -> Record:
     as_tuple = [[group_id, None], [[[m, None], None] for m in members]]
-    return Record(Kind.GROUP, group_id, {"result": as_tuple, "date_done": NOW})
+    return Record(Kind.GROUP, group_id, Payload({"result": as_tuple, "date_done": NOW}))
 
 
 def standard_set(prefix: str = "t") -> list[Record]:

@@ -18,11 +18,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "resultkit"
 
 #: Lower layers never import higher ones (a module may import its own layer).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_native", "durations", "report", "explain", "choices"),
+    ("errors", "_native", "durations", "report", "explain", "choices", "figures"),
     ("urls", "compression", "records", "retention"),
     ("serializers",),
     ("encryption",),
-    ("codec", "compare", "drivers", "apps", "summary", "purge", "checkpoint", "boundary"),
+    (
+        "codec",
+        "compare",
+        "drivers",
+        "apps",
+        "summary",
+        "purge",
+        "checkpoint",
+        "boundary",
+        "cluster",
+    ),
     ("stores", "backends"),
     ("transfer", "progress", "checks"),
     ("commands", "beat"),
@@ -142,9 +152,9 @@ def test_commands_and_library_code_never_import_click() -> None:
     offenders = [
         name
         for name, path in _modules().items()
-        if name not in ("resultkit.cli",)
+        if not (name == "resultkit.cli" or name.startswith("resultkit.cli."))
         and any(
             t == "click" or t.startswith("click.") for t in _imports(path, top_level_only=False)
         )
     ]
-    assert not offenders, f"only cli.py talks to click: {offenders}"
+    assert not offenders, f"only the cli package talks to click: {offenders}"

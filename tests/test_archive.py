@@ -207,9 +207,7 @@ def test_a_partial_last_member_left_by_a_crashed_writer_is_cut_off_on_append(
     archive.write_bytes(data[: member_offsets(data)[-1] + 20])
     # ... and old results to archive
     seed = open_store(redis_db.url)
-    old = [task(f"old-{i}", expires_in=None) for i in range(3)]
-    for record in old:
-        record.expires_known = True
+    old = [task(f"old-{i}", expires_in=None).replace(expires_known=True) for i in range(3)]
     seed.write_many(old, OnConflict.SKIP)
     seed.close()
     # When a cleanup archives into it
@@ -240,8 +238,7 @@ def test_a_damaged_archive_is_never_appended_to_and_nothing_is_deleted(
         archive.write_text('{"some": "lines of my own"}\n')
     before = archive.read_bytes()
     seed = open_store(redis_db.url)
-    record = task("old-1")
-    record.expires_known = True
+    record = task("old-1").replace(expires_known=True)
     seed.write_many([record], OnConflict.SKIP)
     seed.close()
     # When a cleanup is asked to archive into it

@@ -74,8 +74,8 @@ def _app(folder: Path, name: str, backend: str, **settings: Any) -> None:
 def env(tmp_path: Path, own_redis: Any, postgres_db: SqlDB, sqlite_db: SqlDB) -> Iterator[Env]:
     """The faults of the matrix, with the servers and files they need."""
     env = Env(tmp_path)
-    old = task("old-1", done=NOW - timedelta(days=3))
-    old.expires_known = True  # a key without a TTL: there until a cleanup deletes it
+    # A key without a TTL: there until a cleanup deletes it
+    old = task("old-1", done=NOW - timedelta(days=3)).replace(expires_known=True)
     # A good store to migrate from and to: SQLite with an old and a new result.
     store = open_store(sqlite_db.url)
     store.write_many([old, task("new-1")], OnConflict.SKIP)

@@ -23,6 +23,7 @@ from celery.app.task import Context
 from celery.exceptions import ChordError
 
 from tests.conftest import (
+    cluster_keys,
     mysql_database,
     postgres_schema,
     redis_database,
@@ -101,9 +102,14 @@ class Chords:
 
 
 @contextlib.contextmanager
-def _backend(kind: str, folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _backend(kind: str, folder: Path, request: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """The result_backend URL of *kind*, and the settings it needs besides."""
-    if kind == "db-postgres":
+    if kind == "rediscluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        with cluster_keys(cluster) as prefix:
+            options = {"global_keyprefix": prefix}
+            yield cluster.backend_url, {"result_backend_transport_options": options}
+    elif kind == "db-postgres":
         with postgres_schema() as db:
             yield "resultkit-db+" + db.sqlalchemy_url, {}
     elif kind == "db-mysql":
@@ -121,7 +127,7 @@ def _backend(kind: str, folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield "resultkit-dual://", {"resultkit_dual_write": dual}
 
 
-BACKENDS = ["db-postgres", "db-mysql", "db-sqlite", "redis", "dual"]
+BACKENDS = ["db-postgres", "db-mysql", "db-sqlite", "redis", "dual", "rediscluster"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -129,7 +135,7 @@ def chords(request: Any, tmp_path_factory: Any) -> Iterator[Chords]:
     """A prefork worker of one process on each backend in turn."""
     require("rabbitmq")
     folder = tmp_path_factory.mktemp(f"chords-{request.param}")
-    with _backend(request.param, folder) as (url, settings):
+    with _backend(request.param, folder, request) as (url, settings):
         settings.update(
             result_extended=True,
             task_allow_error_cb_on_chord_header=True,

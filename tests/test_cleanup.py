@@ -21,9 +21,7 @@ from tests.worker import celery_worker, load, write_app
 
 def aged(record: Record) -> Record:
     """No lifetime of its own (a Redis key without TTL), so only the policy decides."""
-    record.expires_known = True
-    record.expires_at = None
-    return record
+    return record.replace(expires_known=True, expires_at=None)
 
 
 def dataset() -> tuple[list[Record], set[str]]:

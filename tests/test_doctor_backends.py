@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from resultkit import Status, doctor
-from tests.conftest import RedisDB, SqlDB
+from tests.conftest import RedisDB, SqlDB, free_port, run
 from tests.netutil import black_hole
 
 ROUNDTRIP = ("roundtrip.success", "roundtrip.failure", "roundtrip.group", "roundtrip.forget")
@@ -352,3 +352,57 @@ def test_doctor_refuses_a_broker_url_whose_raw_password_kombu_would_misread(cli:
     assert "%23" in check["message"]
     assert "zq" not in result.output
     assert "xw" not in result.output
+
+
+# ------------------------------------------------------- resultkit-dual
+
+
+def _dual_app(folder: Path, new: str, old: str) -> None:
+    (folder / "cutover.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('cutover', backend='resultkit-dual://')\n"
+        f"app.conf.resultkit_dual_write = {{'new': {new!r}, 'old': {old!r}}}\n"
+    )
+
+
+def _checks(result: Any) -> dict[str, Any]:
+    return {check["id"]: check for check in result.json["checks"]}
+
+
+def test_doctor_reaches_both_sides_of_a_dual_backend(
+    redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given a cutover app writing PostgreSQL (new) and Redis (old)
+    _dual_app(tmp_path, postgres_db.url, redis_db.url)
+    # When the doctor checks it
+    result = run("resultkit", "doctor", "-A", "cutover", "--json", cwd=tmp_path)
+    # Then each side is reached and named, and the round trip goes through both
+    checks = _checks(result)
+    assert checks["dual.new"]["status"] == "pass", checks["dual.new"]
+    assert "PostgreSQL" in checks["dual.new"]["message"]
+    assert checks["dual.old"]["status"] == "pass", checks["dual.old"]
+    assert "Redis" in checks["dual.old"]["message"]
+    assert checks["roundtrip.success"]["status"] == "pass"
+    assert result.code == 0, result.output
+
+
+def test_doctor_warns_when_the_old_side_is_out_of_reach_and_fails_for_the_new(
+    redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    # Given the old side's Redis is a port nobody listens on
+    port = free_port()
+    down = f"redis://:secret-old@127.0.0.1:{port}/0"
+    _dual_app(tmp_path, postgres_db.url, down)
+    result = run("resultkit", "doctor", "-A", "cutover", "--json", "--timeout", "8", cwd=tmp_path)
+    checks = _checks(result)
+    # Then the old side warns (the dual backend keeps writing the new one), without
+    # its password
+    assert checks["dual.old"]["status"] == "warn", checks["dual.old"]
+    assert str(port) in checks["dual.old"]["message"]
+    assert "secret-old" not in result.output
+    assert checks["dual.new"]["status"] == "pass"
+    # And with the new side out of reach instead, the doctor fails
+    _dual_app(tmp_path, f"redis://127.0.0.1:{port}/0", redis_db.url)
+    result = run("resultkit", "doctor", "-A", "cutover", "--json", "--timeout", "8", cwd=tmp_path)
+    assert _checks(result)["dual.new"]["status"] == "fail", result.output
+    assert result.code == 1

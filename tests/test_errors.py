@@ -12,10 +12,9 @@ from resultkit.errors import AccessDenied, BackendUnavailable, MissingDatabase, 
 from resultkit.stores import Store
 from resultkit.stores.archive import ArchiveStore
 from resultkit.stores.base import GUARDED
-from resultkit.stores.django import DjangoStore
 from resultkit.stores.filesystem import FilesystemStore
 from resultkit.stores.redis import RedisStore
-from resultkit.stores.sql import SqlStore
+from resultkit.stores.sql import DjangoStore, SqlStore
 
 
 @pytest.mark.parametrize(

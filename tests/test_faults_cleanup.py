@@ -43,8 +43,8 @@ def seed_old(url: str, total: int, pad_bytes: int = 0, failed_every: int = 0) ->
             record = failure(task_id, done=done)
         else:
             record = task(task_id, result=value, done=done)
-        record.expires_known, record.expires_at = True, None  # Redis: no TTL, the cleanup decides
-        records.append(record)
+        # Redis: no TTL, the cleanup decides
+        records.append(record.replace(expires_known=True, expires_at=None))
     for at in range(0, total, 2000):
         store.write_many(records[at : at + 2000], OnConflict.SKIP)
     store.close()

@@ -33,7 +33,6 @@ from tests.faults import (
     start,
     stop_after,
     terminate_backends,
-    wait_until,
     with_application_name,
     with_session_timeouts,
 )
@@ -275,14 +274,16 @@ def test_a_full_disk_for_the_checkpoint_stops_with_one_line_and_loses_nothing(
     redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
     # Given a migration whose checkpoint lives on a small file system
-    ids = fill(redis_db.client, "d", 5000)
+    ids = fill(redis_db.client, "d", 20000)
     with small_disk(tmp_path / "disk") as disk:
         checkpoint = disk / "cp.json"
         args = migrate_args(redis_db.url, postgres_db.url, checkpoint)
         process = start(*args, cwd=tmp_path)
-        # When that file system fills up part-way
-        wait_until(lambda: checkpointed(checkpoint) >= 1000 or process.poll() is not None)
+        # When that file system fills up part-way (the run held meanwhile, so that
+        # it cannot finish before the disk is full)
+        stop_after(process, checkpoint, 1000, signal.SIGSTOP)
         fill_disk(disk)
+        process.send_signal(signal.SIGCONT)
         code, _, stderr = finish(process)
         # Then the run stops with one line naming the checkpoint and the way to finish
         assert code == 1, stderr
@@ -306,7 +307,8 @@ def test_a_source_that_keeps_changing_ends_incomplete_with_the_command_to_finish
 ) -> None:
     # Given a migration that may start its pass again no more than once
     command = importlib.import_module("resultkit.commands.migrate")
-    monkeypatch.setattr(command, "MAX_RESCANS", 1)
+    reading = importlib.import_module("resultkit.transfer.reading")
+    monkeypatch.setattr(reading, "MAX_RESCANS", 1)
     source = own_redis()
     ids = fill(source.client(), "g", 5000)
     checkpoint = tmp_path / "cp.json"

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resultkit import _speedups, codec
-from resultkit.records import Kind, Record
+from resultkit.records import Kind, Payload, Record
 from resultkit.stores import OnConflict, open_store
-from resultkit.stores._pgcopy import SIGNATURE, TRAILER, pack_values, row_spec
 from resultkit.stores.sql import SqlStore
+from resultkit.stores.sql.pgcopy import SIGNATURE, TRAILER, pack_values, row_spec
 from tests.celery_view import assert_celery_reads
 from tests.conftest import RedisDB, SqlDB
 from tests.samples import NOW, failure, standard_set, task
@@ -40,7 +40,7 @@ class Target:
 
     def python_row(self, record: Record) -> bytes:
         """The row as the store makes it in Python (raises ValueError when refused)."""
-        return pack_values((ROW_ID, *self.store._row(record, self.table)), self.kinds)
+        return pack_values((ROW_ID, *self.store.row(record, self.table)), self.kinds)
 
     def c_row(self, record: Record) -> bytes | None:
         """The row made in C, or None when C declines it (leaving the buffer as it was)."""
@@ -61,10 +61,11 @@ def target(postgres_db: SqlDB) -> Iterator[Target]:
     store.ensure_tables()
     table = store.table(Kind.TASK)
     assert table is not None
-    names = ["id", *store._columns(Kind.TASK, table)]
+    names = ["id", *store.column_names(Kind.TASK, table)]
+    assert store._copier is not None, "PostgreSQL through psycopg 3 writes with COPY"
     with store.engine.connect() as conn:
-        types = store._binary_types(conn, table)
-    limits = {name: limit for _, name, limit in store._text_limits(table)}
+        types = store._copier.types(conn, table)
+    limits = {name: limit for _, name, limit in store.text_limits(table)}
     spec = row_spec(names, types, limits)
     assert spec is not None, types
     yield Target(store, table, spec, [types[n] for n in names])
@@ -135,7 +136,7 @@ metas = st.fixed_dictionaries(
 def test_c_makes_the_python_row_or_declines_it(
     target: Target, meta: dict[str, Any], task_id: str
 ) -> None:
-    record = Record(Kind.TASK, task_id, meta)
+    record = Record(Kind.TASK, task_id, Payload(meta))
     try:
         expected: bytes | None = target.python_row(record)
     except (ValueError, TypeError):
@@ -159,7 +160,7 @@ def test_c_makes_the_python_row_or_declines_it(
 def test_c_declines_what_python_refuses_with_the_reason(
     target: Target, change: dict[str, Any], reason: str
 ) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(**change))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(**change)))
     assert target.c_row(record) is None
     with pytest.raises(ValueError, match=reason):
         target.python_row(record)
@@ -174,7 +175,7 @@ def test_c_declines_what_python_refuses_with_the_reason(
     ],
 )
 def test_c_declines_other_date_forms_and_python_makes_them(target: Target, date_done: Any) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(date_done=date_done))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(date_done=date_done)))
     assert target.c_row(record) is None
     assert target.python_row(record)
 
@@ -195,7 +196,7 @@ def test_c_declines_other_date_forms_and_python_makes_them(target: Target, date_
 def test_timestamps_are_microseconds_from_2000(
     target: Target, date_done: Any, expected: datetime
 ) -> None:
-    record = Record(Kind.TASK, "t-1", meta_of(date_done=date_done))
+    record = Record(Kind.TASK, "t-1", Payload(meta_of(date_done=date_done)))
     made = target.c_row(record)
     assert made is not None
     micros = (expected - datetime(2000, 1, 1)) // timedelta(microseconds=1)
@@ -211,12 +212,12 @@ def test_blocks_written_by_hand_are_read_by_postgresql(target: Target) -> None:
     data = (
         SIGNATURE
         + b"".join(
-            pack_values((900 + i, *target.store._row(r, target.table)), target.kinds)
+            pack_values((900 + i, *target.store.row(r, target.table)), target.kinds)
             for i, r in enumerate(records)
         )
         + TRAILER
     )
-    names = ", ".join(["id", *target.store._columns(Kind.TASK, target.table)])
+    names = ", ".join(["id", *target.store.column_names(Kind.TASK, target.table)])
     with target.store.engine.begin() as conn:
         driver = conn.connection.driver_connection
         assert driver is not None
@@ -354,7 +355,7 @@ def fields(row: bytes) -> list[bytes | None]:
 
 def same_row(target: Target, left: bytes, right: bytes) -> None:
     """Equal rows; JSON columns equal as values (their text may differ in form)."""
-    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    names = ["id", *target.store.column_names(Kind.TASK, target.table)]
     for name, a, b in zip(names, fields(left), fields(right), strict=True):
         if name in ENCODED_COLUMNS and a is not None and b is not None:
             assert json.loads(a) == json.loads(b), name
@@ -373,7 +374,7 @@ def json_row(target: Target, raw: bytes) -> bytes | None:
 
 def meta_row(target: Target, raw: bytes) -> bytes | None:
     """The row made from the decoded meta (C, else Python); None when refused."""
-    record = Record(Kind.TASK, "t-1", json.loads(raw))
+    record = Record(Kind.TASK, "t-1", Payload(json.loads(raw)))
     try:
         return target.c_row(record) or target.python_row(record)
     except (ValueError, TypeError):
@@ -491,7 +492,7 @@ def test_escapes_duplicates_and_big_numbers_read_as_python_reads_them(target: Ta
     )
     made = json_row(target, raw)
     assert made is not None
-    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    names = ["id", *target.store.column_names(Kind.TASK, target.table)]
     values = dict(zip(names, fields(made), strict=True))
     assert values["status"] == b"SUCCESS"
     assert values["traceback"] == 'line 1\nline "2" é 😀 /'.encode()
@@ -524,7 +525,7 @@ def test_empty_children_and_stamps_are_null_as_python_finds_them_false(
     expected = meta_row(target, raw)
     assert expected is not None
     same_row(target, made, expected)
-    names = ["id", *target.store._columns(Kind.TASK, target.table)]
+    names = ["id", *target.store.column_names(Kind.TASK, target.table)]
     assert dict(zip(names, fields(made), strict=True))["children"] is None
 
 
@@ -567,10 +568,8 @@ def test_payloads_orjson_would_change_are_read_exactly(raw: bytes) -> None:
 
 
 def test_the_c_row_maker_uses_the_python_column_codes() -> None:
-    # The C enum and the Python constants are one definition, checked here
-    from resultkit.stores import _pgcopy
+    # The C enum and the column roles of the layout are one definition, checked here
+    from resultkit.stores.sql.layout import Role
 
     assert _speedups.COLUMN_CODES, "the C extension names its column codes"
-    assert {name: getattr(_pgcopy, name) for name in _speedups.COLUMN_CODES} == (
-        _speedups.COLUMN_CODES
-    )
+    assert {role.name: int(role) for role in Role} == _speedups.COLUMN_CODES

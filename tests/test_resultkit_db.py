@@ -107,7 +107,8 @@ def test_custom_table_names_and_schemas_are_honoured(postgres_db: SqlDB) -> None
 
 
 def test_get_wakes_on_notify_within_milliseconds(postgres_db: SqlDB) -> None:
-    reader = app_for("resultkit-db+" + postgres_db.sqlalchemy_url)
+    # Polling every 5 s: only the notification can wake get() sooner
+    reader = app_for("resultkit-db+" + postgres_db.sqlalchemy_url, resultkit_poll_interval=5.0)
     writer = app_for("resultkit-db+" + postgres_db.sqlalchemy_url)
     writer.backend.store_result("warm", 0, "SUCCESS")
     assert reader.AsyncResult("warm").get(timeout=5) == 0
@@ -122,11 +123,13 @@ def test_get_wakes_on_notify_within_milliseconds(postgres_db: SqlDB) -> None:
 
         thread = threading.Thread(target=store)
         thread.start()
-        assert reader.AsyncResult(f"w{i}").get(timeout=5, interval=1.0) == i
+        assert reader.AsyncResult(f"w{i}").get(timeout=20, interval=5.0) == i
         latencies.append(time.perf_counter() - stored[0])
         thread.join()
     latencies.sort()
-    assert latencies[len(latencies) // 2] < 0.05  # Celery's polling would wait up to 1 s here
+    # Milliseconds on a quiet machine (2 ms measured); polling would take 2.5 s
+    # on the median. The bound leaves room for a loaded CI machine.
+    assert latencies[len(latencies) // 2] < 0.5, latencies
 
 
 def test_a_group_joins_in_bulk(db: SqlDB) -> None:

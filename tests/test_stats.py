@@ -60,9 +60,9 @@ def test_stats_details_match_the_data(cli: Any, request: Any, tmp_path: Any) -> 
             task("big", name="b.y", result="z" * 50_000, done=NOW - timedelta(days=10)),
             failure("old-fail", name="c.z", done=NOW - timedelta(days=40)),
         ]
-        for record in records:
-            record.expires_known, record.expires_at = True, None  # Redis keys without TTL
-        records[0].expires_at = NOW.timestamp() + 3600
+        # Redis keys without TTL, but the first
+        records = [r.replace(expires_known=True, expires_at=None) for r in records]
+        records[0] = records[0].replace(expires_at=NOW.timestamp() + 3600)
         open_store(url).write_many(records, OnConflict.SKIP)
         document = cli("stats", url, "--policy", str(policy), "--json").json
         assert document["by_task"] == {"a.x": 2, "b.y": 2, "c.z": 1}, kind

@@ -11,7 +11,7 @@ import pytest
 
 from resultkit.compare import differences
 from resultkit.errors import ConfigurationError
-from resultkit.records import Kind, Record
+from resultkit.records import Kind, Payload, Record
 from resultkit.stores import OnConflict, Store, open_store
 from tests.conftest import store_url_for
 from tests.samples import NOW, failure, group, standard_set, task
@@ -96,7 +96,7 @@ def test_newer_replaces_only_an_older_result(store: Store) -> None:
 
 
 def test_a_record_without_a_payload_fails_alone(store: Store) -> None:
-    broken = Record(Kind.TASK, "broken", None, error="corrupt blob")
+    broken = Record(Kind.TASK, "broken", Payload(None, error="corrupt blob"))
     outcome = store.write_many([task("fine"), broken], OnConflict.SKIP)
     assert outcome.written == ["fine"]
     assert "corrupt blob" in outcome.failed["broken"]

@@ -165,7 +165,7 @@ def test_move_says_why_each_kept_record_stayed(cli: Any, redis_db: RedisDB, tmp_
 def test_exceptions_in_every_layout_compare_as_celery_reads_them() -> None:
     """The comparison itself: Celery's decoding on both sides, whatever each layout holds."""
     from resultkit.compare import differences
-    from resultkit.records import Record
+    from resultkit.records import Payload, Record
 
     for exc in EXCEPTIONS.values():
         stored = {
@@ -174,7 +174,7 @@ def test_exceptions_in_every_layout_compare_as_celery_reads_them() -> None:
             "exc_module": type(exc).__module__,
         }
         meta = {"status": "FAILURE", "result": stored, "traceback": None, "date_done": None}
-        record = Record(Kind.TASK, "x", meta)
+        record = Record(Kind.TASK, "x", Payload(meta))
         # read back as a dict (an archive, django's table) or as Celery's exception object
         app = celery_app("cache+memory://")
         as_object = {**meta, "result": app.backend.exception_to_python(stored)}

@@ -19,7 +19,7 @@ with instrumented(__name__):
     from resultkit import serializers
     from resultkit.errors import SerializationError
     from resultkit.records import naive_utc
-    from resultkit.stores._pgcopy import TIMESTAMP, pack_values
+    from resultkit.stores.sql.pgcopy import TIMESTAMP, pack_values
 
 SPEC = ((TIMESTAMP, "date_done", 0),)
 

@@ -21,9 +21,9 @@ with instrumented(__name__):
     import orjson
 
     from resultkit import codec
-    from resultkit.records import Kind, Record
+    from resultkit.records import Kind, Payload, Record
     from resultkit.stores import open_store
-    from resultkit.stores._pgcopy import pack_values, row_spec
+    from resultkit.stores.sql.pgcopy import pack_values, row_spec
 
 ROW_ID = 41
 #: PostgreSQL's types of Celery's extended task table, as the store reads them.
@@ -54,8 +54,8 @@ def target() -> tuple[Any, Any, Any, list[str], list[str]]:
     store = open_store(f"db+sqlite:///{folder}/rows.sqlite3")
     store.ensure_tables()
     table = store.table(Kind.TASK)
-    names = ["id", *store._columns(Kind.TASK, table)]
-    limits = {name: limit for _, name, limit in store._text_limits(table)}
+    names = ["id", *store.column_names(Kind.TASK, table)]
+    limits = {name: limit for _, name, limit in store.text_limits(table)}
     spec = row_spec(names, PG_TYPES, limits)
     assert spec is not None
     return store, table, spec, names, [PG_TYPES[n] for n in names]
@@ -81,7 +81,9 @@ def python_row(meta: Any) -> bytes | None:
     """The row the store makes in Python; None when it refuses the record."""
     store, table, _, _, kinds = target()
     try:
-        return pack_values((ROW_ID, *store._row(Record(Kind.TASK, "t-1", meta), table)), kinds)
+        return pack_values(
+            (ROW_ID, *store.row(Record(Kind.TASK, "t-1", Payload(meta)), table)), kinds
+        )
     except (ValueError, TypeError):
         return None
 

@@ -1,7 +1,7 @@
 """Backend URLs: the parser and the masker, on any text.
 
-``parse_backend_url`` refuses with ConfigurationError (or UnknownBackend)
-only.  Of a URL it accepts, the password its driver would read (urllib's
+``parse_backend_url`` and ``parse_store_url`` refuse with ConfigurationError
+(or UnknownBackend) only.  Of a URL it accepts, the password its driver would read (urllib's
 split for Redis and Sentinel, as redis-py and kombu read it; SQLAlchemy's for
 SQL) is gone from ``mask_url``'s output as that driver reads it, and a
 Redactor that was given the URL hides that password (4 characters or more)
@@ -10,6 +10,7 @@ in any message a driver may print.
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlsplit
 
 from _common import fuzz, instrumented
@@ -48,6 +49,7 @@ def sqlalchemy_password(url: str) -> str | None:
 READERS = {
     urls.BackendKind.REDIS: urllib_password,
     urls.BackendKind.SENTINEL: urllib_password,
+    urls.BackendKind.REDIS_CLUSTER: urllib_password,
     urls.BackendKind.SQL: sqlalchemy_password,
 }
 
@@ -58,6 +60,8 @@ def check(data: bytes) -> None:
         parsed = urls.parse_backend_url(url)
     except ConfigurationError:
         parsed = None
+    with contextlib.suppress(ConfigurationError):
+        urls.parse_store_url(url)
     masked = urls.mask_url(url)
     if parsed is None:
         return

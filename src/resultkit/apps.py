@@ -23,6 +23,7 @@ __all__ = [
     "Target",
     "app_for_url",
     "load_app",
+    "private_copy",
     "resolve_target",
     "user_settings",
 ]
@@ -125,12 +126,16 @@ def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Cele
 
     resultkit accepts ``?master_name=NAME`` on ``sentinel://`` URLs, since
     Celery reads the master name only from the transport options; it is moved
-    there before Celery sees the URL.
+    there before Celery sees the URL.  ``rediscluster://`` becomes
+    ``resultkit-redis+rediscluster://``.
     """
     from celery import Celery
 
     app = Celery("resultkit", set_as_current=False)
     url, transport_options = _split_sentinel_master(url)
+    if url.partition("://")[0].lower() == "rediscluster":
+        # resultkit's store URL for a cluster; Celery knows the backend by its alias.
+        url = "resultkit-redis+" + url
     conf: dict[str, Any] = {"result_backend": url}
     if transport_options:
         conf["result_backend_transport_options"] = transport_options
@@ -139,6 +144,19 @@ def app_for_url(url: str, *, broker: str | None = None, **settings: Any) -> Cele
     conf.update(settings)
     app.conf.update(conf)
     return app
+
+
+def private_copy(app: Celery, **changes: Any) -> Celery:
+    """A new app with *app*'s settings and *changes*: what resultkit may change
+    (a doctor's timeouts, a broker given on the command line) and the backends
+    it builds stay out of the caller's app."""
+    from celery import Celery
+
+    copy = Celery(app.main or "resultkit", set_as_current=False)
+    settings = dict(app.conf.table(with_defaults=False, censored=False))
+    settings.pop("deprecated_settings", None)
+    copy.conf.update(settings, **changes)
+    return copy
 
 
 def user_settings(app: Celery | None) -> dict[str, Any]:
@@ -186,7 +204,7 @@ def resolve_target(
         label = app if isinstance(app, str) else (app.main or "app")
         celery_app = load_app(app) if isinstance(app, str) else app
         if broker:
-            celery_app.conf.broker_url = broker
+            celery_app = private_copy(celery_app, broker_url=broker)
         backend = celery_app.conf.result_backend
         backend_url = backend if isinstance(backend, str) else ""
         redactor.add_url(backend_url)

@@ -28,6 +28,7 @@ from ._native import speedups
 from .compression import add_marker, compress, decompress, split_compression
 from .encryption import MAGIC, UnknownKey
 from .errors import ConfigurationError, ResultkitError, SerializationError
+from .records import Payload
 
 if TYPE_CHECKING:
     from .encryption import Envelope, KeyRing, Settings
@@ -42,6 +43,7 @@ __all__ = [
     "encode_payload",
     "require_serializer",
     "sniff_serializer",
+    "unreadable",
 ]
 
 _CONTENT_TYPES = {
@@ -433,13 +435,20 @@ class Codec:
             payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
         )
 
-    def decode_into(self, payload: bytes | str, record: Record) -> Any:
-        """Decode *payload* and note its serializer, compression and envelope on *record*."""
-        try:
-            value, record.serializer, record.compression, record.envelope = decode_sealed(
-                payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
-            )
-        except UnknownKey as exc:
-            record.serializer, record.missing_key = ENCRYPTED, exc.key_id
-            raise
-        return value
+    def read(self, payload: bytes | str) -> tuple[Any, Payload]:
+        """The value of *payload*, and the form it was stored in (a payload
+        without its meta); raises SerializationError for what cannot be read."""
+        value, serializer, compression, envelope = decode_sealed(
+            payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
+        )
+        return value, Payload(None, serializer, compression, envelope)
+
+
+def unreadable(exc: SerializationError, form: Payload | None = None) -> Payload:
+    """*form* (what was found of the payload so far) with why it could not be read."""
+    form = Payload(None) if form is None else form
+    if isinstance(exc, UnknownKey):
+        return form._replace(serializer=ENCRYPTED, missing_key=exc.key_id, error=str(exc))
+    if isinstance(exc, PickleRefused):
+        return form._replace(serializer="pickle", error=str(exc))
+    return form._replace(error=str(exc))

@@ -32,7 +32,7 @@ def import_driver(module: str, extra: str, purpose: str) -> ModuleType:
 
 def require_driver(url: BackendURL) -> None:
     """Make sure the Python driver that *url* needs can be imported."""
-    if url.kind in (BackendKind.REDIS, BackendKind.SENTINEL):
+    if url.kind in (BackendKind.REDIS, BackendKind.SENTINEL, BackendKind.REDIS_CLUSTER):
         import_driver("redis", "redis", f"{url.scheme}://")
     elif url.kind is BackendKind.SQL:
         require_sql_driver(url)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .encryption import Envelope
@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 __all__ = [
     "EXTENDED_FIELDS",
     "MAX_BATCH_RECORDS",
+    "Decoder",
     "Filters",
     "Kind",
+    "Payload",
     "Record",
     "as_datetime",
     "naive_utc",
@@ -45,8 +47,53 @@ class Kind(str, enum.Enum):
     GROUP = "group"
 
 
-class Record:
-    """One stored result.
+class Payload(NamedTuple):
+    """What a stored payload holds, and the form it was stored in."""
+
+    #: Celery's meta dictionary, decoded; None when it could not be (see ``error``).
+    meta: dict[str, Any] | None
+    #: kombu serializer name of the stored payload (``json``, ``msgpack``, ``pickle``...).
+    serializer: str = "json"
+    #: kombu compression name, when the payload carries Celery's compression marker.
+    compression: str | None = None
+    #: For a resultkit-encrypted payload: its key id, inner serializer and compression
+    #: (``serializer`` then names the inner serializer, the form ``meta`` is in).
+    envelope: Envelope | None = None
+    #: The key id of a payload sealed under a key this process does not have.
+    missing_key: str | None = None
+    #: Why the payload could not be read, when it could not.
+    error: str | None = None
+
+
+#: Decodes a record's stored bytes into its payload (see :class:`Record`).
+Decoder = Callable[[bytes], Payload]
+
+
+class _Fields(NamedTuple):
+    kind: Kind
+    id: str
+    #: The exact stored payload, when the source layout has one blob per result.
+    raw: bytes | None
+    #: When the result expires (UTC epoch seconds); None when it never does or the
+    #: store does not know (SQL keeps no lifetime).
+    expires_at: float | None
+    #: True when the source knows the lifetime (Redis TTL): ``expires_at`` None then
+    #: means "never expires" rather than "unknown".
+    expires_known: bool
+    #: Store-specific position, for checkpoints (e.g. a SQL primary key).
+    position: Any
+    #: The line of the archive the record was read from (archives only).
+    line: int | None
+    #: The record stands for damage where it was read (an archive line that is no
+    #: record, a cut-short or corrupt gzip member): always reported as failed,
+    #: whatever the filters, never written.
+    damaged: bool
+    #: [the payload (provisional while undecoded), its decoder (None once decoded)]
+    cell: list[Any]
+
+
+class Record(_Fields):
+    """One stored result: immutable, made with keywords, changed with :meth:`replace`.
 
     ``meta`` is Celery's meta dictionary in its stored form: exceptions are
     the ``{"exc_type", "exc_message", "exc_module"}`` dictionaries Celery
@@ -56,77 +103,44 @@ class Record:
     ``raw`` holds the stored bytes and ``error`` says why.
 
     A store may leave decoding ``raw`` until ``meta`` or ``error`` is first
-    read: *decode(record, keep)* sets them (``keep`` True) or, when the
-    payload decodes cleanly and ``keep`` is False, only returns the meta
-    (see :meth:`peek`).  A migration into a table then decodes each payload
-    just before its row is made, rather than a whole batch of them ahead.
+    read: it gives the *payload* it expects (its serializer and compression)
+    and a *decode* function.  The decoded payload is then kept, once: the
+    record's value never changes, only when it is computed.  :meth:`peek`
+    decodes without keeping, so that a migration into a table decodes each
+    payload just before its row is made, rather than a whole batch ahead.
+
+    A tuple underneath: a migration holds thousands of records at a time,
+    and a tuple is made fast and kept small.
     """
 
-    # A migration holds thousands at a time: slots keep each smaller.
-    __slots__ = (
-        "_decode",
-        "_error",
-        "_meta",
-        "compression",
-        "damaged",
-        "envelope",
-        "expires_at",
-        "expires_known",
-        "id",
-        "kind",
-        "line",
-        "missing_key",
-        "position",
-        "raw",
-        "serializer",
-    )
+    __slots__ = ()
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         kind: Kind,
         id: str,
-        meta: dict[str, Any] | None,
-        serializer: str = "json",
-        compression: str | None = None,
+        payload: Payload | None = None,
+        *,
+        decode: Decoder | None = None,
+        raw: bytes | None = None,
         expires_at: float | None = None,
         expires_known: bool = False,
-        raw: bytes | None = None,
-        error: str | None = None,
-        envelope: Envelope | None = None,
-        missing_key: str | None = None,
         position: Any = None,
-        decode: Callable[[Record, bool], dict[str, Any] | None] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.id = id
-        self._meta = meta
-        #: kombu serializer name of the stored payload (``json``, ``msgpack``, ``pickle``...).
-        self.serializer = serializer
-        #: kombu compression name, when the payload carries Celery's compression marker.
-        self.compression = compression
-        #: When the result expires (UTC epoch seconds); None when it never does or the
-        #: store does not know (SQL keeps no lifetime).
-        self.expires_at = expires_at
-        #: True when the source knows the lifetime (Redis TTL): ``expires_at`` None then
-        #: means "never expires" rather than "unknown".
-        self.expires_known = expires_known
-        #: The exact stored payload, when the source layout has one blob per result.
-        self.raw = raw
-        self._error = error
-        #: For a resultkit-encrypted payload: its key id, inner serializer and compression
-        #: (``serializer`` then names the inner serializer, the form ``meta`` is in).
-        self.envelope = envelope
-        #: The key id of a payload sealed under a key this process does not have.
-        self.missing_key = missing_key
-        #: Store-specific position, for checkpoints (e.g. a SQL primary key).
-        self.position = position
-        #: The line of the archive the record was read from (archives only).
-        self.line: int | None = None
-        #: True when the record stands for damage where it was read (an archive line
-        #: that is no record, a cut-short or corrupt gzip member): always reported as
-        #: failed, whatever the filters, never written.
-        self.damaged = False
-        self._decode = decode
+        line: int | None = None,
+        damaged: bool = False,
+    ) -> Record:
+        if payload is None:
+            payload = _UNREAD
+        cell = [payload, decode]
+        return tuple.__new__(
+            cls, (kind, id, raw, expires_at, expires_known, position, line, damaged, cell)
+        )
+
+    def replace(self, *, payload: Payload | None = None, **changes: Any) -> Record:
+        """This record with *changes* (and, given, another payload)."""
+        if payload is not None:
+            changes["cell"] = [payload, None]
+        return self._replace(**changes)
 
     def __repr__(self) -> str:
         return (
@@ -135,48 +149,70 @@ class Record:
             f"error={self.error!r})"
         )
 
-    def _decoded(self) -> None:
-        decode, self._decode = self._decode, None
+    # ------------------------------------------------------------ the payload
+    @property
+    def payload(self) -> Payload:
+        cell = self.cell
+        decode = cell[1]
         if decode is not None:
-            decode(self, True)
+            cell[0], cell[1] = decode(self.raw), None
+        payload: Payload = cell[0]
+        return payload
 
     @property
     def undecoded(self) -> bool:
         """True while ``raw`` is left to decode: it is then the meta exactly as
         stored, in ``serializer`` and ``compression``, and nothing has changed it."""
-        return self._decode is not None
+        return self.cell[1] is not None
 
     def peek(self) -> dict[str, Any] | None:
         """``meta``, not kept when its decoding was left until it is used.
 
         For a single pass over many records (the rows of a migration's
-        batch): their decoded payloads need not all be alive at once.  An
-        unreadable payload is decoded as for ``meta`` (its error is kept).
+        batch): their decoded payloads need not all be alive at once.  A
+        payload found to be in another form than expected, or unreadable, is
+        kept (as by ``meta``).
         """
-        decode = self._decode
-        return self._meta if decode is None else decode(self, False)
+        cell = self.cell
+        decode = cell[1]
+        if decode is None:
+            meta: dict[str, Any] | None = cell[0].meta
+            return meta
+        found: Payload = decode(self.raw)
+        expected = cell[0]
+        if found.meta is None or found[1:] != expected[1:]:
+            cell[0], cell[1] = found, None
+        return found.meta
 
     @property
     def meta(self) -> dict[str, Any] | None:
-        if self._decode is not None:
-            self._decoded()
-        return self._meta
-
-    @meta.setter
-    def meta(self, value: dict[str, Any] | None) -> None:
-        self._decode = None
-        self._meta = value
+        return self.payload.meta
 
     @property
     def error(self) -> str | None:
         """Why the payload could not be read, when it could not."""
-        if self._decode is not None:
-            self._decoded()
-        return self._error
+        return self.payload.error
 
-    @error.setter
-    def error(self, value: str | None) -> None:
-        self._error = value
+    # The form of the payload is known before it is decoded (what the store expects).
+    @property
+    def serializer(self) -> str:
+        serializer: str = self.cell[0].serializer
+        return serializer
+
+    @property
+    def compression(self) -> str | None:
+        compression: str | None = self.cell[0].compression
+        return compression
+
+    @property
+    def envelope(self) -> Envelope | None:
+        envelope: Envelope | None = self.cell[0].envelope
+        return envelope
+
+    @property
+    def missing_key(self) -> str | None:
+        missing: str | None = self.cell[0].missing_key
+        return missing
 
     # ------------------------------------------------------------ accessors
     @property
@@ -186,16 +222,18 @@ class Record:
 
     @property
     def status(self) -> str | None:
-        return None if self.meta is None else self.meta.get("status")
+        meta = self.meta
+        return None if meta is None else meta.get("status")
 
     @property
     def date_done(self) -> datetime | None:
-        value = None if self.meta is None else self.meta.get("date_done")
-        return as_datetime(value)
+        meta = self.meta
+        return as_datetime(None if meta is None else meta.get("date_done"))
 
     @property
     def name(self) -> str | None:
-        return None if self.meta is None else self.meta.get("name")
+        meta = self.meta
+        return None if meta is None else meta.get("name")
 
     def ttl_s(self, now: float | None = None) -> float | None:
         """Seconds left to live, None when unbounded or unknown."""
@@ -206,6 +244,12 @@ class Record:
     def expired(self, now: float | None = None) -> bool:
         left = self.ttl_s(now)
         return left is not None and left <= 0
+
+    # A record is a value, not a key: tuples of a list do not hash.
+    __hash__ = None  # type: ignore[assignment]
+
+
+_UNREAD = Payload(None)
 
 
 def as_datetime(value: Any) -> datetime | None:

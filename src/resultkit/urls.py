@@ -23,6 +23,7 @@ __all__ = [
     "credential_problem",
     "mask_url",
     "parse_backend_url",
+    "parse_store_url",
     "unencoded_characters",
 ]
 
@@ -43,11 +44,16 @@ class BackendKind(str, enum.Enum):
     """The storage family behind a result backend URL."""
 
     REDIS = "redis"
+    REDIS_CLUSTER = "rediscluster"
     SENTINEL = "sentinel"
     SQL = "sql"
     RPC = "rpc"
     FILE = "file"
     DUAL = "dual"
+    #: resultkit's own: a gzip'd JSON-lines archive (``jsonl://PATH``).
+    ARCHIVE = "archive"
+    #: resultkit's own: django-celery-results' tables (``django+<SQLAlchemy URL>``).
+    DJANGO = "django"
     OTHER = "other"
 
 
@@ -56,6 +62,7 @@ _ALIAS_KINDS: dict[str, BackendKind] = {
     "redis": BackendKind.REDIS,
     "rediss": BackendKind.REDIS,
     "resultkit-redis": BackendKind.REDIS,
+    "rediscluster": BackendKind.REDIS_CLUSTER,
     "sentinel": BackendKind.SENTINEL,
     "db": BackendKind.SQL,
     "database": BackendKind.SQL,
@@ -357,6 +364,11 @@ class BackendURL:
         return mask_url(self.raw)
 
     @property
+    def path(self) -> str:
+        """Everything after ``://`` (a file system path for ``file://`` and ``jsonl://``)."""
+        return self.raw.partition("://")[2]
+
+    @property
     def query(self) -> dict[str, str]:
         """The query parameters of the (first) URL."""
         _, _, query = self.raw.split(";")[0].partition("?")
@@ -385,6 +397,8 @@ def parse_backend_url(url: str) -> BackendURL:
     if alias in _MISTAKES:
         raise ConfigurationError(_MISTAKES[alias])
     kind = _ALIAS_KINDS.get(alias)
+    if kind is BackendKind.REDIS and rest == "rediscluster":
+        kind = BackendKind.REDIS_CLUSTER
     if kind is None:
         kind = _other_alias_kind(alias)
     if kind is not BackendKind.SENTINEL and len(_chunks(url)) > 1:
@@ -429,6 +443,22 @@ def _check_sqlalchemy_url(url: str, given: str) -> None:
             f"{mask_url(given)} is not a valid database URL ({reason}): write "
             "dialect+driver://user:password@host:port/database"
         ) from None
+
+
+def parse_store_url(url: str) -> BackendURL:
+    """A URL a resultkit store reads: a result backend's (:func:`parse_backend_url`),
+    an archive (``jsonl://PATH``) or django-celery-results' tables
+    (``django+<SQLAlchemy URL>``)."""
+    url = url.strip()
+    scheme = url.partition("://")[0].lower()
+    if scheme == "jsonl" or scheme.startswith("jsonl+"):
+        return BackendURL(url, scheme, "jsonl", BackendKind.ARCHIVE)
+    if scheme.startswith("django+"):
+        tables = parse_backend_url("db+" + url.split("+", 1)[1])
+        return BackendURL(
+            url, scheme, "django", BackendKind.DJANGO, sqlalchemy_url=tables.sqlalchemy_url
+        )
+    return parse_backend_url(url)
 
 
 #: The URL parser each kind's driver uses (see :func:`credential_problem`).

@@ -21,12 +21,17 @@ chord is marked ``done`` so that a late duplicate never sends the body again.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError
+from celery.result import GroupResult, allow_join_result
 
-__all__ = ["ChordLedger", "insert_or_update"]
+__all__ = ["ChordLedger", "SqlChords", "insert_or_update"]
 
 #: States of a chord row.
 OPEN, CLAIMED, DONE = "open", "claimed", "done"
@@ -215,3 +220,146 @@ class ChordLedger:
         old = sa.select(chords.c.group_id).where(chords.c.date_done < before)
         conn.execute(sa.delete(parts).where(parts.c.group_id.in_(old.scalar_subquery())))
         return int(conn.execute(sa.delete(chords).where(chords.c.date_done < before)).rowcount)
+
+
+# --------------------------------------------------------------- the backend half
+
+#: A chord's claim lasts at least this long (seconds) before another worker may
+#: take it over; otherwise twice ``result_chord_join_timeout``, as on Redis.
+CHORD_CLAIM_MIN_S = 5.0
+
+logger = logging.getLogger("resultkit.db")
+
+
+def _chord_error(message: str, cause: BaseException) -> ChordError:
+    """A ChordError that keeps the exception behind it as its cause."""
+    error = ChordError(message)
+    error.__cause__ = cause
+    return error
+
+
+class SqlChords:
+    """The chord methods of ``resultkit-db``: a mixin over Celery's backend,
+    keeping the facts in a :class:`ChordLedger` (``self.chords``).
+
+    The backend gives ``engine``, ``_ready_tables`` and Celery's own
+    ``app``, ``ensure_chords_allowed``, ``chord_error_from_stack`` and
+    ``_ensure_retryable``.
+    """
+
+    app: Any
+    chords: ChordLedger
+
+    @property
+    def engine(self) -> sa.Engine:
+        raise NotImplementedError
+
+    def _ready_tables(self) -> None:
+        raise NotImplementedError
+
+    ensure_chords_allowed: Any
+    chord_error_from_stack: Any
+    _ensure_retryable: Any
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Save the header (its shape, for the final join) and start counting afresh."""
+        self.ensure_chords_allowed()
+        header_result = self.app.GroupResult(*header_result_args)
+        header_result.save(backend=self)
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.reset(conn, header_result.id)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Celery announces the header's size, the tasks of nested groups counted."""
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.set_size(conn, group_id, chord_size)
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        self._ready_tables()
+        with self.engine.connect() as conn:
+            self.chords.add(conn, group_id)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> Any:
+        """Count a finished header task; the one that completes the header sends the body."""
+        group_id, task_id = request.group, request.id
+        if not group_id or not task_id:
+            return None
+        self._ready_tables()
+        finished, size, extra, chord_state = self._ensure_retryable(
+            self._record_part, group_id, task_id, request.group_index
+        )
+        if chord_state == "done":
+            return None
+        callback = maybe_signature(request.chord, app=self.app)
+        deps = None
+        if size is None:
+            # Celery did not announce the size: the request's, else the header's length.
+            size = (request.chord or {}).get("chord_size")
+            if size is None:
+                deps, failure = self._header(group_id)
+                if deps is None:
+                    return self.chord_error_from_stack(callback, failure)
+                size = len(deps)
+        if finished < size + extra:
+            return None
+        token = uuid.uuid4().hex
+        join_timeout = self.app.conf.result_chord_join_timeout
+        stale_after = max(CHORD_CLAIM_MIN_S, 2 * float(join_timeout or CHORD_CLAIM_MIN_S))
+        with self.engine.connect() as conn:
+            if not self.chords.claim(conn, group_id, size, token, stale_after):
+                return None
+        try:
+            return self._run_body(group_id, callback, deps, join_timeout)
+        finally:
+            with self.engine.connect() as conn:
+                self.chords.finish(conn, group_id, token)
+
+    def _record_part(
+        self, group_id: str, task_id: str, index: int | None
+    ) -> tuple[int, int | None, int, str]:
+        with self.engine.connect() as conn:
+            return self.chords.record_part(conn, group_id, task_id, index)
+
+    def _header(self, group_id: str) -> tuple[Any, ChordError | None]:
+        """The chord's saved header, or the error to fail the body with."""
+        try:
+            deps = GroupResult.restore(group_id, backend=self)
+        except Exception as exc:  # a broken row must fail the chord, not the worker
+            logger.exception("Chord %r raised: %r", group_id, exc)
+            return None, _chord_error(f"Cannot restore group: {exc!r}", exc)
+        if deps is None:
+            return None, ChordError(f"GroupResult {group_id} no longer exists")
+        return deps, None
+
+    def _run_body(self, group_id: str, callback: Any, deps: Any, join_timeout: Any) -> Any:
+        """Join the header (every part has finished) and send the body with its values."""
+        if deps is None:
+            deps, failure = self._header(group_id)
+            if deps is None:
+                return self.chord_error_from_stack(callback, failure)
+        join = deps.join_native if deps.supports_native_join else deps.join
+        try:
+            with allow_join_result():
+                values = join(timeout=join_timeout, propagate=True)
+        except Exception as exc:
+            try:
+                culprit = next(deps._failed_join_report())
+                reason = f"Dependency {culprit.id} raised {exc!r}"
+            except StopIteration:
+                reason = repr(exc)
+            logger.error("Chord %r raised: %s", group_id, reason)
+            return self.chord_error_from_stack(callback, _chord_error(reason, exc))
+        publish = getattr(self.app.amqp, "_retry_publish", None)  # Celery 5.6+
+        try:
+            if publish is not None:
+                publish(callback.delay, values)
+            else:
+                callback.delay(values)
+        except Exception as exc:
+            logger.exception("Chord %r raised: %r", group_id, exc)
+            return self.chord_error_from_stack(
+                callback, _chord_error(f"Callback error: {exc!r}", exc)
+            )
+        return None

@@ -22,11 +22,11 @@ so either backend reads what the other wrote.  What changes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -34,18 +34,17 @@ from typing import Any
 import sqlalchemy as sa
 from celery import states
 from celery.backends.database import DatabaseBackend
-from celery.canvas import maybe_signature
-from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import GroupResult, allow_join_result
 from kombu.utils.encoding import ensure_bytes
 
 from ..errors import ConfigurationError
-from ..purge import PurgePlan, purge_table
-from ..records import naive_utc
+from ..purge import PurgePlan
+from ..records import Kind
 from ..retention import RetentionPolicy
-from ..stores._sql import create_missing
-from ._chords import ChordLedger, insert_or_update
+from ..stores.sql.layout import Column, columns_of, row_values
+from ..stores.sql.purge import purge_table
+from ..stores.sql.statements import create_missing
+from ._chords import ChordLedger, SqlChords, insert_or_update
 from ._polling import follow_parents, poll_many
 
 __all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend", "poll_interval_s"]
@@ -56,18 +55,8 @@ NOTIFY_CHANNEL = "resultkit_results"
 DEFAULT_POLL_INTERVAL_S = 0.05
 #: Ids per query when joining a group.
 JOIN_BATCH_IDS = 1000
-#: A chord's claim lasts at least this long (seconds) before another worker may
-#: take it over; otherwise twice ``result_chord_join_timeout``, as on Redis.
-CHORD_CLAIM_MIN_S = 5.0
 
 logger = logging.getLogger("resultkit.db")
-
-
-def _chord_error(message: str, cause: BaseException) -> ChordError:
-    """A ChordError that keeps the exception behind it as its cause."""
-    error = ChordError(message)
-    error.__cause__ = cause
-    return error
 
 
 def poll_interval_s(conf: Any) -> float:
@@ -87,7 +76,7 @@ def poll_interval_s(conf: Any) -> float:
     return float(value)
 
 
-class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
+class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc]
     """Celery's SQL result backend with a pooled engine, upserts and fast waiting."""
 
     supports_native_join = True
@@ -190,27 +179,19 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
             format_date=False,
             encode=True,
         )
-        columns = self.task_table.c
-        skip = {"id", "task_id", "children", "stamps"}
-        names = [column.name for column in columns]
-        row: dict[str, Any] = {name: meta.get(name) for name in names if name not in skip}
-        row["task_id"] = task_id
-        row["date_done"] = naive_utc(meta.get("date_done") or datetime.now(timezone.utc))
-        if "children" in columns:
-            children = meta.get("children")
-            row["children"] = ensure_bytes(self.encode(children)) if children else None
-        if "stamps" in columns:
-            stamped = meta.get("stamped_headers")
-            row["stamps"] = (
-                ensure_bytes(
-                    self.encode(
-                        {"stamped_headers": stamped, "stamps": {h: meta.get(h) for h in stamped}}
-                    )
-                )
-                if stamped
-                else None
-            )
-        return row
+        # Celery encoded the result, args and kwargs already; children and stamps not.
+        meta["date_done"] = meta.get("date_done") or datetime.now(timezone.utc)
+        columns = self._columns
+        values = row_values(task_id, meta, columns, self._encode_once)
+        return {column.name: value for column, value in zip(columns, values, strict=True)}
+
+    @functools.cached_property
+    def _columns(self) -> tuple[Column, ...]:
+        return columns_of(Kind.TASK, set(self.task_table.c.keys()))
+
+    def _encode_once(self, value: Any) -> bytes:
+        """A column's bytes: encoded by Celery already, or encoded here."""
+        return value if isinstance(value, bytes) else ensure_bytes(self.encode(value))
 
     def _upsert(self, columns: tuple[str, ...], notify: bool) -> Any:
         """One statement: insert, or update unless the stored state is SUCCESS (built once)."""
@@ -521,110 +502,6 @@ class ResultkitDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         table = self.task_table
         with self.engine.begin() as conn:
             conn.execute(sa.delete(table).where(table.c.task_id == task_id))
-
-    # -------------------------------------------------------------- chords
-    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
-        """Save the header (its shape, for the final join) and start counting afresh."""
-        self.ensure_chords_allowed()
-        header_result = self.app.GroupResult(*header_result_args)
-        header_result.save(backend=self)
-        self._ready_tables()
-        with self.engine.connect() as conn:
-            self.chords.reset(conn, header_result.id)
-
-    def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        """Celery announces the header's size, the tasks of nested groups counted."""
-        self._ready_tables()
-        with self.engine.connect() as conn:
-            self.chords.set_size(conn, group_id, chord_size)
-
-    def add_to_chord(self, group_id: str, result: Any) -> None:
-        self._ready_tables()
-        with self.engine.connect() as conn:
-            self.chords.add(conn, group_id)
-
-    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> Any:
-        """Count a finished header task; the one that completes the header sends the body."""
-        group_id, task_id = request.group, request.id
-        if not group_id or not task_id:
-            return None
-        self._ready_tables()
-        finished, size, extra, chord_state = self._ensure_retryable(
-            self._record_part, group_id, task_id, request.group_index
-        )
-        if chord_state == "done":
-            return None
-        callback = maybe_signature(request.chord, app=self.app)
-        deps = None
-        if size is None:
-            # Celery did not announce the size: the request's, else the header's length.
-            size = (request.chord or {}).get("chord_size")
-            if size is None:
-                deps, failure = self._header(group_id)
-                if deps is None:
-                    return self.chord_error_from_stack(callback, failure)
-                size = len(deps)
-        if finished < size + extra:
-            return None
-        token = uuid.uuid4().hex
-        join_timeout = self.app.conf.result_chord_join_timeout
-        stale_after = max(CHORD_CLAIM_MIN_S, 2 * float(join_timeout or CHORD_CLAIM_MIN_S))
-        with self.engine.connect() as conn:
-            if not self.chords.claim(conn, group_id, size, token, stale_after):
-                return None
-        try:
-            return self._run_body(group_id, callback, deps, join_timeout)
-        finally:
-            with self.engine.connect() as conn:
-                self.chords.finish(conn, group_id, token)
-
-    def _record_part(
-        self, group_id: str, task_id: str, index: int | None
-    ) -> tuple[int, int | None, int, str]:
-        with self.engine.connect() as conn:
-            return self.chords.record_part(conn, group_id, task_id, index)
-
-    def _header(self, group_id: str) -> tuple[Any, ChordError | None]:
-        """The chord's saved header, or the error to fail the body with."""
-        try:
-            deps = GroupResult.restore(group_id, backend=self)
-        except Exception as exc:  # a broken row must fail the chord, not the worker
-            logger.exception("Chord %r raised: %r", group_id, exc)
-            return None, _chord_error(f"Cannot restore group: {exc!r}", exc)
-        if deps is None:
-            return None, ChordError(f"GroupResult {group_id} no longer exists")
-        return deps, None
-
-    def _run_body(self, group_id: str, callback: Any, deps: Any, join_timeout: Any) -> Any:
-        """Join the header (every part has finished) and send the body with its values."""
-        if deps is None:
-            deps, failure = self._header(group_id)
-            if deps is None:
-                return self.chord_error_from_stack(callback, failure)
-        join = deps.join_native if deps.supports_native_join else deps.join
-        try:
-            with allow_join_result():
-                values = join(timeout=join_timeout, propagate=True)
-        except Exception as exc:
-            try:
-                culprit = next(deps._failed_join_report())
-                reason = f"Dependency {culprit.id} raised {exc!r}"
-            except StopIteration:
-                reason = repr(exc)
-            logger.error("Chord %r raised: %s", group_id, reason)
-            return self.chord_error_from_stack(callback, _chord_error(reason, exc))
-        publish = getattr(self.app.amqp, "_retry_publish", None)  # Celery 5.6+
-        try:
-            if publish is not None:
-                publish(callback.delay, values)
-            else:
-                callback.delay(values)
-        except Exception as exc:
-            logger.exception("Chord %r raised: %r", group_id, exc)
-            return self.chord_error_from_stack(
-                callback, _chord_error(f"Callback error: {exc!r}", exc)
-            )
-        return None
 
     # ------------------------------------------------------------- cleanup
     def cleanup(self) -> None:

@@ -1,7 +1,8 @@
 """``resultkit-redis``: Celery's Redis backend, with per-task retention policies.
 
 Selected with ``result_backend = "resultkit-redis+redis://host:6379/0"``
-(``rediss://`` and ``sentinel://`` likewise).  It is Celery's
+(``rediss://`` and ``sentinel://`` likewise; ``rediscluster://host:port,...``
+selects :mod:`resultkit.backends.rediscluster`).  It is Celery's
 :class:`~celery.backends.redis.RedisBackend` in every respect but one: each
 result key gets the TTL that ``resultkit_retention`` gives its task name and
 state, instead of one ``result_expires`` for everything.  Group and chord keys
@@ -65,7 +66,22 @@ class _RetentionMixin:
 
 
 class ResultkitRedisBackend(_RetentionMixin, RedisBackend):  # type: ignore[misc]
-    """Celery's RedisBackend with per-task, per-state result lifetimes."""
+    """Celery's RedisBackend with per-task, per-state result lifetimes.
+
+    ``resultkit-redis+rediscluster://...`` gives the Redis Cluster flavour,
+    :class:`~resultkit.backends.rediscluster.ResultkitRedisClusterBackend`.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is ResultkitRedisBackend:
+            from ..cluster import is_cluster_url
+
+            url = kwargs.get("url")
+            if is_cluster_url(url if isinstance(url, str) else None):
+                from .rediscluster import ResultkitRedisClusterBackend
+
+                return super().__new__(ResultkitRedisClusterBackend)
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

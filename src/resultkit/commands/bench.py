@@ -27,6 +27,7 @@ from ..checks.audit import check_settings
 from ..choices import require_compression
 from ..codec import require_serializer
 from ..errors import UsageError
+from ..figures import percentile
 from ..urls import BackendKind, Redactor, mask_url, parse_backend_url
 
 if TYPE_CHECKING:
@@ -96,19 +97,15 @@ def _size_label(size: int) -> str:
 
 
 def counterpart(url: str) -> str | None:
-    """Celery's own backend URL for a resultkit backend URL (None for Celery's own)."""
+    """Celery's own backend URL for a resultkit backend URL (None for Celery's own, and
+    for a Redis Cluster, which Celery cannot use)."""
     scheme = url.partition("://")[0]
+    if scheme.rpartition("+")[2] == "rediscluster":
+        return None
     for prefix, replacement in (("resultkit-db+", "db+"), ("resultkit-redis+", "")):
         if scheme.startswith(prefix):
             return replacement + url[len(prefix) :]
     return None
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    if not samples:
-        return 0.0
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _run_worker(
@@ -264,7 +261,7 @@ def bench(
             elapsed = sum(samples)
             case.throughput[op] = (len(samples) / elapsed * workers) if elapsed else 0.0
             case.latency_ms[op] = {
-                f"p{q}": round(_percentile(samples, q / 100) * 1000, 3) for q in (50, 95, 99)
+                f"p{q}": round(percentile(samples, q) * 1000, 3) for q in (50, 95, 99)
             }
         report.cases.append(case)
     report.seconds = time.monotonic() - started

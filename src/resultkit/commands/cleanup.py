@@ -18,8 +18,8 @@ from ..purge import BeforeDelete, PurgePlan
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..retention import RetentionPolicy, describe
 from ..stores import OnConflict, Store, open_store
+from ..transfer import Progress
 from ..urls import mask_url
-from .migrate import Progress
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "ConfigCheckReport", "config_check", "config_new"]
 
-BACKENDS = ("redis", "rediss", "sentinel", "postgresql", "mysql", "sqlite", "rpc")
+BACKENDS = ("redis", "rediss", "sentinel", "rediscluster", "postgresql", "mysql", "sqlite", "rpc")
 
 _HEADER = '''"""Celery configuration written by `resultkit config new --backend {backend}`.
 
@@ -152,6 +152,24 @@ redis_socket_timeout = 10
 result_backend_always_retry = True
 result_backend_max_retries = 10
 """,
+    "rediscluster": """
+# Results on a Redis Cluster through resultkit-redis (docs/redis-cluster.md): any
+# reachable nodes find the rest; Celery's key names; get() woken by sharded pub/sub.
+_user, _password = _quoted("RESULT_REDIS_USER"), _quoted("RESULT_REDIS_PASSWORD")
+result_backend = "resultkit-redis+rediscluster://{{auth}}{{nodes}}{{tls}}".format(
+    auth=f"{{_user}}:{{_password}}@" if _password else "",
+    nodes=",".join(n.strip() for n in _env("RESULT_REDIS_NODES", "localhost:6379").split(",")),
+    tls="?ssl=true&ssl_cert_reqs=required" if _env("RESULT_REDIS_TLS") == "yes" else "",
+)
+# Each store waits for one replica, so that an acknowledged result survives its
+# master's death (0 to store faster and accept losing the last writes then).
+resultkit_redis_wait_replicas = int(_env("RESULT_REDIS_WAIT_REPLICAS", "1"))
+resultkit_redis_wait_timeout = 1.0
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 10
+# A failover takes about cluster-node-timeout: stores are retried through it.
+result_backend_transport_options = {{"retry_policy": {{"max_retries": 30, "interval_max": 1}}}}
+""",
     "postgresql": """
 # Results in PostgreSQL through resultkit-db: Celery's own tables, pooled
 # connections, one upsert per result, get() woken by LISTEN/NOTIFY.
@@ -206,6 +224,9 @@ _ENV: dict[str, str] = {
     "RESULT_REDIS_PASSWORD=\nRESULT_REDIS_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n",
     "sentinel": "RESULT_SENTINELS=sentinel-1:26379,sentinel-2:26379\n"
     "RESULT_SENTINEL_MASTER=mymaster\nRESULT_REDIS_DB=1\nRESULT_REDIS_PASSWORD=\n",
+    "rediscluster": "RESULT_REDIS_NODES=redis-1:6379,redis-2:6379,redis-3:6379\n"
+    "RESULT_REDIS_USER=default\nRESULT_REDIS_PASSWORD=\nRESULT_REDIS_TLS=no\n"
+    "RESULT_REDIS_WAIT_REPLICAS=1\n",
     "postgresql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=5432\nRESULT_DB_NAME=celery_results\n"
     "RESULT_DB_USER=celery\nRESULT_DB_PASSWORD=\nRESULT_DB_OPTIONS=\n",
     "mysql": "RESULT_DB_HOST=localhost\nRESULT_DB_PORT=3306\nRESULT_DB_NAME=celery_results\n"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..apps import resolve_target
 from ..checks import Deadline, StepTimeout, run_bounded
 from ..checks.audit import AuditContext, audit
-from ..checks.probe import (
+from ..checks.probes import (
     Probe,
     check_connect,
     check_encryption,
@@ -81,33 +81,50 @@ def doctor(
     """
     started = time.monotonic()
     target = resolve_target(url, app, broker=broker)
-    probe = Probe(target, Deadline(timeout))
     report = DoctorReport(backend=target.masked_url)
-
-    report.checks.extend(check_url(probe))
-    network_ok = not any(c.status is Status.FAIL for c in report.checks)
-    steps: list[tuple[str, Callable[[], list[CheckResult]]]] = [
-        ("connect", lambda: [check_connect(probe)]),
-        ("server", lambda: check_server(probe)),
-        ("roundtrip", lambda: check_roundtrip(probe)),
-        ("latency", lambda: [check_latency(probe)]),
-    ]
-    if uses_encryption(target.app.conf):
-        steps.insert(2, ("encryption", lambda: check_encryption(probe)))
-    for step_id, step in steps:
-        if not network_ok:
+    probe, checked = check_url(target, Deadline(timeout))
+    report.checks.extend(checked)
+    network_ok = probe is not None and not any(c.status is Status.FAIL for c in checked)
+    for step_id, step in _steps(probe, uses_encryption(target.app.conf)):
+        if not network_ok or probe is None:
             report.checks.append(CheckResult.skipped(step_id, _skip_reason(report)))
             continue
         results, network_ok = _run_step(probe, step_id, step)
         report.checks.extend(results)
-    if probe.backend is not None and network_ok:
+    if probe is not None and network_ok:
         # Best effort: the probe's own keys expire with result_expires anyway.
         with contextlib.suppress(Exception):
             run_bounded(lambda: cleanup(probe), max(0.5, probe.deadline.remaining()))
-    report.checks.extend(audit(AuditContext.from_app(target.app, probe.url)))
+    elif probe is not None:
+        probe.close()
+    report.checks.extend(audit(AuditContext.from_app(target.app, probe.url if probe else None)))
     report.checks = [_redacted(c, target.redactor.redact) for c in report.checks]
     report.seconds = time.monotonic() - started
     return report
+
+
+def _steps(
+    probe: Probe | None, encrypting: bool
+) -> list[tuple[str, Callable[[], list[CheckResult]]]]:
+    """The network steps, in order (each skipped once one has failed)."""
+
+    def each(check: Callable[[Probe], list[CheckResult] | CheckResult]) -> Callable[[], Any]:
+        def run() -> list[CheckResult]:
+            assert probe is not None
+            found = check(probe)
+            return found if isinstance(found, list) else [found]
+
+        return run
+
+    steps = [
+        ("connect", each(check_connect)),
+        ("server", each(check_server)),
+        ("roundtrip", each(check_roundtrip)),
+        ("latency", each(check_latency)),
+    ]
+    if encrypting:
+        steps.insert(2, ("encryption", each(check_encryption)))
+    return steps
 
 
 def _run_step(

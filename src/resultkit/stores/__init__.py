@@ -13,70 +13,85 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ..boundary import translating
-from ..drivers import require_driver
+from ..drivers import require_driver, require_sql_driver
 from ..errors import ConfigurationError
-from ..urls import BackendKind, Redactor, mask_url, parse_backend_url
-from .base import Codec, OnConflict, Page, Store, WriteResult
+from ..urls import BackendKind, BackendURL, Redactor, mask_url, parse_backend_url, parse_store_url
+from .base import Codec, OnConflict, Page, Store, StoreSettings, WriteResult
 
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["Codec", "OnConflict", "Page", "Store", "WriteResult", "open_store"]
+__all__ = [
+    "STORES",
+    "Codec",
+    "OnConflict",
+    "Page",
+    "Store",
+    "StoreSettings",
+    "WriteResult",
+    "open_store",
+    "store_class",
+]
 
 RPC_REFUSAL = (
     "rpc:// keeps no stored results (each result is a message to the client that sent the "
     "task), so there is nothing to read or write: migrate from or to a stored backend"
 )
 
+#: The store of each kind of location: (module, class), imported when used.
+STORES: dict[BackendKind, tuple[str, str]] = {
+    BackendKind.REDIS: (".redis", "RedisStore"),
+    BackendKind.SENTINEL: (".redis", "RedisStore"),
+    BackendKind.REDIS_CLUSTER: (".rediscluster", "RedisClusterStore"),
+    BackendKind.SQL: (".sql", "SqlStore"),
+    BackendKind.DJANGO: (".sql", "DjangoStore"),
+    BackendKind.FILE: (".filesystem", "FilesystemStore"),
+    BackendKind.ARCHIVE: (".archive", "ArchiveStore"),
+}
 
-def open_store(url: str, app: Celery | None = None, codec: Codec | None = None) -> Store:
-    """Open the store for *url*; *app* lends its settings (table names, key prefix,
+
+def open_store(
+    url: str | BackendURL,
+    app: Celery | None = None,
+    codec: Codec | None = None,
+    *,
+    settings: StoreSettings | None = None,
+) -> Store:
+    """Open the store for *url*; its *settings* (default: those of *app*) say
+    what the store needs of the Celery configuration (table names, key prefix,
     serializer, ``result_expires``).
 
     Opening connects to nothing; a setting Celery refuses for this backend is a
     :class:`~resultkit.errors.ConfigurationError`.
     """
+    raw = url.raw if isinstance(url, BackendURL) else url
     redactor = Redactor()
-    redactor.add_url(url)
-    with translating(mask_url(url), "open the store", redactor):
-        return _open(url, app, codec)
+    redactor.add_url(raw)
+    with translating(mask_url(raw), "open the store", redactor):
+        location = url if isinstance(url, BackendURL) else parse_store_url(url)
+        cls = store_class(location)
+        if location.kind is BackendKind.DJANGO:
+            require_sql_driver(parse_backend_url("db+" + location.raw.split("+", 1)[1]))
+        elif location.kind is not BackendKind.ARCHIVE:
+            require_driver(location)
+        return cls(location, settings or StoreSettings.from_app(app), codec)
 
 
-def _open(url: str, app: Celery | None, codec: Codec | None) -> Store:
-    from ..apps import app_for_url, user_settings
-
-    scheme = url.partition("://")[0].lower()
-    if scheme == "jsonl" or scheme.startswith("jsonl+"):
-        from .archive import ArchiveStore
-
-        return ArchiveStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
-    if scheme.startswith("django+"):
-        from ..drivers import require_sql_driver
-        from .django import DjangoStore
-
-        require_sql_driver(parse_backend_url("db+" + url.split("+", 1)[1]))
-        return DjangoStore(url, app_for_url("cache+memory://", **user_settings(app)), codec)
-    parsed = parse_backend_url(url)
-    require_driver(parsed)
-    store_app = app_for_url(url, **user_settings(app))
-    if parsed.kind is BackendKind.RPC:
+def store_class(url: str | BackendURL) -> type[Store]:
+    """The store class for *url*'s kind of location."""
+    location = url if isinstance(url, BackendURL) else parse_store_url(url)
+    if location.kind is BackendKind.RPC:
         raise ConfigurationError(RPC_REFUSAL)
-    if parsed.kind in (BackendKind.REDIS, BackendKind.SENTINEL):
-        from .redis import RedisStore
-
-        return RedisStore(url, store_app, codec)
-    if parsed.kind is BackendKind.SQL:
-        from .sql import SqlStore
-
-        return SqlStore(url, store_app, codec)
-    if parsed.kind is BackendKind.FILE:
-        from .filesystem import FilesystemStore
-
-        return FilesystemStore(url, store_app, codec)
-    raise ConfigurationError(
-        f"resultkit cannot read or write {mask_url(url)} yet: stores exist for redis://, "
-        "rediss://, sentinel://, db+..., django+..., file:// and jsonl://"
-    )
+    found = STORES.get(location.kind)
+    if found is None:
+        raise ConfigurationError(
+            f"resultkit cannot read or write {location.masked} yet: stores exist for redis://, "
+            "rediss://, sentinel://, rediscluster://, db+..., django+..., file:// and jsonl://"
+        )
+    module, name = found
+    cls: type[Store] = getattr(import_module(module, __name__), name)
+    return cls

@@ -35,7 +35,7 @@ import orjson
 from ..codec import NOT_READ, encode_payload, exact_json
 from ..compression import split_compression
 from ..errors import ConfigurationError, DamagedArchive, UsageError
-from ..records import Kind, Record, as_datetime
+from ..records import Kind, Payload, Record, as_datetime
 from .base import OnConflict, Page, Store, WriteResult
 from .redis import RedisStore
 
@@ -248,7 +248,7 @@ class ArchiveStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        path = self.url.partition("://")[2]
+        path = self.location.path
         if not path:
             raise ConfigurationError(
                 "an archive URL needs a path: jsonl:///var/backups/results.jsonl.gz"
@@ -338,11 +338,16 @@ class ArchiveStore(Store):
                 raw = base64.b64decode(data.get("payload") or "", validate=True)
             except ValueError:
                 return _damaged(kind, named, item.line, "the archived payload is not base64")
-        record = self.record_from_payload(kind, named, raw, expires_at=data.get("expires_at"))
-        record.expires_known = bool(data.get("expires_known"))
-        record.line = item.line
+        record = self.record_from_payload(
+            kind,
+            named,
+            raw,
+            expires_at=data.get("expires_at"),
+            expires_known=bool(data.get("expires_known")),
+            line=item.line,
+        )
         if record.meta is None and data.get("serializer"):
-            record.serializer = data["serializer"]
+            return record.replace(payload=record.payload._replace(serializer=data["serializer"]))
         return record
 
     def _records(self, start: int = 0) -> Iterator[tuple[int, Record | None]]:
@@ -354,8 +359,7 @@ class ArchiveStore(Store):
         records: list[Record] = []
         for position, record in self._records(start):
             if record is not None and record.kind is kind:
-                record.position = position
-                records.append(record)
+                records.append(record.replace(position=position))
             if len(records) >= limit:
                 return Page(records, position)
         return Page(records, None)
@@ -511,10 +515,9 @@ class ArchiveStore(Store):
 
 def _damaged(kind: Kind, result_id: str, line: int, why: str) -> Record:
     """The record that stands for a damaged place of an archive: failed, never written."""
-    record = Record(kind, result_id, None, error=f"line {line}: {why}")
-    record.line = line
-    record.damaged = True
-    return record
+    return Record(
+        kind, result_id, Payload(None, error=f"line {line}: {why}"), line=line, damaged=True
+    )
 
 
 def _inline_meta(body: bytes) -> Any:

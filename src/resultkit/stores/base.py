@@ -16,25 +16,25 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..boundary import guarded
-from ..codec import Codec, PickleRefused
+from ..codec import Codec, unreadable
 from ..durations import expiry_seconds
 from ..encryption import keyring_for
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
-from ..records import EXTENDED_FIELDS, Kind, Record
+from ..records import EXTENDED_FIELDS, Kind, Payload, Record
 from ..summary import Summary
-from ..urls import Redactor, mask_url
+from ..urls import BackendURL, Redactor, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
 
 
-__all__ = ["Codec", "OnConflict", "Page", "Store", "WriteResult"]
+__all__ = ["Codec", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
 
 
 class OnConflict(str, enum.Enum):
@@ -102,6 +102,41 @@ def _guard(cls: type) -> None:
             setattr(cls, name, guarded(doing, method))
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store needs of the Celery configuration, as values: a store never
+    holds (nor changes) the caller's app."""
+
+    #: ``result_serializer``: how results are stored when nothing says otherwise.
+    serializer: str = "json"
+    #: ``result_expires`` in seconds (None: never).
+    expires_s: float | None = 86400.0
+    #: The user's Celery settings (no defaults, no ``result_backend``): what the
+    #: store's own Celery backend is configured with, to read through Celery.
+    celery: Mapping[str, Any] = field(default_factory=dict)
+    #: Reads ask a store with lifetimes (Redis) for each one; a migration into a
+    #: store that keeps none leaves them unread.
+    read_lifetimes: bool = True
+
+    @classmethod
+    def from_app(cls, app: Celery | None, *, read_lifetimes: bool = True) -> StoreSettings:
+        from ..apps import user_settings
+
+        if app is None:
+            return cls(read_lifetimes=read_lifetimes)
+        conf = app.conf
+        return cls(
+            serializer=conf.result_serializer or "json",
+            expires_s=expiry_seconds(conf.result_expires),
+            celery=user_settings(app),
+            read_lifetimes=read_lifetimes,
+        )
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """One of the user's Celery settings."""
+        return self.celery.get(name, default)
+
+
 class Store(ABC):
     """Results stored in one layout (see the module docstring).
 
@@ -124,28 +159,42 @@ class Store(ABC):
     #: Celery has a backend class that reads this layout (for ``--verify``).
     celery_readable: ClassVar[bool] = True
 
-    def __init__(self, url: str, app: Celery, codec: Codec | None = None) -> None:
-        self.url = url
-        self.app = app
+    def __init__(
+        self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
+    ) -> None:
+        #: Where the results are, parsed once.
+        self.location = url
+        self.url = url.raw
+        self.settings = settings
         #: Knows the URL's password in every form a driver may print it.
         self.redactor = Redactor()
-        self.redactor.add_url(url)
-        #: Whether reads ask a store with lifetimes (Redis) for each one: a
-        #: migration into a store that keeps none turns it off.
-        self.read_lifetimes = True
+        self.redactor.add_url(self.url)
         self.codec = codec or Codec(
-            hint=app.conf.result_serializer or "json", keys=keyring_for(app.conf)
+            hint=settings.serializer, keys=keyring_for(dict(settings.celery))
         )
+        #: Celery's backends for this store, by (serializer, extended).
+        self._celery_backends: dict[tuple[str, bool], Any] = {}
+
+    @functools.cached_property
+    def celery_app(self) -> Celery:
+        """A Celery app of the store's own, on its URL with the user's settings."""
+        from ..apps import app_for_url
+
+        return app_for_url(self.url, **self.settings.celery)
 
     # ----------------------------------------------------------- properties
     @property
     def masked_url(self) -> str:
         return mask_url(self.url)
 
-    @functools.cached_property
+    @property
     def expires_s(self) -> float | None:
-        """The app's ``result_expires`` in seconds (None: never)."""
-        return expiry_seconds(self.app.conf.result_expires)
+        """``result_expires`` in seconds (None: never)."""
+        return self.settings.expires_s
+
+    @property
+    def read_lifetimes(self) -> bool:
+        return self.settings.read_lifetimes
 
     # ----------------------------------------------------------- primitives
     def ping(self) -> None:  # noqa: B027 - stores without a server have nothing to reach
@@ -326,7 +375,7 @@ class Store(ABC):
         """
         from kombu.exceptions import ContentDisallowed, DecodeError
 
-        backend = self.app.backend
+        backend = self.celery_app.backend
         stored = self.read_many(kind, ids) if kind is Kind.TASK and self.meta_blobs else {}
         out: dict[str, dict[str, Any]] = {}
         for result_id in ids:
@@ -368,7 +417,7 @@ class Store(ABC):
         holding results of several serializers (after a transcode, or mixed
         workers) is read by one backend per serializer.
         """
-        from ..apps import app_for_url, user_settings
+        from ..apps import app_for_url
         from ..codec import sniff_serializer
         from ..compression import split_compression
 
@@ -380,14 +429,14 @@ class Store(ABC):
             except SerializationError:
                 pass
         key = (serializer, extended)
-        cache: dict[Any, Any] = self.__dict__.setdefault("_celery_backends", {})
+        cache = self._celery_backends
         if key not in cache:
-            settings = user_settings(self.app)
-            settings.update(
-                result_serializer=serializer,
-                result_accept_content=[serializer],
-                result_extended=extended,
-            )
+            settings = {
+                **self.settings.celery,
+                "result_serializer": serializer,
+                "result_accept_content": [serializer],
+                "result_extended": extended,
+            }
             cache[key] = app_for_url(self.url, **settings).backend
         return cache[key]
 
@@ -411,27 +460,35 @@ class Store(ABC):
         payload: bytes | None,
         *,
         expires_at: float | None = None,
+        expires_known: bool = False,
         position: Any = None,
+        line: int | None = None,
     ) -> Record:
         """Decode a Celery meta blob into a record; a bad payload becomes a record with an error."""
         raw = bytes(payload) if payload is not None else None
-        record = Record(kind, result_id, None, expires_at=expires_at, raw=raw, position=position)
+        return Record(
+            kind,
+            result_id,
+            self.payload_of(raw),
+            raw=raw,
+            expires_at=expires_at,
+            expires_known=expires_known,
+            position=position,
+            line=line,
+        )
+
+    def payload_of(self, raw: bytes | None) -> Payload:
+        """What a stored Celery meta blob holds; a bad one is a payload with an error."""
         if raw is None:
-            record.error = "empty payload"
-            return record
+            return Payload(None, error="empty payload")
         try:
-            meta = self.codec.decode_into(raw, record)
-        except PickleRefused as exc:
-            record.serializer, record.error = "pickle", str(exc)
-            return record
+            meta, form = self.codec.read(raw)
         except SerializationError as exc:
-            record.error = str(exc)
-            return record
+            return unreadable(exc)
         if not isinstance(meta, dict):
-            record.error = f"the payload is a {type(meta).__name__}, not Celery's result meta"
-            return record
-        record.meta = meta
-        return record
+            why = f"the payload is a {type(meta).__name__}, not Celery's result meta"
+            return form._replace(error=why)
+        return form._replace(meta=meta)
 
     def reusable_raw(self, record: Record) -> bytes | None:
         """The record's stored bytes, when they can be written here unchanged.

@@ -31,7 +31,7 @@ class FilesystemStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        path = self.url.partition("://")[2]
+        path = self.location.path
         if path.startswith("localhost/"):
             path = path[len("localhost") :]
         self.folder = path
@@ -64,9 +64,8 @@ class FilesystemStore(Store):
         names = [n for n in self._names(kind) if cursor is None or n > cursor]
         chosen = names[:limit]
         prefix_len = len(_PREFIX[kind])
-        records = list(self.read_many(kind, [n[prefix_len:] for n in chosen]).values())
-        for record in records:
-            record.position = _PREFIX[kind] + record.id
+        found = self.read_many(kind, [n[prefix_len:] for n in chosen]).values()
+        records = [record.replace(position=_PREFIX[kind] + record.id) for record in found]
         return Page(records, chosen[-1] if len(names) > limit else None)
 
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:

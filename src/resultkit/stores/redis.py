@@ -10,6 +10,7 @@ exactly as they do in Celery.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
 from ..purge import PurgePlan
-from ..records import Kind, Record, as_datetime
+from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
 from .base import OnConflict, Page, Store, WriteResult
 
@@ -107,7 +108,7 @@ class RedisStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.backend = self.app.backend
+        self.backend = self.celery_app.backend
         self.client = self.backend.client
         #: False once the server refused EVAL (an ACL user without scripting, as a
         #: read-only user often is): reads then take the same data without scripts.
@@ -141,6 +142,13 @@ class RedisStore(Store):
 
     def _pattern(self, kind: Kind) -> bytes:
         return match_prefix(self.prefix(kind))
+
+    def _mget(self, keys: Sequence[bytes]) -> list[Any]:
+        return list(self.client.mget(keys))
+
+    def _write_pipeline(self) -> Any:
+        """The pipeline a batch of writes goes through: all or nothing on one server."""
+        return self.client.pipeline(transaction=True)
 
     # ----------------------------------------------------------- primitives
     def ping(self) -> None:
@@ -177,12 +185,13 @@ class RedisStore(Store):
         if self.read_lifetimes:
             values, ttls = self._values_and_ttls(keys)
         else:
-            values, ttls = self.client.mget(keys), [-3] * len(keys)  # -3: not read
+            values, ttls = self._mget(keys), [-3] * len(keys)  # -3: not read
         now = time.time()
         out: dict[str, Record] = {}
         # JSON is resultkit-json's when the store is said to hold that.
         as_json = self.codec.hint if self.codec.hint in JSON_FAMILY else "json"
-        decode = self._decode_json
+        expected = Payload(None, as_json)
+        decode = functools.partial(self._decode_json, as_json)
         for result_id, value, pttl in zip(ids, values, ttls, strict=True):
             if value is None or pttl == -2:
                 continue  # vanished (expired or deleted) between SCAN and GET
@@ -192,11 +201,18 @@ class RedisStore(Store):
                 # The common case, uncompressed JSON: decoded when first used (a
                 # migration into a table decodes each just before making its row).
                 record = Record(
-                    kind, result_id, None, as_json, None, expires_at, known, value, decode=decode
+                    kind,
+                    result_id,
+                    expected,
+                    decode=decode,
+                    raw=value,
+                    expires_at=expires_at,
+                    expires_known=known,
                 )
             else:
-                record = self.record_from_payload(kind, result_id, value, expires_at=expires_at)
-                record.expires_known = known
+                record = self.record_from_payload(
+                    kind, result_id, value, expires_at=expires_at, expires_known=known
+                )
             out[result_id] = record
         return out
 
@@ -220,21 +236,13 @@ class RedisStore(Store):
         values, *ttls = pipe.execute()
         return values, ttls
 
-    def _decode_json(self, record: Record, keep: bool) -> dict[str, Any] | None:
-        """Decode a payload that looked like JSON (see :meth:`_fetch` and
-        :meth:`Record.peek`); anything else is decoded as any other payload,
-        with the same errors."""
-        assert record.raw is not None
-        meta = json_at_once(record.raw, record.serializer)
+    def _decode_json(self, serializer: str, raw: bytes) -> Payload:
+        """Decode a payload that looked like JSON (see :meth:`_fetch`); anything
+        else is decoded as any other payload, with the same errors."""
+        meta = json_at_once(raw, serializer)
         if isinstance(meta, dict):
-            if keep:
-                record.meta = meta
-            return meta
-        other = self.record_from_payload(record.kind, record.id, record.raw)
-        record.meta, record.error = other.meta, other.error
-        record.serializer, record.compression = other.serializer, other.compression
-        record.envelope, record.missing_key = other.envelope, other.missing_key
-        return other.meta
+            return Payload(meta, serializer)
+        return self.payload_of(raw)
 
     def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         return self._fetch(kind, ids)
@@ -289,7 +297,7 @@ class RedisStore(Store):
             planned = keep
         if not planned:
             return outcome
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self._write_pipeline()
         command = pipe.execute_command  # SET with its options spelled out: no per-call parsing
         nx = ("NX",) if on_conflict is OnConflict.SKIP else ()
         for record, payload, expires_at in planned:
@@ -304,7 +312,7 @@ class RedisStore(Store):
 
     def _fetch_dates(self, planned: Sequence[tuple[Record, bytes, float | None]]) -> dict[Any, Any]:
         keys = [self.key(r.kind, r.id) for r, _, _ in planned]
-        values = self.client.mget(keys)
+        values = self._mget(keys)
         out: dict[Any, Any] = {}
         for (record, _, _), value in zip(planned, values, strict=True):
             if value is None:
@@ -444,7 +452,7 @@ class RedisStore(Store):
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if kind is Kind.GROUP:
             return super().celery_read_many(kind, ids)
-        values = self.client.mget([self.key(kind, i) for i in ids]) if ids else []
+        values = self._mget([self.key(kind, i) for i in ids]) if ids else []
         out: dict[str, dict[str, Any]] = {}
         for result_id, value in zip(ids, values, strict=True):
             if value is None:

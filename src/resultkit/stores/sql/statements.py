@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..records import Kind, Record, as_datetime
-from .base import OnConflict, WriteResult
+from ...records import Kind, Record, as_datetime
+from ..base import OnConflict, WriteResult
 
 __all__ = [
     "IN_CHUNK_ROWS",

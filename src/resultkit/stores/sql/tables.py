@@ -1,0 +1,153 @@
+"""The primitives every store of results in two tables (tasks, groups) shares:
+Celery's tables and django-celery-results' tables are read, counted, purged,
+summarized and deleted from by this one class."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from ...purge import BeforeDelete, PurgeOutcome, PurgePlan
+from ...records import Kind, Record
+from ...summary import Summary
+from ..base import Page, Store
+from .purge import purge_table, sql_expired
+from .statements import delete_ids, read_ids, state_counts, transient_error
+from .summary import sealed_key_counts, sql_summary
+
+__all__ = ["TableStore"]
+
+
+class TableStore(Store):
+    """Results as rows of a task table and a group table, keyed by an ``id``
+    column in the order they were written."""
+
+    #: The column holding the result's id, per kind.
+    id_columns: ClassVar[Mapping[Kind, str]]
+    #: The task table's column holding the task's name (when the table has it).
+    name_column: ClassVar[str] = "name"
+    #: Dates are stored with their time zone (compared as aware datetimes).
+    aware_dates: ClassVar[bool] = False
+    #: Binary payloads are stored as base64 text.
+    base64_results: ClassVar[bool] = False
+
+    engine: sa.Engine
+
+    @abstractmethod
+    def table(self, kind: Kind) -> sa.Table | None:
+        """The table of *kind*, or None when it does not exist (yet)."""
+
+    @abstractmethod
+    def _record(self, kind: Kind, row: Mapping[str, Any]) -> Record:
+        """The record of one row (its columns by name)."""
+
+    # ------------------------------------------------------------ columns
+    def _id_column(self, kind: Kind, table: sa.Table) -> sa.Column[Any]:
+        return table.c[self.id_columns[kind]]
+
+    def _name(self, table: sa.Table) -> sa.Column[Any] | None:
+        return table.c.get(self.name_column)
+
+    def _plan(self, plan: PurgePlan) -> PurgePlan:
+        return plan.aware() if self.aware_dates else plan
+
+    def _row_record(self, kind: Kind, row: Any) -> Record:
+        return self._record(kind, row._mapping)
+
+    # ------------------------------------------------------------ primitives
+    def transient(self, exc: BaseException) -> bool:
+        return transient_error(self.engine, exc)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
+        table = self.table(kind)
+        if table is None:
+            return Page([], None)
+        query = sa.select(table).order_by(table.c.id).limit(limit)
+        if cursor is not None:
+            query = query.where(table.c.id > cursor)
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            columns = tuple(result.keys())
+            rows = result.all()
+        # Plain dicts: far cheaper to read than SQLAlchemy's row mappings.
+        records = [self._record(kind, dict(zip(columns, row, strict=True))) for row in rows]
+        return Page(records, records[-1].position if len(rows) == limit else None)
+
+    def read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        table = self.table(kind)
+        if table is None or not ids:
+            return {}
+        column = self._id_column(kind, table)
+        return read_ids(self.engine, table, column, ids, lambda r: self._row_record(kind, r))
+
+    def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
+        table = self.table(kind)
+        if table is None or not ids:
+            return 0
+        return delete_ids(self.engine, table, self._id_column(kind, table), ids)
+
+    def count(self, kind: Kind) -> int:
+        table = self.table(kind)
+        if table is None:
+            return 0
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def purge(
+        self, kind: Kind, plan: PurgePlan, before_delete: BeforeDelete | None = None
+    ) -> PurgeOutcome:
+        table = self.table(kind)
+        if table is None:
+            return PurgeOutcome()
+        task = kind is Kind.TASK
+        return purge_table(
+            self.engine,
+            table,
+            self._plan(plan),
+            status=table.c.status if task else None,
+            name=self._name(table) if task else None,
+            to_record=lambda row: self._row_record(kind, row),
+            before_delete=before_delete,
+        )
+
+    def sealed_keys(self) -> Counter[str]:
+        """Key ids of encrypted results, read from the result column's first bytes."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return Counter()
+        with self.engine.connect() as conn:
+            return sealed_key_counts(conn, table.c.result, base64_text=self.base64_results)
+
+    def summarize(self, plan: PurgePlan) -> Summary:
+        """Exact figures from aggregates: the database does the counting."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return Summary()
+        plan = self._plan(plan)
+        name = self._name(table)
+        return sql_summary(
+            self.engine,
+            table,
+            table.c.task_id,
+            table.c.status,
+            name,
+            table.c.result,
+            plan,
+            sql_expired(plan, table.c.date_done, table.c.status, name),
+            base64_text=self.base64_results,
+        )
+
+    def state_counts(self) -> dict[str | None, int]:
+        table = self.table(Kind.TASK)
+        return {} if table is None else state_counts(self.engine, table.c.status)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,306 @@
+"""The resultkit commands on a real Redis Cluster (``rediscluster://``), run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from tests.cluster import Cluster
+from tests.conftest import RedisDB, redis_database
+from tests.worker import load, wait_until, write_app
+
+STATES = ["SUCCESS"] * 200 + ["FAILURE"] * 60 + ["REVOKED"] * 40
+
+
+def lending_app(folder: Path, cluster: Cluster, prefix: str, **settings: Any) -> Celery:
+    """An app module ``rkapp`` whose key prefix and lifetimes the commands borrow (``-A``)."""
+    write_app(
+        folder,
+        "rkapp",
+        "memory://",
+        cluster.backend_url,
+        result_backend_transport_options={"global_keyprefix": prefix},
+        **settings,
+    )
+    return load(folder, "rkapp")
+
+
+def seed(url: str, prefix: str, states: list[str]) -> list[str]:
+    app = Celery(set_as_current=False)
+    app.conf.update(
+        result_backend=url,
+        result_backend_transport_options={"global_keyprefix": prefix},
+        result_expires=7200,
+    )
+    ids = [f"r{n}" for n in range(len(states))]
+    for task_id, state in zip(ids, states, strict=True):
+        app.backend.store_result(task_id, {"n": task_id} if state == "SUCCESS" else None, state)
+    return ids
+
+
+def test_migrate_single_redis_to_the_cluster_and_back_with_verify(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, redis_db: RedisDB, tmp_path: Path
+) -> None:
+    # Given results on a single Redis
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = seed(redis_db.url, cluster_prefix, STATES)
+
+    # When they are migrated to the cluster, verified
+    there = cli("migrate", redis_db.url, redis_cluster.url, "-A", "rkapp", "--verify", "--json")
+
+    # Then every one is copied and reads back through Celery on the cluster
+    assert there.code == 0, there.output
+    assert (there.json["copied"], there.json["verified"], there.json["mismatched"]) == (300, 300, 0)
+    reader = Celery(set_as_current=False)
+    reader.conf.update(
+        result_backend=redis_cluster.backend_url,
+        result_backend_transport_options={"global_keyprefix": cluster_prefix},
+    )
+    metas = dict(reader.backend.get_many(ids, timeout=10))
+    assert len(metas) == 300
+    assert metas["r5"]["result"] == {"n": "r5"}
+    # ... under Celery's key names, spread over every master, lifetimes kept
+    client = redis_cluster.client()
+    key = f"{cluster_prefix}celery-task-meta-r5"
+    assert 7000 <= client.ttl(key) <= 7200
+    owners = {client.get_node_from_key(f"{cluster_prefix}celery-task-meta-{i}").name for i in ids}
+    assert len(owners) == 3
+
+    # When they are migrated back to another single Redis
+    with redis_database() as back:
+        home = cli("migrate", redis_cluster.url, back.url, "-A", "rkapp", "--verify", "--json")
+        # Then all of them arrive
+        assert home.code == 0, home.output
+        counts = (home.json["copied"], home.json["verified"], home.json["mismatched"])
+        assert counts == (300, 300, 0)
+        assert back.client.exists(*(f"{cluster_prefix}celery-task-meta-{i}" for i in ids)) == 300
+
+
+def test_stats_counts_exactly_across_every_master(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, tmp_path: Path
+) -> None:
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    seed(redis_cluster.backend_url, cluster_prefix, STATES)
+
+    stats = cli("stats", "-A", "rkapp", "--json")
+
+    assert stats.code == 0, stats.output
+    assert stats.json["total"] == 300
+    assert stats.json["by_state"] == {"SUCCESS": 200, "FAILURE": 60, "REVOKED": 40}
+
+
+def test_cleanup_fixes_missing_ttls_and_deletes_old_results_on_every_master(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, tmp_path: Path
+) -> None:
+    # Given results on the cluster, 90 of them stored without a TTL
+    lending_app(tmp_path, redis_cluster, cluster_prefix, result_expires=3600)
+    ids = seed(redis_cluster.backend_url, cluster_prefix, STATES)
+    client = redis_cluster.client()
+    bare = [f"{cluster_prefix}celery-task-meta-{i}" for i in ids[:90]]
+    for key in bare:
+        client.persist(key)
+
+    # When cleanup gives them the app's lifetime
+    fixed = cli("cleanup", "-A", "rkapp", "--fix-missing-ttl", "--json")
+
+    # Then exactly those get one, on whichever master holds them
+    assert fixed.code == 0, fixed.output
+    assert fixed.json["ttl_fixed"] == 90
+    assert all(0 < client.ttl(key) <= 3600 for key in bare)
+
+    # When everything older than 0 seconds is deleted
+    deleted = cli("cleanup", "-A", "rkapp", "--older-than", "0s", "--json")
+    assert deleted.code == 0, deleted.output
+    assert deleted.json["deleted"] == 300
+    assert client.exists(*bare[:1], f"{cluster_prefix}celery-task-meta-{ids[-1]}") == 0
+
+
+def test_doctor_passes_a_healthy_cluster_and_names_keys_without_ttl(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, tmp_path: Path
+) -> None:
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = seed(redis_cluster.backend_url, cluster_prefix, STATES[:30])
+    redis_cluster.client().persist(f"{cluster_prefix}celery-task-meta-{ids[0]}")
+
+    report = cli("doctor", "-A", "rkapp", "--json")
+
+    assert report.code == 0, report.output
+    assert report.check("cluster.state")["status"] == "pass"
+    assert "all 16,384 slots" in report.check("cluster.state")["message"]
+    assert report.check("cluster.nodes")["message"].startswith("3 masters, 3 replicas")
+    keys = report.check("redis.result-keys")
+    assert (keys["status"], keys["data"]["keys"]) == ("warn", 30)
+    assert "1 sampled keys have no TTL" in keys["message"]
+    assert report.check("roundtrip.group")["status"] == "pass"
+
+
+def test_doctor_fails_a_cluster_with_a_master_down(
+    cli: Any, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    # Given a master that is dead and whose replica has not taken over yet
+    masters = redis_cluster.masters()
+    victim, alive = masters[2], masters[0]
+    replica = redis_cluster.replica_of(victim)
+    replica.process.send_signal(19)  # SIGSTOP: no failover while the doctor looks
+    redis_cluster.kill(victim)
+    try:
+        wait_until(lambda: alive.client().cluster("info")["cluster_state"] == "fail", 20)
+        report = cli("doctor", redis_cluster.url, "--json", "--timeout", "20")
+        # Then the cluster checks fail and name the node, with a fix
+        assert report.code == 1
+        state, nodes = report.check("cluster.state"), report.check("cluster.nodes")
+        assert state["status"] == "fail"
+        assert "cluster_state is fail" in state["message"]
+        assert nodes["status"] == "fail"
+        assert f"127.0.0.1:{victim.port}" in nodes["message"]
+        assert "restart" in nodes["fix"]
+    finally:
+        replica.process.send_signal(18)  # SIGCONT
+        redis_cluster.restart(victim)
+        redis_cluster.wait_healthy()
+
+
+def test_doctor_says_a_cluster_url_points_at_a_single_redis(cli: Any, redis_db: RedisDB) -> None:
+    host = redis_db.url.split("://")[1].split("/")[0]
+    report = cli("doctor", f"rediscluster://{host}", "--json")
+    assert report.code == 1
+    connect = report.check("connect")
+    assert "not in cluster mode" in connect["message"]
+    assert "resultkit-redis+redis://" in connect["fix"]
+
+
+def test_config_check_knows_the_replica_wait(cli: Any, tmp_path: Path) -> None:
+    for name, value, status in [("good", 1, "pass"), ("bad", -1, "fail")]:
+        write_app(
+            tmp_path,
+            name,
+            "memory://",
+            "resultkit-redis+rediscluster://127.0.0.1:7000",
+            resultkit_redis_wait_replicas=value,
+        )
+        report = cli("config", "check", "-A", name, "--json")
+        assert report.check("config.replica-wait")["status"] == status, report.output
+        assert report.check("config.unknown-setting")["status"] == "pass"
+
+
+def test_config_new_writes_a_cluster_configuration_that_doctor_passes(
+    cli: Any, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    written = cli("config", "new", "--backend", "rediscluster", "--retention", "7d")
+    assert written.code == 0, written.output
+    assert "resultkit_redis_wait_replicas" in (tmp_path / "celeryconfig.py").read_text()
+    env = {"RESULT_REDIS_NODES": redis_cluster.hosts}
+
+    checked = cli("config", "check", "-A", "celeryconfig", "--json", env=env)
+    report = cli("doctor", "-A", "celeryconfig", "--json", env=env)
+
+    assert checked.check("config.replica-wait")["status"] == "pass", checked.output
+    assert report.code == 0, report.output
+    assert report.check("cluster.nodes")["status"] == "pass"
+    assert report.check("roundtrip.success")["status"] == "pass"
+
+
+def test_bench_measures_the_cluster_and_leaves_nothing_behind(
+    cli: Any, redis_cluster: Cluster, redis_db: RedisDB
+) -> None:
+    # Given the cluster, and a single Redis to compare it with
+    report = cli(
+        "bench", redis_cluster.url, "resultkit-redis+" + redis_db.url, "--seconds", "1", "--json"
+    )
+    assert report.code == 0, report.output
+    cases = {case["backend"]: case for case in report.json["cases"]}
+    cluster_case = next(c for url, c in cases.items() if "rediscluster://" in url)
+    # Then the cluster's rates are measured, with no Celery counterpart (Celery has none)
+    assert cluster_case["throughput"]["store"] > 0
+    assert cluster_case["throughput"]["fetch"] > 0
+    assert not any("rediscluster" in str(c.get("counterpart_of")) for c in cases.values())
+    # ... and nothing it wrote stays on any master
+    for node in redis_cluster.masters():
+        assert node.client().dbsize() == 0
+
+
+# ------------------------------------------------- migrate --resume under faults
+
+
+def fill_cluster(cluster: Cluster, prefix: str, total: int) -> list[str]:
+    """*total* results as Celery's json serializer writes them (result = their number)."""
+    import json
+
+    ids = [f"f{i:06d}" for i in range(total)]
+    pipe = cluster.client().pipeline(transaction=False)
+    for number, task_id in enumerate(ids):
+        meta = {"status": "SUCCESS", "result": number, "traceback": None, "children": []}
+        meta |= {"date_done": "2026-11-30T12:00:00+00:00", "task_id": task_id}
+        pipe.set(f"{prefix}celery-task-meta-{task_id}", json.dumps(meta), ex=86400)
+    pipe.execute()
+    return ids
+
+
+def test_a_slot_moved_under_a_running_migration_is_noticed_and_nothing_lost(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.faults import assert_every_result_once, finish, start, stop_after
+
+    # Given 4,000 results on the cluster, being migrated in batches of 100
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    # When the busiest slot of a master moves to another while the migration is stopped
+    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
+    masters = redis_cluster.masters()
+    source, target = masters[0].port, masters[1].port
+    slot = redis_cluster.busiest_slot_of(source)
+    redis_cluster.migrate_slot(slot, source, target)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process, timeout=120)
+    try:
+        # Then the run notices that the layout changed, scans again, and copies every
+        # result exactly once
+        assert code == 0, stderr
+        report = json.loads(stdout)
+        assert report["rescans"] >= 1
+        assert (report["complete"], report["missing"]) == (True, 0)
+        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+    finally:
+        redis_cluster.migrate_slot(slot, target, source)
+
+
+def test_resume_after_a_failover_copies_every_result(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.conftest import run
+    from tests.faults import assert_every_result_once, start, stop_after
+
+    # Given 4,000 results on the cluster, each on its master's replica too
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
+    for node in redis_cluster.masters():
+        assert node.client().wait(1, 5000) == 1
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    # When the migration is killed part-way and a master dies, its replica taking over
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    stop_after(process, checkpoint, 1000, signal.SIGKILL)
+    process.wait()
+    victim = redis_cluster.masters()[0]
+    redis_cluster.kill(victim)
+    try:
+        redis_cluster.wait_healthy()
+        # Then --resume finds the new master, scans again, and every result arrives once
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        assert resumed.code == 0, resumed.output
+        assert resumed.json["resumed"] is True
+        assert resumed.json["rescans"] >= 1
+        assert resumed.json["complete"] is True
+        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+    finally:
+        redis_cluster.restart(victim)
+        redis_cluster.wait_healthy()
