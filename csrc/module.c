@@ -87,5 +87,9 @@ PyInit__speedups(void)
         Py_DECREF(module);
         return NULL;
     }
+    if (PyModule_AddIntConstant(module, "MAX_DEPTH", RK_MAX_DEPTH) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     return module;
 }

@@ -38,6 +38,11 @@ int rk_timestamp_of_text(const Py_UCS1 *c, Py_ssize_t n, long long *out);
 int rk_timestamp_of(PyObject *value, long long *out);
 
 /* tags.c */
+/* How deep untag goes: each call and each list or mapping it enters is one level,
+ * counted per thread across the calls that the Python decoders make back into
+ * it; deeper is a RecursionError.  resultkit.serializers.MAX_DEPTH is the same
+ * number (a test checks), and the pure-Python walk counts alike. */
+#define RK_MAX_DEPTH 128
 int rk_tags_init(void);
 PyObject *speedups_prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *speedups_untag(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

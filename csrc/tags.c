@@ -351,6 +351,22 @@ typedef struct {
 
 static PyObject *unt(PyObject *o, Untag *u);
 
+/* Levels entered by untag on this thread (see RK_MAX_DEPTH). */
+static _Thread_local int untag_depth;
+
+/* Enter one more level: 0, or -1 with a RecursionError past RK_MAX_DEPTH. */
+static int
+enter_level(void)
+{
+    if (++untag_depth > RK_MAX_DEPTH) {
+        --untag_depth;
+        PyErr_Format(PyExc_RecursionError,
+                     "the payload is nested more than %d levels deep", RK_MAX_DEPTH);
+        return -1;
+    }
+    return 0;
+}
+
 /* The scalar that a tag name (names[at:at + n]) and its text (text[start:])
  * stand for, when the name is one of `simple`: the forms this module writes
  * are read here, the rest by the Python callable.  NULL without an error when
@@ -524,10 +540,15 @@ unt(PyObject *o, Untag *u)
         Py_INCREF(o);
         return o;
     }
-    if (Py_EnterRecursiveCall(" while decoding a result"))
+    if (enter_level() < 0)
         return NULL;
+    if (Py_EnterRecursiveCall(" while decoding a result")) {
+        --untag_depth;
+        return NULL;
+    }
     PyObject *r = t == &PyDict_Type ? unt_dict(o, u) : unt_list(o, u);
     Py_LeaveRecursiveCall();
+    --untag_depth;
     return r;
 }
 
@@ -540,5 +561,9 @@ speedups_untag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Untag u = {args[1], args[2], args[3], args[4]};
-    return unt(args[0], &u);
+    if (enter_level() < 0)  /* the call is a level: the decoders' calls back nest */
+        return NULL;
+    PyObject *r = unt(args[0], &u);
+    --untag_depth;
+    return r;
 }

@@ -314,6 +314,9 @@ def test_property_round_trip_msgpack(value: Any) -> None:
     assert same(serializers.msgpack_loads(serializers.msgpack_dumps(value)), value)
 
 
+UNTAG_ARGS = (None, None, None, None)  # the pure walk takes the C walk's arguments, unused
+
+
 @FAST
 @given(values, st.booleans())
 def test_property_c_and_python_walks_write_the_same_bytes(value: Any, binary: bool) -> None:
@@ -327,7 +330,8 @@ def test_property_c_and_python_walks_write_the_same_bytes(value: Any, binary: bo
         assert orjson.dumps(c_tagged) == orjson.dumps(py_tagged)
         decoded = orjson.loads(orjson.dumps(py_tagged))
         assert same(
-            serializers._untag(orjson.loads(orjson.dumps(py_tagged))), serializers.untag(decoded)
+            serializers._untag_py(orjson.loads(orjson.dumps(py_tagged)), *UNTAG_ARGS),
+            serializers.untag(decoded),
         )
 
 
@@ -615,3 +619,26 @@ def test_hostile_payloads_never_hang(payload: bytes, walks: str) -> None:
     with contextlib.suppress(SerializationError):
         serializers.json_loads(payload)
     assert time.perf_counter() - started < 2.0
+
+
+def test_the_c_walk_and_the_python_walk_nest_as_deep_as_each_other(walks: str) -> None:
+    from resultkit import _speedups
+
+    assert _speedups.MAX_DEPTH == serializers.MAX_DEPTH
+    # The decoding call is a level, each list another: MAX_DEPTH - 1 lists decode.
+    deepest = serializers.MAX_DEPTH - 1
+    for lists, decodes in ((deepest, True), (deepest + 1, False)):
+        data = b"[" * lists + b'"~~x"' + b"]" * lists
+        if decodes:
+            value = serializers.json_loads(data)
+            for _ in range(lists):
+                value = value[0]
+            assert value == "~x"
+        else:
+            with pytest.raises(SerializationError, match="nested too deeply"):
+                serializers.json_loads(data)
+    # A tagged tuple is its mapping and its list, in both walks.
+    tuples = b'{"__rk__":"tuple","v":[' * 63 + b'"~~x"' + b"]}" * 63
+    assert serializers.json_loads(tuples) is not None
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        serializers.json_loads(b'{"__rk__":"tuple","v":[' * 64 + b'"~~x"' + b"]}" * 64)

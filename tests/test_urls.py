@@ -245,3 +245,60 @@ def test_an_at_sign_in_the_query_is_not_taken_for_a_broken_password(url: str) ->
     # more than the password here, which shows nothing it should not)
     parse_backend_url(url)
     assert "pw" not in mask_url(url)
+
+
+def test_a_database_url_whose_port_is_no_number_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="port is not a number") as caught:
+        parse_backend_url("db+postgresql+psycopg://user:s3cret@localhost:54x2/test")
+    assert "s3cret" not in str(caught.value)
+    assert "user:***@localhost" in str(caught.value)
+
+
+def test_the_redactor_hides_the_part_of_a_password_a_driver_reads() -> None:
+    # urllib (redis-py, kombu) ends this password at the first "@"; the mask covers
+    # up to the last one, and a driver's error may name what it read alone.
+    url = "redis://:s3cret@localhost://:other@localhost:6379/0"
+    redactor = Redactor()
+    redactor.add_url(url)
+    assert redactor.redact("AUTH failed with s3cret") == "AUTH failed with ***"
+
+
+def test_a_scheme_with_an_underscore_has_its_password_masked() -> None:
+    # SQLAlchemy's dialect names may hold "_": the mask must see the scheme as one.
+    assert mask_url("db+my_dialect+driver://user:s3cret@host/db") == (
+        "db+my_dialect+driver://user:***@host/db"
+    )
+
+
+def test_a_url_with_a_line_break_is_refused_and_masked_as_urllib_reads_it() -> None:
+    # urllib drops tabs and line breaks anywhere in a URL before reading it.
+    url = "redis\r://:s3cret@localhost:6379/0"
+    assert mask_url(url) == "redis://:***@localhost:6379/0"
+    with pytest.raises(ConfigurationError, match="control character") as caught:
+        parse_backend_url(url)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_scheme_with_letters_beyond_ascii_has_its_password_masked() -> None:
+    # SQLAlchemy reads any word characters as a dialect name; so does the mask.
+    assert mask_url("db+postgresql+psycopgü://user:s3cret@host/db") == (
+        "db+postgresql+psycopgü://user:***@host/db"
+    )
+
+
+def test_only_sentinel_urls_may_list_urls_with_semicolons() -> None:
+    # A driver reads a database or Redis URL whole; the mask would split it at ";".
+    with pytest.raises(ConfigurationError, match="%3B") as caught:
+        parse_backend_url("db+postgresql+psycopg://user:pa;redis://x:s3cret@host/db")
+    assert "s3cret" not in str(caught.value)
+    assert parse_backend_url("sentinel://:a@h1:26379/0;sentinel://:b@h2:26379/0").kind is (
+        BackendKind.SENTINEL
+    )
+
+
+def test_the_redactor_reads_an_upper_case_alias_as_parse_backend_url_does() -> None:
+    # SQLAlchemy ends this password at the first "@"; the alias is "db" in any case.
+    url = "DB+postgresql://user:s3cret@first@host/db"
+    redactor = Redactor()
+    redactor.add_url(url)
+    assert "s3cret" not in redactor.redact("password authentication failed: s3cret")

@@ -447,7 +447,15 @@ def encrypted_loads(payload: bytes | str) -> Any:
         from .compression import decompress
 
         body = decompress(body, envelope.compression)
-    return _inner(envelope.serializer)[1](body)
+    try:
+        return _inner(envelope.serializer)[1](body)
+    except SerializationError:
+        raise
+    except Exception as exc:  # kombu's DecodeError, json's ValueError: the same refusal
+        raise SerializationError(
+            f"the {envelope.serializer} payload inside a resultkit-encrypted one does not "
+            f"decode ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
 
 
 #: kombu entry point (``kombu.serializers``): (encoder, decoder, content type, encoding).

@@ -259,7 +259,10 @@ def as_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)
+        except (OverflowError, OSError) as exc:  # past year 9999, or the platform's time_t
+            raise ValueError(f"the timestamp {value!r:.40} is out of range ({exc})") from None
     text = str(value).strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
@@ -275,10 +278,13 @@ def naive_utc(value: Any) -> datetime | None:
                 return datetime.fromisoformat(value[:-6])
             except ValueError:
                 pass
+        parsed: datetime | None
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            parsed = as_datetime(value)  # type: ignore[assignment]
+            parsed = as_datetime(value)
+        if parsed is None:  # "" or blanks: no date, as as_datetime reads them
+            return None
         if parsed.tzinfo is None:
             return parsed
         return parsed.astimezone(timezone.utc).replace(tzinfo=None)

@@ -215,6 +215,11 @@ class RetentionPolicy:
             raise ConfigurationError(
                 f"cannot read the policy file {path}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"the policy file {path} is not UTF-8 text (byte {exc.start}): "
+                "write it as TOML or JSON in UTF-8"
+            ) from None
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text)

@@ -40,6 +40,7 @@ import enum
 import gc
 import math
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -52,6 +53,7 @@ from .errors import SerializationError
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "MAX_DEPTH",
     "MSGPACK_CONTENT_TYPE",
     "SPEEDUPS",
     "TAG",
@@ -80,6 +82,12 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what both orjson and msgpack carry a
 _REGISTRY: dict[str, type] = {}
 #: numpy dtype kinds an array may have (never "O", object).
 _ARRAY_KINDS = frozenset("biufcUSMm")
+#: A numpy dtype as ``dtype.str`` writes it: byte order, kind, size, datetime unit.
+_DTYPE = re.compile(r"[<>|=]?[biufcUSMm][0-9]{1,10}(?:\[[0-9]{0,10}[A-Za-z]{1,2}\])?")
+#: Deepest a payload may nest: each list, mapping and call of the decoding walk
+#: is a level (the C walk's RK_MAX_DEPTH; a test checks they are equal).  Bounded
+#: well below Python's recursion limit, so that both walks refuse the same payloads.
+MAX_DEPTH = 128
 #: Longest text a tagged int may have: int() of huge text is slow, refuse instead.
 _MAX_INT_DIGITS = 4300
 
@@ -309,7 +317,12 @@ def _decode_app(o: dict[str, Any], tag: str) -> Any:
 def _numpy_dtype(o: dict[str, Any]) -> Any:
     import numpy as np
 
-    dtype = np.dtype(_text(o["dtype"]))
+    text = _text(o["dtype"])
+    # Only what dtype.str writes: numpy parses other strings with ast.literal_eval,
+    # which raises SyntaxError (and spends a parse) on a hostile payload.
+    if not _DTYPE.fullmatch(text):
+        raise ValueError(f"dtype {text[:40]} is not allowed")
+    dtype = np.dtype(text)
     if dtype.kind not in _ARRAY_KINDS or dtype.hasobject:
         raise ValueError(f"dtype {dtype.str} is not allowed")
     return dtype
@@ -353,7 +366,8 @@ def _int(n: Any) -> int:
 def _list(value: Any) -> list[Any]:
     if type(value) is not list:
         raise TypeError("expected a list")
-    return [untag(item) for item in value]
+    items: list[Any] = untag(value)  # the list is a level, as in the C walk
+    return items
 
 
 #: A UTC offset of microseconds only, as isoformat() writes it.
@@ -446,18 +460,36 @@ def _unmark(text: str) -> Any:
     return _decode_tagged({TAG: tag, "v": value})
 
 
-def _untag(obj: Any) -> Any:
-    """*obj* with tagged values replaced by their values (pure-Python ``_speedups.untag``)."""
+def _untag(obj: Any, depth: int) -> Any:
+    """*obj* with tagged values replaced by their values (pure-Python ``_speedups.untag``),
+    *depth* levels down already; levels are counted as the C walk counts them."""
     kind = type(obj)
     if kind is str:
         return _unmark(obj) if obj.startswith(MARK) else obj
+    if kind is not list and kind is not dict:
+        return obj
+    depth += 1
+    if depth > MAX_DEPTH:
+        raise RecursionError(f"the payload is nested more than {MAX_DEPTH} levels deep")
     if kind is list:
-        return [_untag(item) for item in obj]
-    if kind is dict:
-        if TAG in obj:
-            return _decode_tagged(obj)
-        return {key: _untag(value) for key, value in obj.items()}
-    return obj
+        return [_untag(item, depth) for item in obj]
+    if TAG not in obj:
+        return {key: _untag(value, depth) for key, value in obj.items()}
+    tag, items = obj[TAG], obj.get("v")
+    if type(tag) is str and len(obj) == 2 and type(items) is list and tag in _CONTAINERS:
+        # As the C walk does: the common containers here, the rest by their decoders.
+        made = _CONTAINER_TYPES[_CONTAINERS[tag]]
+        try:
+            return made(_untag(items, depth))
+        except TypeError:
+            pass  # an unhashable item: the decoder names the tag
+    _WALK.depth = depth
+    return _decode_tagged(obj)
+
+
+#: The levels untag has entered on this thread, where the decoders call it back.
+_WALK = threading.local()
+_CONTAINER_TYPES: dict[int, Callable[[list[Any]], Any]] = {1: tuple, 2: set, 3: frozenset}
 
 
 def _prepare_py(obj: Any, binary: bool, fallback: Any) -> Any:
@@ -465,7 +497,13 @@ def _prepare_py(obj: Any, binary: bool, fallback: Any) -> Any:
 
 
 def _untag_py(obj: Any, simple: Any, containers: Any, slow: Any, unmark: Any) -> Any:
-    return _untag(obj)
+    outer = getattr(_WALK, "depth", 0)
+    if outer >= MAX_DEPTH:  # the call is a level: the decoders' calls back nest
+        raise RecursionError(f"the payload is nested more than {MAX_DEPTH} levels deep")
+    try:
+        return _untag(obj, outer + 1)
+    finally:
+        _WALK.depth = outer
 
 
 _prepare: Callable[[Any, bool, Any], Any]
@@ -516,7 +554,9 @@ def _guarded_untag(value: Any) -> Any:
     except SerializationError:
         raise
     except RecursionError:
-        raise SerializationError("the payload is nested too deeply") from None
+        raise SerializationError(
+            f"the payload is nested too deeply (more than {MAX_DEPTH} levels)"
+        ) from None
     except _MALFORMED as exc:
         raise SerializationError(f"malformed tagged value: {str(exc)[:120]}") from None
 
@@ -530,9 +570,13 @@ _orjson_loads = orjson.loads
 def json_dumps(obj: Any) -> bytes:
     """Encode *obj* as resultkit-json (UTF-8 JSON bytes)."""
     try:
-        return _orjson_dumps(_prepare(obj, False, _object_fast))
-    except (_Unsupported, RecursionError):
-        return _orjson_dumps(tag(obj))
+        try:
+            return _orjson_dumps(_prepare(obj, False, _object_fast))
+        except (_Unsupported, RecursionError):
+            return _orjson_dumps(tag(obj))
+    except orjson.JSONEncodeError as exc:
+        # Nested past orjson's limit, or text with a lone surrogate: what JSON cannot hold.
+        raise SerializationError(f"cannot serialize the result as JSON: {exc}") from None
 
 
 def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -584,8 +628,18 @@ def _msgpack() -> tuple[Callable[[Any], bytes], Callable[[Any], Any]]:
             raise SerializationError(
                 "resultkit-msgpack needs msgspec: pip install 'celery-resultkit[msgpack]'"
             ) from None
-        _MSGPACK = (msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode)
+        _MSGPACK = (
+            msgspec.msgpack.Encoder().encode,
+            msgspec.msgpack.Decoder(ext_hook=_no_extension).decode,
+        )
     return _MSGPACK
+
+
+def _no_extension(code: int, data: memoryview) -> Any:
+    """Refuse msgpack extension types: resultkit writes none, and an ``Ext`` object
+    in a result is one that no serializer can write again (msgpack's own
+    timestamp type, -1, is read as a datetime before this is asked)."""
+    raise ValueError(f"msgpack extension type {code} is not part of resultkit-msgpack")
 
 
 def msgpack_dumps(obj: Any) -> bytes:

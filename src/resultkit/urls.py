@@ -34,7 +34,10 @@ MASK = "***"
 
 #: Query parameters whose values are secrets.
 _SECRET_PARAMS = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|secret|token)[\w.-]*=)([^&;\s]+)")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+#: A URL's scheme, as loosely as SQLAlchemy reads one (any letters, digits, "_",
+#: "+"; RFC 3986 adds "." and "-"): a scheme the mask did not see as one kept its
+#: password shown.
+_SCHEME = r"[^\W\d_][\w+.\-]*://"
 
 
 class BackendKind(str, enum.Enum):
@@ -91,7 +94,9 @@ _MISTAKES: dict[str, str] = {
 
 
 #: Where one URL of several (Sentinel's ``;``-joined list) ends and the next begins.
-_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+#: What urllib removes from a URL before parsing it (urllib.parse._UNSAFE_URL_BYTES_TO_REMOVE).
+_URL_BLANKS = re.compile(r"[\t\r\n]")
+_NEXT_URL = re.compile(f";(?={_SCHEME})")
 
 
 def _chunks(url: str) -> list[str]:
@@ -110,10 +115,11 @@ def _password_span(chunk: str) -> tuple[int, int] | None:
     is ever shown.  A URL with ``@`` in its path or query has more hidden
     than its password: shown too little would be a leak, too much is not.
     """
-    match = _SCHEME.search(chunk)
-    if not match:
+    # From the first "://", as parse_backend_url splits the scheme off.
+    at = chunk.find("://")
+    if at == -1:
         return None
-    start = match.end()
+    start = at + 3
     if chunk[start : start + 1] == "/":
         return None  # no authority: db+sqlite:///PATH, file:///PATH
     at = chunk.rfind("@", start)
@@ -142,17 +148,45 @@ def mask_url(url: str | None) -> str:
     """
     if not url:
         return ""
-    masked = ";".join(_mask_authority(chunk) for chunk in _chunks(str(url)))
+    # urllib (so redis-py and kombu) drops tabs and line breaks anywhere in a URL
+    # before reading it: so does the mask, or "redis\r://:pw@host" would keep pw.
+    text = _URL_BLANKS.sub("", str(url))
+    masked = ";".join(_mask_authority(chunk) for chunk in _chunks(text))
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{MASK}", masked)
 
 
 def _passwords_in(url: str) -> Iterable[str]:
-    for chunk in _chunks(url):
+    for chunk in _chunks(_URL_BLANKS.sub("", url)):
         span = _password_span(chunk)
         if span is not None:
             yield chunk[span[0] : span[1]]
+            yield from _driver_passwords(chunk)
     for _, value in _SECRET_PARAMS.findall(url):
         yield value
+
+
+def _driver_passwords(chunk: str) -> Iterable[str]:
+    """The passwords the drivers take from *chunk*, which may be only part of what
+    :func:`_password_span` covers (a raw ``@`` or ``/`` in a URL): an error a
+    driver raises may name that part alone."""
+    from urllib.parse import urlsplit
+
+    scheme, _, rest = chunk.partition("://")
+    try:
+        password = urlsplit("http://" + rest).password  # redis-py, kombu, Celery
+    except ValueError:
+        password = None
+    if password:
+        yield password
+    if scheme.lower().startswith(("db+", "resultkit-db+")):  # as parse_backend_url reads it
+        import sqlalchemy as sa
+
+        try:
+            read = sa.make_url(f"{scheme.split('+', 1)[1]}://{rest}").password
+        except (sa.exc.ArgumentError, ValueError):
+            read = None
+        if read:
+            yield str(read)
 
 
 def _forms(secret: str) -> set[str]:
@@ -208,7 +242,7 @@ class Redactor:
         return text
 
 
-_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_SCHEME_URL = re.compile(_SCHEME + r"[^\s'\"<>]+")
 
 
 #: What each driver family takes as the end of an unencoded password.  redis-py,
@@ -306,6 +340,8 @@ def _sqlalchemy_misreads(chunk: str) -> bool:
         parsed = sa.make_url(f"{name}://{rest}")
     except sa.exc.ArgumentError:
         return True
+    except ValueError:  # a port that is no number: parse_backend_url says so
+        return False
     return "@" in (parsed.host or "")
 
 
@@ -346,6 +382,11 @@ def parse_backend_url(url: str) -> BackendURL:
     and :class:`ConfigurationError` for a malformed URL or a known mistake.
     """
     url = url.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigurationError(
+            f"{mask_url(url)!r} holds a control character (a tab or a line break pasted "
+            "with it?): write the URL on one line"
+        )
     if "://" not in url:
         raise ConfigurationError(
             f"{mask_url(url)!r} is not a URL: write scheme://..., "
@@ -360,6 +401,13 @@ def parse_backend_url(url: str) -> BackendURL:
         kind = BackendKind.REDIS_CLUSTER
     if kind is None:
         kind = _other_alias_kind(alias)
+    if kind is not BackendKind.SENTINEL and len(_chunks(url)) > 1:
+        # Only Sentinel lists URLs with ";"; anywhere else the driver reads one URL,
+        # while the masks would take the text after ";" for another one.
+        raise ConfigurationError(
+            f"{mask_url(url)!r} holds ';' before another scheme://, which only sentinel:// "
+            "URLs may: percent-encode it as %3B where it is part of a password"
+        )
     reader = _READERS.get(kind)
     problem = credential_problem(url, reader) if reader else None
     if problem:
@@ -376,8 +424,25 @@ def parse_backend_url(url: str) -> BackendURL:
                 "SQLAlchemy no longer accepts the 'postgres' dialect name: "
                 f"write {alias}+postgresql+psycopg://..."
             )
-        return BackendURL(url, scheme, alias, kind, sqlalchemy_url=url.split("+", 1)[1])
+        sqlalchemy_url = url.split("+", 1)[1]
+        _check_sqlalchemy_url(sqlalchemy_url, url)
+        return BackendURL(url, scheme, alias, kind, sqlalchemy_url=sqlalchemy_url)
     return BackendURL(url, scheme, alias, kind)
+
+
+def _check_sqlalchemy_url(url: str, given: str) -> None:
+    """Refuse what SQLAlchemy cannot parse (a port that is no number, ...) here, with
+    the URL masked, rather than as a bare ValueError when the engine is made."""
+    import sqlalchemy as sa
+
+    try:
+        sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        reason = "its port is not a number" if "int()" in str(exc) else "SQLAlchemy cannot parse it"
+        raise ConfigurationError(
+            f"{mask_url(given)} is not a valid database URL ({reason}): write "
+            "dialect+driver://user:password@host:port/database"
+        ) from None
 
 
 def parse_store_url(url: str) -> BackendURL:
