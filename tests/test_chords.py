@@ -66,6 +66,14 @@ def fail(*args):
     raise ExpectedError("expected", *args)
 
 
+@app.task(name="c.slow_fail")
+def slow_fail(seconds):
+    import time as _time
+
+    _time.sleep(seconds)
+    raise ExpectedError("expected", seconds)
+
+
 @app.task(name="c.record")
 def record(*args):
     with open(_RECORD, "a") as handle:
@@ -193,6 +201,20 @@ def test_an_error_in_the_header_reaches_get_and_fails_the_body(chords: Chords) -
     body_error = chords.app.AsyncResult(result.id).result
     assert isinstance(body_error, ChordError), body_error
     assert "expected" in str(body_error)
+
+
+def test_get_raises_the_header_tasks_own_error_when_it_fails_while_waiting(
+    chords: Chords,
+) -> None:
+    # Given a chord whose header task fails a moment after the client starts waiting
+    result = chord([chords.s("slow_fail", 1)], chords.s("tsum")).apply_async()
+    # When the client waits: the header's failure and the body's ChordError are
+    # stored within one polling round
+    with pytest.raises(Exception, match="expected") as raised:
+        result.get(timeout=TIMEOUT_S)
+    # Then it gets the header task's own error, as Celery's test_canvas.py
+    # test_error_propagates_to_chord_from_simple requires
+    assert type(raised.value).__name__ == "ExpectedError", repr(raised.value)
 
 
 def test_an_error_in_the_body_reaches_get(chords: Chords) -> None:
