@@ -217,6 +217,21 @@ def test_get_raises_the_header_tasks_own_error_when_it_fails_while_waiting(
     assert type(raised.value).__name__ == "ExpectedError", repr(raised.value)
 
 
+def test_a_group_join_reports_the_chain_after_a_failed_header_as_failed(chords: Chords) -> None:
+    # Given a group whose first member is a chain of two chords, the first of
+    # which has a failing header task (Celery's test_header_failure_fails_the_chords_after_it)
+    inner = chain(
+        chord([chords.s("add", 1, 1), chords.s("fail")], chords.s("tsum")),
+        chord([chords.s("add", 1), chords.s("add", 2)], chords.s("tsum")),
+    )
+    result = group(inner, chords.s("add", 1, 1)).apply_async()
+    # When the client joins the group
+    with pytest.raises(Exception, match="expected"):
+        result.get(timeout=TIMEOUT_S)
+    # Then the join raised only once the chain's last task was failed too
+    assert result.results[0].state == "FAILURE"
+
+
 def test_an_error_in_the_body_reaches_get(chords: Chords) -> None:
     result = chord([chords.s("add", 1, 1), chords.s("add", 2, 2)], chords.s("fail")).apply_async()
     with pytest.raises(Exception, match="expected") as raised:
