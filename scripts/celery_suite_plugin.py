@@ -5,6 +5,9 @@ adjusts how they are run:
 
 - a hang fails the test instead of blocking the run: a ``@pytest.mark.timeout``
   of Celery's longer than ``--timeout`` is lowered to it;
+- the session worker's start-up ping may take up to ``WORKER_PING_TIMEOUT_S``
+  (Celery's 10 s fail every test of a run when a loaded machine starts the
+  worker slowly);
 - ``RESULTKIT_SUITE_REDIS_ALIAS=1`` makes Celery's ``redis://`` alias build
   resultkit's Redis backend, so the tests that Celery gates on
   ``result_backend.startswith('redis')`` also run on ``resultkit-redis``.
@@ -16,6 +19,15 @@ import os
 from typing import Any
 
 import pytest
+
+#: How long the session worker may take to answer its start-up ping (seconds).
+WORKER_PING_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, Any]:
+    """Celery's worker parameters, with a start-up ping that tolerates a loaded machine."""
+    return {"ping_task_timeout": WORKER_PING_TIMEOUT_S}
 
 
 def pytest_configure(config: pytest.Config) -> None:
