@@ -67,6 +67,14 @@ def fail(*args):
     raise ExpectedError("expected", *args)
 
 
+@app.task(name="c.slow_fail")
+def slow_fail(seconds):
+    import time as _time
+
+    _time.sleep(seconds)
+    raise ExpectedError("expected", seconds)
+
+
 @app.task(name="c.record")
 def record(*args):
     with open(_RECORD, "a") as handle:
@@ -199,6 +207,35 @@ def test_an_error_in_the_header_reaches_get_and_fails_the_body(chords: Chords) -
     body_error = chords.app.AsyncResult(result.id).result
     assert isinstance(body_error, ChordError), body_error
     assert "expected" in str(body_error)
+
+
+def test_get_raises_the_header_tasks_own_error_when_it_fails_while_waiting(
+    chords: Chords,
+) -> None:
+    # Given a chord whose header task fails a moment after the client starts waiting
+    result = chord([chords.s("slow_fail", 1)], chords.s("tsum")).apply_async()
+    # When the client waits: the header's failure and the body's ChordError are
+    # stored within one polling round
+    with pytest.raises(Exception, match="expected") as raised:
+        result.get(timeout=TIMEOUT_S)
+    # Then it gets the header task's own error, as Celery's test_canvas.py
+    # test_error_propagates_to_chord_from_simple requires
+    assert type(raised.value).__name__ == "ExpectedError", repr(raised.value)
+
+
+def test_a_group_join_reports_the_chain_after_a_failed_header_as_failed(chords: Chords) -> None:
+    # Given a group whose first member is a chain of two chords, the first of
+    # which has a failing header task (Celery's test_header_failure_fails_the_chords_after_it)
+    inner = chain(
+        chord([chords.s("add", 1, 1), chords.s("fail")], chords.s("tsum")),
+        chord([chords.s("add", 1), chords.s("add", 2)], chords.s("tsum")),
+    )
+    result = group(inner, chords.s("add", 1, 1)).apply_async()
+    # When the client joins the group
+    with pytest.raises(Exception, match="expected"):
+        result.get(timeout=TIMEOUT_S)
+    # Then the join raised only once the chain's last task was failed too
+    assert result.results[0].state == "FAILURE"
 
 
 def test_an_error_in_the_body_reaches_get(chords: Chords) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-__all__ = ["follow_parents", "poll_many"]
+__all__ = ["FAILED_PARENT_GRACE_S", "follow_parents", "poll_many"]
 
 
 def poll_many(
@@ -49,13 +49,25 @@ def poll_many(
         wait(pending, deadline)
 
 
-def follow_parents(results: Iterable[Any], on_interval: Any = None) -> Any:
-    """*on_interval*, first raising the error of a failed parent of any of *results*.
+#: How long a join waits for its members after a parent of theirs failed before it
+#: raises that parent's error itself (seconds).  The worker that stored the failure
+#: fails the rest of the chain right after (Celery's ``_fail_chain``); waiting this
+#: long lets the join raise the member's own error, as Celery's Redis join does.
+FAILED_PARENT_GRACE_S = 2.0
+
+
+def follow_parents(
+    results: Iterable[Any], on_interval: Any = None, grace_s: float = FAILED_PARENT_GRACE_S
+) -> Any:
+    """*on_interval*, also raising the error of a failed parent of any of *results*.
 
     ``AsyncResult.get()`` re-raises a parent's error while it waits; a native
     join (``get_many``) sees only the ids it waits for, so the members of a
     group after a failed chain step would wait for ever.  This gives the join
-    the same check, once per polling round, over every distinct ancestor.
+    the same check, once per polling round, over every distinct ancestor; the
+    error is raised once the members have had *grace_s* seconds to be failed
+    by the worker, so that a member that is failed in time is what the join
+    reports (Celery's ``test_header_failure_fails_the_chords_after_it``).
     """
     ancestors: dict[str, Any] = {}
     for result in results:
@@ -66,10 +78,20 @@ def follow_parents(results: Iterable[Any], on_interval: Any = None) -> Any:
     if not ancestors:
         return on_interval
     oldest_first = list(reversed(ancestors.values()))
+    failed_since: float | None = None
 
     def check() -> None:
+        nonlocal failed_since
         for node in oldest_first:
-            node.maybe_throw()
+            try:
+                node.maybe_throw()
+            except Exception:
+                now = time.monotonic()
+                if failed_since is None:
+                    failed_since = now
+                if now - failed_since >= grace_s:
+                    raise
+                break
         if on_interval is not None:
             on_interval()
 

@@ -30,6 +30,7 @@ from typing import Any
 from celery import states
 from celery.app.backends import by_url
 from celery.backends.base import BaseBackend
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..errors import ConfigurationError
 from ..urls import mask_url
@@ -189,6 +190,36 @@ class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
         if cache and meta.get("status") in states.READY_STATES:
             self._cache[task_id] = meta
         return meta
+
+    def wait_for(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_interval: Any = None,
+    ) -> dict[str, Any]:
+        """Wait for one result, in either backend.
+
+        A failed result is first checked against its parents, as ``resultkit-db``
+        does: ``AsyncResult.get()`` on a chord must raise the header task's own
+        error, not the ``ChordError`` that was stored for the body a moment later.
+        """
+        self._ensure_not_eager()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = self.get_task_meta(task_id, cache=False)
+            if meta.get("status") in states.PROPAGATE_STATES and on_interval:
+                on_interval()
+            if meta.get("status") in states.READY_STATES:
+                return meta
+            if on_interval:
+                on_interval()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise CeleryTimeoutError("The operation timed out.")
+            pause = min(interval, 0.1)
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - now)))
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         return self.get_task_meta(task_id, cache=False)
