@@ -43,7 +43,12 @@ GROUP_TABLE = "django_celery_results_groupresult"
 _BINARY = {"pickle", "msgpack", "resultkit-msgpack", "resultkit-encrypted"}
 
 
-def _tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
+#: Columns that only some releases' migrations make: ``date_started`` came in 2.6.
+_OPTIONAL_COLUMNS = frozenset({"date_started"})
+
+
+def _tables(metadata: sa.MetaData, absent: frozenset[str] = frozenset()) -> dict[Kind, sa.Table]:
+    """The tables as the newest migrations make them, less the optional columns *absent*."""
     when = sa.DateTime(timezone=True)
     task = sa.Table(
         TASK_TABLE,
@@ -60,7 +65,7 @@ def _tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
         sa.Column("content_encoding", sa.String(64), nullable=False),
         sa.Column("result", sa.Text, nullable=True),
         sa.Column("date_created", when, nullable=False),
-        sa.Column("date_started", when, nullable=True),
+        *(() if "date_started" in absent else (sa.Column("date_started", when, nullable=True),)),
         sa.Column("date_done", when, nullable=False, index=True),
         sa.Column("traceback", sa.Text, nullable=True),
         sa.Column("meta", sa.Text, nullable=True),
@@ -109,8 +114,16 @@ class DjangoStore(Store):
         return ("name", "args", "kwargs", "worker")
 
     def present(self) -> bool:
+        """True when the tables exist; then :attr:`tables` has the columns they have."""
         if self._present is None:
-            self._present = sa.inspect(self.engine).has_table(TASK_TABLE)
+            inspector = sa.inspect(self.engine)
+            self._present = inspector.has_table(TASK_TABLE)
+            if self._present:
+                # Tables of an older release (2.5 has no date_started) are read as they are.
+                names = {column["name"] for column in inspector.get_columns(TASK_TABLE)}
+                absent = _OPTIONAL_COLUMNS - names
+                if absent:
+                    self.tables = _tables(sa.MetaData(), frozenset(absent))
         return self._present
 
     def ensure_tables(self) -> None:
@@ -205,7 +218,7 @@ class DjangoStore(Store):
                 "result": result,
             }
         args, kwargs = meta.get("args"), meta.get("kwargs")
-        return {
+        row = {
             "task_id": record.id,
             "periodic_task_name": meta.get("periodic_task_name"),
             "task_name": meta.get("name"),
@@ -226,6 +239,9 @@ class DjangoStore(Store):
             "traceback": meta.get("traceback"),
             "meta": self._encode({"children": meta.get("children") or []}, record)[2],
         }
+        if "date_started" not in self.tables[Kind.TASK].c:
+            del row["date_started"]
+        return row
 
     # ---------------------------------------------------------- primitives
     def ping(self) -> None:

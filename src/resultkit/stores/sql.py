@@ -60,6 +60,38 @@ def _pickle(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class _GroupFromTuple:
+    """A group in the older layout: it unpickles as Celery's own ``GroupResult``.
+
+    Celery 5.4-5.6 pickle the ``GroupResult`` object itself (its members'
+    backend and that backend's URL included) and hand whatever they unpickle
+    to the application, so a bare tuple would come back as a tuple.  This
+    pickles as a call to ``celery.result.result_from_tuple`` instead: the
+    reader gets a ``GroupResult`` bound to its own app, and no URL is stored.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        from celery.result import result_from_tuple
+
+        return result_from_tuple, (self.value,)
+
+
+def _pickle_group(value: Any) -> bytes:
+    return _pickle(None if value is None else _GroupFromTuple(value))
+
+
+def _group_tuple(value: Any) -> Any:
+    """The tuple form of a group unpickled from the older layout (a ``GroupResult``)."""
+    from celery.result import ResultBase
+
+    return value.as_tuple() if isinstance(value, ResultBase) else value
+
+
 class SqlStore(Store):
     layout = "sql"
 
@@ -188,6 +220,10 @@ class SqlStore(Store):
                 value, record.serializer, record.compression = self._decode_column(
                     mapping["result"], record
                 )
+                if self.legacy and record.serializer == "pickle":
+                    # The older layout pickles the GroupResult object; its tuple is what
+                    # every other layout stores, in the app's serializer.
+                    value, record.serializer = _group_tuple(value), self.codec.hint
                 record.meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
             except SerializationError as exc:
                 record.error = str(exc)
@@ -231,7 +267,9 @@ class SqlStore(Store):
     # ---------------------------------------------------------- encoding
     def _encoder(self, record: Record) -> Callable[[Any], bytes]:
         """The function that encodes this record's values for a column."""
-        return _pickle if self.legacy else self.codec.encoder_for(record)
+        if not self.legacy:
+            return self.codec.encoder_for(record)
+        return _pickle_group if record.kind is Kind.GROUP else _pickle
 
     def _layout(self, table: sa.Table) -> tuple[bool, tuple[str, ...], bool]:
         """Which optional columns the table has: children, extended fields, stamps."""
@@ -625,7 +663,7 @@ class SqlStore(Store):
         out = bytearray(SIGNATURE)
         for at, record in enumerate(batch):
             row_id = ids[at] if ids else None
-            encode = _pickle if legacy else encoder_for(record)
+            encode = self._encoder(record) if legacy else encoder_for(record)
             # A group without a date is made by _row below, which dates it.
             undated = kind is Kind.GROUP and not (record.peek() or {}).get("date_done")
             if (
