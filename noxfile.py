@@ -18,7 +18,6 @@ the project with :func:`install_project` and run pytest with :func:`pytest`.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -96,14 +95,16 @@ def _matrix_tests(session: nox.Session) -> None:
     pytest(session, "-p", "no:cacheprovider", "-q", *MATRIX_TESTS)
 
 
-_VERSIONS = (
-    "import importlib.metadata as m, platform;"
-    "names = ['celery', 'kombu', 'redis', 'SQLAlchemy', 'psycopg', 'PyMySQL', 'click',"
-    " 'rich', 'orjson', 'msgspec', 'cryptography', 'django', 'django-celery-results'];"
-    "print('python', platform.python_version(),"
-    " *(f'{n} {m.version(n)}' for n in names if n.lower() in"
-    " {d.metadata['Name'].lower() for d in m.distributions()}), sep=' | ')"
-)
+#: Prints the versions a session runs with (the support table quotes them).
+_VERSIONS = """
+import importlib.metadata as m, platform, re
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+installed = {norm(d.metadata["Name"]): d.version for d in m.distributions()}
+names = ["celery", "kombu", "redis", "SQLAlchemy", "psycopg", "PyMySQL", "click", "rich",
+         "orjson", "msgspec", "cryptography", "django", "django-celery-results"]
+print("python", platform.python_version(),
+      *(f"{n} {installed[norm(n)]}" for n in names if norm(n) in installed), sep=" | ")
+"""
 
 
 @nox.session(python=PYTHON, tags=["matrix"])

@@ -7,16 +7,21 @@ release's own code (Celery's models, django-celery-results' migrations).
 
     python compat_writer.py celery SQLALCHEMY_URL [--extended]
     python compat_writer.py django SQLALCHEMY_URL
+    python compat_writer.py celery|django SQLALCHEMY_URL [--extended] --read MANIFEST
 
 Tasks run through Celery's tracer (``Task.apply`` with
 ``task_store_eager_result``), the code path a worker uses to store results;
 a group is saved with ``GroupResult.save``. Prints one JSON document, the
 manifest of what was written, for the test to compare with what it reads.
+With ``--read``, writes nothing: reads the manifest's results back through
+the release (``AsyncResult``, ``GroupResult.restore``) and prints what the
+application would see, in the manifest's form.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import uuid
@@ -94,7 +99,7 @@ def write(app: Celery, extended: bool) -> dict[str, Any]:
         tasks.append({"task_id": task_id, "status": state, "result": meta})
 
     members = [str(uuid.uuid4()) for _ in range(2)]
-    for member, value in zip(members, (1, 2)):
+    for member, value in zip(members, (1, 2), strict=True):
         echo.apply((value,), task_id=member)
         tasks.append(
             {
@@ -119,14 +124,50 @@ def write(app: Celery, extended: bool) -> dict[str, Any]:
     }
 
 
-def celery_layout(url: str, extended: bool) -> dict[str, Any]:
-    app = make_app(f"db+{url}", extended)
-    manifest = write(app, extended)
-    manifest["layout"] = "celery"
-    return manifest
+def _literal(value: Any) -> Any:
+    """A value django-celery-results keeps as its repr, back as a value."""
+    if isinstance(value, str):
+        value = ast.literal_eval(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
-def django_layout(url: str) -> dict[str, Any]:
+def read(app: Celery, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the application reads back for the manifest's tasks and groups."""
+    tasks = []
+    for expected in manifest["tasks"]:
+        found = app.AsyncResult(expected["task_id"])
+        seen: dict[str, Any] = {"task_id": found.id, "status": found.state}
+        if found.state == states.FAILURE:
+            seen["exc_type"] = type(found.result).__name__
+            seen["exc_message"] = list(found.result.args)
+            seen["traceback"] = found.traceback
+        else:
+            seen["result"] = found.result
+        if manifest["extended"] and "name" in expected:
+            if manifest["layout"] == "django":
+                # django-celery-results names them task_name, task_args (a repr), ...
+                meta = found._get_task_meta()
+                seen.update(
+                    name=meta.get("task_name"),
+                    args=_literal(meta.get("task_args")),
+                    kwargs=_literal(meta.get("task_kwargs")),
+                )
+            else:
+                seen.update(name=found.name, args=found.args, kwargs=found.kwargs)
+        tasks.append(seen)
+    groups = []
+    for expected in manifest["groups"]:
+        restored = app.GroupResult.restore(expected["group_id"])
+        members = None if restored is None else [r.id for r in restored.results]
+        groups.append({"group_id": expected["group_id"], "members": members})
+    return {**manifest, "tasks": tasks, "groups": groups}
+
+
+def celery_app_for(url: str, extended: bool) -> Celery:
+    return make_app(f"db+{url}", extended)
+
+
+def django_app_for(url: str) -> Celery:
     import django
     import sqlalchemy as sa
     from django.conf import settings
@@ -166,11 +207,9 @@ def django_layout(url: str) -> dict[str, Any]:
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     )
     django.setup()
+    # The release's own migrations make its tables (a no-op when they exist).
     call_command("migrate", "django_celery_results", verbosity=0)
-    app = make_app("django-db", extended=True)
-    manifest = write(app, True)
-    manifest["layout"] = "django"
-    return manifest
+    return make_app("django-db", extended=True)
 
 
 def main(argv: list[str]) -> None:
@@ -178,12 +217,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("layout", choices=["celery", "django"])
     parser.add_argument("url", help="SQLAlchemy URL of a database (or schema) of its own")
     parser.add_argument("--extended", action="store_true", help="result_extended = True")
+    parser.add_argument("--read", metavar="MANIFEST", help="read these results back instead")
     args = parser.parse_args(argv)
     if args.layout == "celery":
-        manifest = celery_layout(args.url, args.extended)
+        app = celery_app_for(args.url, args.extended)
     else:
-        manifest = django_layout(args.url)
-    json.dump(manifest, sys.stdout)
+        app = django_app_for(args.url)
+    if args.read:
+        with open(args.read, encoding="utf-8") as handle:
+            output = read(app, json.load(handle))
+    else:
+        output = {**write(app, args.extended or args.layout == "django"), "layout": args.layout}
+    json.dump(output, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 
+from .._celery_compat import decode_stored_result, pickle_group, unpickle_group
 from ..codec import NOT_READ, PickleRefused, encode_json_tree, json_at_once
 from ..errors import SerializationError
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan, purge_table, sql_expired
@@ -60,40 +62,15 @@ def _pickle(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _GroupFromTuple:
-    """A group in the older layout: it unpickles as Celery's own ``GroupResult``.
-
-    Celery 5.4-5.6 pickle the ``GroupResult`` object itself (its members'
-    backend and that backend's URL included) and hand whatever they unpickle
-    to the application, so a bare tuple would come back as a tuple.  This
-    pickles as a call to ``celery.result.result_from_tuple`` instead: the
-    reader gets a ``GroupResult`` bound to its own app, and no URL is stored.
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __reduce__(self) -> tuple[Any, tuple[Any]]:
-        from celery.result import result_from_tuple
-
-        return result_from_tuple, (self.value,)
-
-
 def _pickle_group(value: Any) -> bytes:
-    return _pickle(None if value is None else _GroupFromTuple(value))
-
-
-def _group_tuple(value: Any) -> Any:
-    """The tuple form of a group unpickled from the older layout (a ``GroupResult``)."""
-    from celery.result import ResultBase
-
-    return value.as_tuple() if isinstance(value, ResultBase) else value
+    return _pickle(None) if value is None else pickle_group(value)  # type: ignore[return-value]
 
 
 class SqlStore(Store):
     layout = "sql"
+    # Reading must leave the tables as they are: Celery 5.5+ creates them when its
+    # backend is made, and 5.7 also adds its newer columns to existing ones.
+    celery_reader_settings: ClassVar[dict[str, Any]] = {"database_create_tables_at_setup": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -217,13 +194,17 @@ class SqlStore(Store):
         if kind is Kind.GROUP:
             record = Record(Kind.GROUP, mapping["taskset_id"], None, position=mapping["id"])
             try:
-                value, record.serializer, record.compression = self._decode_column(
-                    mapping["result"], record
-                )
-                if self.legacy and record.serializer == "pickle":
+                payload = mapping["result"]
+                if self.legacy and bytes(payload or b"")[:1] == b"\x80":
                     # The older layout pickles the GroupResult object; its tuple is what
                     # every other layout stores, in the app's serializer.
-                    value, record.serializer = _group_tuple(value), self.codec.hint
+                    if not self.codec.accept_pickle:
+                        raise PickleRefused()
+                    value, record.serializer = unpickle_group(bytes(payload)), self.codec.hint
+                else:
+                    value, record.serializer, record.compression = self._decode_column(
+                        payload, record
+                    )
                 record.meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
             except SerializationError as exc:
                 record.error = str(exc)
@@ -312,9 +293,11 @@ class SqlStore(Store):
             # dates a group by the time it is saved.
             return (record.id, self._encoder(record)(get("result")), done or _utc_now())
         has_children, extended, has_stamps = self._layout(table)
-        # Without a children column, the task table is the older, pickled layout.
-        encode = self.codec.encoder_for(record) if has_children else _pickle
-        row = [record.id, get("status"), encode(get("result")), get("traceback"), done]
+        encode = self.codec.encoder_for(record)
+        # Without a children column, the task table is the older layout: its result column
+        # pickles the value, while args and kwargs are in the app's serializer all the same.
+        encode_result = encode if has_children else _pickle
+        row = [record.id, get("status"), encode_result(get("result")), get("traceback"), done]
         if has_children:
             children = get("children")
             row.append(encode(children) if children else None)
@@ -660,6 +643,9 @@ class SqlStore(Store):
         kinds = [types[n] for n in names]
         encoder_for = self.codec.encoder_for
         legacy = self.legacy
+        if legacy:
+            # The older layout's rows are made by _row, which pickles only what Celery pickled.
+            spec = ()
         out = bytearray(SIGNATURE)
         for at, record in enumerate(batch):
             row_id = ids[at] if ids else None
@@ -762,19 +748,28 @@ class SqlStore(Store):
         if kind is Kind.GROUP:
             return super().celery_read_many(kind, ids)
         # Celery reads the extended columns only with result_extended on.
-        self.app.conf.result_extended = self.extended
-        backend = self.app.backend
-        session = backend.ResultSession()
+        backend = self.celery_backend_for(None, extended=self.extended)
+        session = backend.ResultSession(session_manager=_reading_sessions())
+        # Columns of a newer Celery's model that this (older) table lacks are not read;
+        # Celery's to_dict() takes them as None.
+        table = self.table(Kind.TASK)
+        absent = [
+            defer(getattr(backend.task_cls, name), raiseload=True)
+            for name in ("children", "stamps")
+            if hasattr(backend.task_cls, name) and table is not None and name not in table.c
+        ]
         out: dict[str, dict[str, Any]] = {}
         try:
             for start in range(0, len(ids), IN_CHUNK_ROWS):
                 chunk = list(ids[start : start + IN_CHUNK_ROWS])
                 query = session.query(backend.task_cls).filter(backend.task_cls.task_id.in_(chunk))
+                if absent:
+                    query = query.options(*absent)
                 for task in query:
                     data = task.to_dict()
                     reader = self.celery_backend_for(data["result"], extended=self.extended)
                     try:
-                        data["result"] = reader._decode_stored_result(data["result"])
+                        data["result"] = decode_stored_result(reader, data["result"])
                         for name in ("args", "kwargs", "children"):
                             if data.get(name) is not None:
                                 data[name] = reader.decode(data[name])
@@ -789,6 +784,20 @@ class SqlStore(Store):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _reading_sessions() -> Any:
+    """Celery's session manager, told that the tables are ready.
+
+    Celery 5.7 adds its newer columns (``children``, ``stamps``) to the tables
+    it opens first; reading a source to verify it must leave its tables as
+    they are (workers of an older Celery may still write to them).
+    """
+    from celery.backends.database.session import SessionManager
+
+    manager = SessionManager()
+    manager.prepared = True
+    return manager
 
 
 def _utc_now() -> datetime:
