@@ -204,6 +204,8 @@ def store_url(layout: str, db: SqlDB) -> str:
     return f"django+{db.sqlalchemy_url}" if layout == "django" else db.url
 
 
+# The first case of a run may make the writers' virtualenvs (one at a time, under a lock).
+@pytest.mark.timeout(len(WRITERS) * WRITER_SETUP_TIMEOUT_S + 300)
 @pytest.mark.parametrize(
     ("writer", "database", "extended"),
     CASES,
