@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "resultkit"
 
 #: Lower layers never import higher ones (a module may import its own layer).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_native", "durations", "report", "explain", "choices", "figures"),
+    ("errors", "_native", "_celery_compat", "durations", "report", "explain", "choices", "figures"),
     ("urls", "compression", "records", "retention"),
     ("serializers",),
     ("encryption",),

@@ -31,6 +31,8 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import GroupResult, allow_join_result
 
+from .._celery_compat import ensure_retryable
+
 __all__ = ["ChordLedger", "SqlChords", "insert_or_update"]
 
 #: States of a chord row.
@@ -243,8 +245,7 @@ class SqlChords:
     keeping the facts in a :class:`ChordLedger` (``self.chords``).
 
     The backend gives ``engine``, ``_ready_tables`` and Celery's own
-    ``app``, ``ensure_chords_allowed``, ``chord_error_from_stack`` and
-    ``_ensure_retryable``.
+    ``app``, ``ensure_chords_allowed`` and ``chord_error_from_stack``.
     """
 
     app: Any
@@ -259,7 +260,6 @@ class SqlChords:
 
     ensure_chords_allowed: Any
     chord_error_from_stack: Any
-    _ensure_retryable: Any
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
         """Save the header (its shape, for the final join) and start counting afresh."""
@@ -287,8 +287,8 @@ class SqlChords:
         if not group_id or not task_id:
             return None
         self._ready_tables()
-        finished, size, extra, chord_state = self._ensure_retryable(
-            self._record_part, group_id, task_id, request.group_index
+        finished, size, extra, chord_state = ensure_retryable(
+            self, self._record_part, group_id, task_id, request.group_index
         )
         if chord_state == "done":
             return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +37,15 @@ from celery import states
 from celery.backends.database import DatabaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import ensure_bytes
+from sqlalchemy.orm.exc import StaleDataError
 
+from .._celery_compat import (
+    bytes_table,
+    ensure_retryable,
+    model_pickles_results,
+    pickle_group,
+    pickle_result,
+)
 from ..errors import ConfigurationError
 from ..purge import PurgePlan
 from ..records import Kind
@@ -57,6 +66,14 @@ DEFAULT_POLL_INTERVAL_S = 0.05
 JOIN_BATCH_IDS = 1000
 
 logger = logging.getLogger("resultkit.db")
+
+#: What Celery 5.7's SQL backend retries (older releases retry nothing by default).
+_RETRYABLE = (
+    sa.exc.DatabaseError,
+    sa.exc.InterfaceError,
+    sa.exc.InvalidRequestError,
+    StaleDataError,
+)
 
 
 def poll_interval_s(conf: Any) -> float:
@@ -91,6 +108,17 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         self._initialising = True
         super().__init__(*args, **kwargs)
         self._initialising = False
+        #: Celery 5.4-5.6: the result columns pickle the value (5.7: the app's serializer).
+        self.pickles_results = model_pickles_results(self.task_cls)
+        self._task_table = bytes_table(self.task_cls.__table__)
+        self._group_table = bytes_table(self.taskset_cls.__table__)
+        if not hasattr(DatabaseBackend, "_ensure_retryable"):
+            # Celery 5.7's defaults for its SQL backend, which older releases did not retry.
+            conf = self.app.conf
+            if not conf.value_set_for("result_backend_always_retry"):
+                self.always_retry = True
+            if not conf.value_set_for("result_backend_max_retries"):
+                self.max_retries = 3
         self.retention = RetentionPolicy.from_app(self.app)
         conf = self.app.conf
         self.poll_interval = poll_interval_s(conf)
@@ -139,11 +167,11 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     def _create_tables(self) -> None:
         # Tables are created on first use, with this process's pooled engine.
         if not getattr(self, "_initialising", False):
-            self._ensure_retryable(self._ready_tables)
+            ensure_retryable(self, self._ready_tables)
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """SQLAlchemy's retryable errors, and the driver's own on the direct store path."""
-        if super().exception_safe_to_retry(exc):
+        if super().exception_safe_to_retry(exc) or isinstance(exc, _RETRYABLE):
             return True
         dbapi = self.engine.dialect.loaded_dbapi
         retryable = tuple(
@@ -157,22 +185,39 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         # A lost connection poisons the pool: start again with fresh ones.
         if self._engine is not None:
             self._engine.dispose()
-        super().on_backend_retryable_error(exc)
+        parent = getattr(super(), "on_backend_retryable_error", None)  # Celery 5.6+
+        if parent is not None:
+            parent(exc)
 
     @property
     def task_table(self) -> sa.Table:
-        return self.task_cls.__table__  # type: ignore[no-any-return]
+        """Celery's task table, its result column as the bytes it holds."""
+        return self._task_table
 
     @property
     def group_table(self) -> sa.Table:
-        return self.taskset_cls.__table__  # type: ignore[no-any-return]
+        """Celery's group table, its result column as the bytes it holds."""
+        return self._group_table
+
+    def _stored(self, value: Any) -> bytes | None:
+        """A result as the installed Celery's result column holds it."""
+        if self.pickles_results:
+            return pickle_result(value)
+        return ensure_bytes(self.encode(value))  # type: ignore[no-any-return]
+
+    def _decode_stored(self, payload: Any) -> Any:
+        """A result column's value as the installed Celery reads it."""
+        if self.pickles_results:
+            # Celery 5.4-5.6 unpickle the column, whatever the app's serializer.
+            return None if payload is None else pickle.loads(payload)
+        return self._decode_stored_result(payload)
 
     # -------------------------------------------------------------- store
     def _row(
         self, task_id: str, result: Any, state: str, traceback: Any, request: Any
     ) -> dict[str, Any]:
         meta = self._get_result_meta(
-            result=ensure_bytes(self.encode(result)),
+            result=self._stored(result),
             state=state,
             traceback=traceback,
             request=request,
@@ -269,7 +314,7 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     # --------------------------------------------------------------- read
     def _meta_from_row(self, mapping: Any) -> dict[str, Any]:
         data = {k: mapping[k] for k in mapping if k != "id"}
-        data["result"] = self._decode_stored_result(data.get("result"))
+        data["result"] = self._decode_stored(data.get("result"))
         for name in ("args", "kwargs", "children"):
             if data.get(name) is not None:
                 data[name] = self.decode(data[name])
@@ -380,7 +425,7 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
                 pending.append(task_id)
 
         def fetch_ready(ids: list[str]) -> dict[str, dict[str, Any]]:
-            ready: dict[str, dict[str, Any]] = self._ensure_retryable(self._fetch_ready, ids)
+            ready: dict[str, dict[str, Any]] = ensure_retryable(self, self._fetch_ready, ids)
             self._cache.update(ready)
             return ready
 
@@ -462,7 +507,8 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     def _save_group(self, group_id: str, result: Any) -> Any:
         self._ready_tables()
         table = self.group_table
-        value = ensure_bytes(self.encode(self.prepare_value(result)))
+        prepared = self.prepare_value(result)
+        value = pickle_group(prepared) if self.pickles_results else self._stored(prepared)
         values: dict[str, Any] = {
             "taskset_id": group_id,
             "result": value,
@@ -486,7 +532,7 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
             row = conn.execute(sa.select(table).where(table.c.taskset_id == group_id)).first()
         if row is None:
             return None
-        value = self._decode_stored_result(row.result)
+        value = self._decode_stored(row.result)
         return {
             "taskset_id": row.taskset_id,
             "date_done": row.date_done,

@@ -158,6 +158,8 @@ class Store(ABC):
     deletable: ClassVar[bool] = True
     #: Celery has a backend class that reads this layout (for ``--verify``).
     celery_readable: ClassVar[bool] = True
+    #: Settings of the apps made to read this layout through Celery (see celery_backend_for).
+    celery_reader_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
@@ -436,6 +438,7 @@ class Store(ABC):
                 "result_serializer": serializer,
                 "result_accept_content": [serializer],
                 "result_extended": extended,
+                **self.celery_reader_settings,
             }
             cache[key] = app_for_url(self.url, **settings).backend
         return cache[key]

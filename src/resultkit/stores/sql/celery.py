@@ -14,10 +14,12 @@ from __future__ import annotations
 import pickle
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 
+from ..._celery_compat import decode_stored_result, pickle_group, unpickle_group
 from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
 from ...errors import SerializationError
 from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
@@ -30,11 +32,18 @@ from .tables import TableStore
 __all__ = ["SqlStore", "celery_table_names"]
 
 
+def _pickle_group(value: Any) -> bytes:
+    return pickled(None) if value is None else pickle_group(value)  # type: ignore[return-value]
+
+
 class SqlStore(TableStore):
     """Celery's own tables, as its ``db+`` backend and ``resultkit-db`` keep them."""
 
     layout = "sql"
     id_columns = {Kind.TASK: "task_id", Kind.GROUP: "taskset_id"}
+    # Reading must leave the tables as they are: Celery 5.5+ creates them when its
+    # backend is made, and 5.7 also adds its newer columns to existing ones.
+    celery_reader_settings: ClassVar[dict[str, Any]] = {"database_create_tables_at_setup": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,7 +159,15 @@ class SqlStore(TableStore):
         if kind is Kind.GROUP:
             group_id = mapping["taskset_id"]
             try:
-                value, form = self._decode_column(mapping["result"])
+                payload = mapping["result"]
+                if self.legacy and bytes(payload or b"")[:1] == b"\x80":
+                    # The older layout pickles the GroupResult object; its tuple is what
+                    # every other layout stores, in the app's serializer.
+                    if not self.codec.accept_pickle:
+                        raise PickleRefused()
+                    value, form = unpickle_group(bytes(payload)), Payload(None, self.codec.hint)
+                else:
+                    value, form = self._decode_column(payload)
             except SerializationError as exc:
                 return Record(Kind.GROUP, group_id, unreadable(exc), position=position)
             meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
@@ -203,9 +220,15 @@ class SqlStore(TableStore):
         meta = record.meta
         if meta is None:
             raise ValueError(record.error or "the record has no readable payload")
-        # Without a children column, the table is the older layout: every value pickled.
-        encode = pickled if self.legacy else self.codec.encoder_for(record)
-        row = row_values(record.id, meta, self.columns(record.kind, table), encode)
+        encode = self.codec.encoder_for(record)
+        # Without a children column, the table is the older layout (Celery 5.4-5.6): its
+        # result column pickles the value (a group: as Celery's GroupResult), while args
+        # and kwargs are in the app's serializer all the same.
+        encode_result = None
+        if self.legacy:
+            encode_result = _pickle_group if record.kind is Kind.GROUP else pickled
+        columns = self.columns(record.kind, table)
+        row = row_values(record.id, meta, columns, encode, encode_result)
         if record.kind is Kind.TASK:
             self._check_sizes(row, table)
         return tuple(row)
@@ -303,17 +326,27 @@ class SqlStore(TableStore):
         # Celery reads the extended columns only with result_extended on: a
         # backend of its own, configured so, rather than a flag flipped on the app.
         backend = self.celery_backend_for(extended=self.extended)
-        session = backend.ResultSession()
+        session = backend.ResultSession(session_manager=_reading_sessions())
+        # Columns of a newer Celery's model that this (older) table lacks are not read;
+        # Celery's to_dict() takes them as None.
+        table = self.table(Kind.TASK)
+        absent = [
+            defer(getattr(backend.task_cls, name), raiseload=True)
+            for name in ("children", "stamps")
+            if hasattr(backend.task_cls, name) and table is not None and name not in table.c
+        ]
         out: dict[str, dict[str, Any]] = {}
         try:
             for start in range(0, len(ids), IN_CHUNK_ROWS):
                 chunk = list(ids[start : start + IN_CHUNK_ROWS])
                 query = session.query(backend.task_cls).filter(backend.task_cls.task_id.in_(chunk))
+                if absent:
+                    query = query.options(*absent)
                 for task in query:
                     data = task.to_dict()
                     reader = self.celery_backend_for(data["result"], extended=self.extended)
                     try:
-                        data["result"] = reader._decode_stored_result(data["result"])
+                        data["result"] = decode_stored_result(reader, data["result"])
                         for name in ("args", "kwargs", "children"):
                             if data.get(name) is not None:
                                 data[name] = reader.decode(data[name])
@@ -325,3 +358,17 @@ class SqlStore(TableStore):
         finally:
             session.close()
         return out
+
+
+def _reading_sessions() -> Any:
+    """Celery's session manager, told that the tables are ready.
+
+    Celery 5.7 adds its newer columns (``children``, ``stamps``) to the tables
+    it opens first; reading a source to verify it must leave its tables as
+    they are (workers of an older Celery may still write to them).
+    """
+    from celery.backends.database.session import SessionManager
+
+    manager = SessionManager()
+    manager.prepared = True
+    return manager

@@ -22,7 +22,7 @@ from ...codec import content_type_of, encode_payload, serializer_of, unreadable
 from ...errors import SerializationError
 from ...records import Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
-from .layout import DJANGO_TASK_TABLE, django_tables
+from .layout import DJANGO_OPTIONAL_COLUMNS, DJANGO_TASK_TABLE, django_tables
 from .statements import create_missing, rows_of, upsert_rows, write_by_kind
 from .tables import TableStore
 
@@ -66,8 +66,16 @@ class DjangoStore(TableStore):
         return ("name", "args", "kwargs", "worker")
 
     def present(self) -> bool:
+        """True when the tables exist; then :attr:`tables` has the columns they have."""
         if self._present is None:
-            self._present = sa.inspect(self.engine).has_table(DJANGO_TASK_TABLE)
+            inspector = sa.inspect(self.engine)
+            self._present = inspector.has_table(DJANGO_TASK_TABLE)
+            if self._present:
+                # Tables of an older release (2.5 has no date_started) are read as they are.
+                names = {column["name"] for column in inspector.get_columns(DJANGO_TASK_TABLE)}
+                absent = DJANGO_OPTIONAL_COLUMNS - names
+                if absent:
+                    self.tables = django_tables(sa.MetaData(), frozenset(absent))
         return self._present
 
     def table(self, kind: Kind) -> sa.Table | None:
@@ -150,7 +158,7 @@ class DjangoStore(TableStore):
                 "result": result,
             }
         args, kwargs = meta.get("args"), meta.get("kwargs")
-        return {
+        row = {
             "task_id": record.id,
             "periodic_task_name": meta.get("periodic_task_name"),
             "task_name": meta.get("name"),
@@ -171,6 +179,9 @@ class DjangoStore(TableStore):
             "traceback": meta.get("traceback"),
             "meta": self._encode({"children": meta.get("children") or []}, record)[2],
         }
+        if "date_started" not in self.tables[Kind.TASK].c:
+            del row["date_started"]  # django-celery-results 2.5's table has none
+        return row
 
     # ---------------------------------------------------------- writing
     def write_many(self, records: Sequence[Record], on_conflict: OnConflict) -> WriteResult:

@@ -21,6 +21,7 @@ from ...records import EXTENDED_FIELDS, Kind, naive_utc
 
 __all__ = [
     "DJANGO_GROUP_TABLE",
+    "DJANGO_OPTIONAL_COLUMNS",
     "DJANGO_TASK_TABLE",
     "GROUP_COLUMNS",
     "TASK_COLUMNS",
@@ -145,8 +146,13 @@ def row_values(
     meta: Mapping[str, Any],
     columns: tuple[Column, ...],
     encode: Callable[[Any], bytes],
+    encode_result: Callable[[Any], bytes | None] | None = None,
 ) -> list[Any]:
     """The values of one row for *columns*: the Python twin of the C row maker.
+
+    *encode_result*, when given, encodes the ``result`` column alone (the
+    older layout pickles the result, while args and kwargs are in the app's
+    serializer all the same).
 
     A group without a date gets the time it is written: Celery's Redis backend
     keeps no date in a group, and without one the row would never expire
@@ -162,7 +168,7 @@ def row_values(
         elif role is Role.TEXT or role is Role.INT:
             row.append(value)
         elif role is Role.ENCODED:
-            row.append(encode(value))
+            row.append((encode_result or encode)(value))
         elif role is Role.ENCODED_OPT:
             row.append(None if value is None else encode(value))
         elif role is Role.ENCODED_IF:
@@ -188,8 +194,15 @@ DJANGO_TASK_TABLE = "django_celery_results_taskresult"
 DJANGO_GROUP_TABLE = "django_celery_results_groupresult"
 
 
-def django_tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
-    """django-celery-results' tables, as its migrations create them."""
+#: Columns that only some releases' migrations make: ``date_started`` came in 2.6.
+DJANGO_OPTIONAL_COLUMNS = frozenset({"date_started"})
+
+
+def django_tables(
+    metadata: sa.MetaData, absent: frozenset[str] = frozenset()
+) -> dict[Kind, sa.Table]:
+    """django-celery-results' tables, as its newest migrations create them, less the
+    optional columns *absent* (tables of an older release)."""
     when = sa.DateTime(timezone=True)
     task = sa.Table(
         DJANGO_TASK_TABLE,
@@ -206,7 +219,7 @@ def django_tables(metadata: sa.MetaData) -> dict[Kind, sa.Table]:
         sa.Column("content_encoding", sa.String(64), nullable=False),
         sa.Column("result", sa.Text, nullable=True),
         sa.Column("date_created", when, nullable=False),
-        sa.Column("date_started", when, nullable=True),
+        *(() if "date_started" in absent else (sa.Column("date_started", when, nullable=True),)),
         sa.Column("date_done", when, nullable=False, index=True),
         sa.Column("traceback", sa.Text, nullable=True),
         sa.Column("meta", sa.Text, nullable=True),

@@ -424,7 +424,9 @@ class CopyWriter:
         the store's :meth:`row`, which also refuses what cannot be stored.
         """
         kind = batch[0].kind
-        spec = self._spec(kind, target)
+        # The older layout's rows are made by the store's row(), which pickles only what
+        # Celery pickled there.
+        spec = () if self.store.legacy else self._spec(kind, target)
         ids = target.ids
         kinds = [target.types[n] for n in target.names]
         store = self.store
