@@ -158,6 +158,43 @@ class Cluster:
         for node in self.masters():
             node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
+    def reshard(self, source: int, target: int, slots: int) -> subprocess.Popen[str]:
+        """Start ``redis-cli --cluster reshard`` moving *slots* slots from master port
+        *source* to master port *target*, one key per ``MIGRATE`` (slow enough to be
+        caught half done); the caller waits for it."""
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        src_id, dst_id = (str_of(self.node(p).client().cluster("myid")) for p in (source, target))
+        return subprocess.Popen(
+            [
+                cli,
+                "--cluster",
+                "reshard",
+                f"127.0.0.1:{source}",
+                "--cluster-from",
+                src_id,
+                "--cluster-to",
+                dst_id,
+                "--cluster-slots",
+                str(slots),
+                "--cluster-pipeline",
+                "1",
+                "--cluster-yes",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def slots_of(self, port: int) -> int:
+        """How many slots master *port* serves."""
+        client = self.node(port).client()
+        return sum(
+            int(r[1]) - int(r[0]) + 1
+            for r in client.execute_command("CLUSTER", "SLOTS")
+            if int(r[2][1]) == port
+        )
+
     def busiest_slot_of(self, port: int) -> int:
         """The slot of master *port* that holds the most keys."""
         client = self.node(port).client()
