@@ -464,3 +464,44 @@ def test_migrate_from_the_cluster_during_a_reshard_resumes_exact(
     assert resumed.code == 0, resumed.output
     assert (resumed.json["complete"], resumed.json["mismatched"]) == (True, 0)
     assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+
+
+def test_slots_moved_behind_a_running_migrations_cursor_are_noticed(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.faults import assert_every_result_once, finish, start, wait_until
+
+    # Given results on the cluster, 900 in slots of the master scanned last
+    masters = sorted(redis_cluster.masters(), key=lambda node: f"127.0.0.1:{node.port}")
+    first, last = masters[0].port, masters[-1].port
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = [f"s{i:06d}" for i in range(3000)]
+    ids += ids_in_the_slots_moved(redis_cluster, cluster_prefix, last, 300)
+    fill_redis(redis_cluster.client(), cluster_prefix, ids)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+
+    def past_the_first_master() -> bool:
+        try:
+            return not json.loads(checkpoint.read_text())["cursors"]["task"].startswith("0:")
+        except (FileNotFoundError, ValueError, KeyError, AttributeError):
+            return False
+
+    # When, once the first master is scanned, redis-cli moves 300 slots of the last
+    # master to the first (their keys go behind the cursor: no SCAN sees them again)
+    wait_until(past_the_first_master, 60, "the first master scanned")
+    process.send_signal(signal.SIGSTOP)
+    resharding = redis_cluster.reshard(last, first, 300)
+    output, _ = resharding.communicate(timeout=120)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process, timeout=120)
+
+    # Then the run notices the move, scans again, and copies every result once
+    assert resharding.returncode == 0, output
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["rescans"] >= 1
+    assert (report["complete"], report["missing"]) == (True, 0)
+    assert_every_result_once(sqlite_db.url, ids, sqlite_db)
