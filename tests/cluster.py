@@ -339,6 +339,7 @@ def start_cluster(
     extra: tuple[str, ...] = (),
     cli_options: tuple[str, ...] = (),
     client_options: dict[str, Any] | None = None,
+    ports: list[int] | None = None,
 ) -> Cluster:
     """Start three masters (with *replicas* each) in *folder* and join them into a cluster.
 
@@ -348,7 +349,7 @@ def start_cluster(
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
-    ports = free_cluster_ports(MASTERS * (1 + replicas))
+    ports = ports or free_cluster_ports(MASTERS * (1 + replicas))
     tls = "--tls-cert-file" in extra
     nodes = [
         Node(
@@ -387,17 +388,36 @@ def start_cluster(
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(ports: list[int] | None = None) -> Iterator[Cluster]:
     with tempfile.TemporaryDirectory(prefix="rk-cluster-") as folder:
-        cluster = start_cluster(Path(folder))
+        cluster = start_cluster(Path(folder), ports=ports)
         try:
             yield cluster
         finally:
             cluster.stop()
 
 
-if __name__ == "__main__":
-    with running_cluster() as running:
-        print(running.url, flush=True)
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster",
+        description="Start a six-node Redis Cluster (3 masters, 3 replicas) on loopback "
+        "until Ctrl-C (or SIGTERM); print its URLs.",
+    )
+    parser.add_argument(
+        "--port", type=int, help="first of six consecutive ports (default: free ports)"
+    )
+    args = parser.parse_args(argv)
+    ports = list(range(args.port, args.port + 6)) if args.port else None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    with running_cluster(ports) as running:
+        print(f"store URL:   {running.url}", flush=True)
+        print(f"backend URL: {running.backend_url}", flush=True)
+        print("Ctrl-C stops it (its data goes with it)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -505,3 +505,44 @@ def test_slots_moved_behind_a_running_migrations_cursor_are_noticed(
     assert report["rescans"] >= 1
     assert (report["complete"], report["missing"]) == (True, 0)
     assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+
+
+def test_the_zero_downtime_move_from_one_redis_to_the_cluster_as_documented(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, redis_db: RedisDB, tmp_path: Path
+) -> None:
+    # Given results on a single Redis, and an app that dual-writes to it and the cluster
+    options = {"global_keyprefix": cluster_prefix}
+    before = seed(redis_db.url, cluster_prefix, STATES[:200])
+    write_app(
+        tmp_path,
+        "dualapp",
+        "memory://",
+        "resultkit-dual://",
+        resultkit_dual_write={"old": redis_db.url, "new": redis_cluster.backend_url},
+        result_backend_transport_options=options,
+        result_expires=7200,
+    )
+    dual = load(tmp_path, "dualapp")
+    for n in range(50):
+        dual.backend.store_result(f"d{n}", {"n": n}, "SUCCESS")
+    assert dual.AsyncResult(before[7]).result == {"n": before[7]}  # read from old
+    waiting = cli("cutover", "status", "-A", "dualapp", "--json")
+    assert waiting.code == 1, waiting.output
+
+    # When what only the old Redis has is copied, verified
+    copied = cli("migrate", redis_db.url, redis_cluster.url, "-A", "dualapp", "--verify", "--json")
+
+    # Then the cutover may happen: the cluster alone serves every result through Celery
+    assert copied.code == 0, copied.output
+    assert (copied.json["copied"], copied.json["skipped"]) == (200, 50)
+    assert (copied.json["verified"], copied.json["mismatched"]) == (250, 0)
+    ready = cli("cutover", "status", "-A", "dualapp", "--json")
+    assert ready.code == 0, ready.output
+    after = Celery(set_as_current=False)
+    after.conf.update(
+        result_backend=redis_cluster.backend_url, result_backend_transport_options=options
+    )
+    metas = dict(after.backend.get_many([*before, *(f"d{n}" for n in range(50))], timeout=10))
+    assert len(metas) == 250
+    assert metas["d7"]["result"] == {"n": 7}
+    assert metas[before[3]]["result"] == {"n": before[3]}
