@@ -325,7 +325,7 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
         # a read that fails goes through it from the start (one attempt more).
         try:
             return call(*args)
-        except Exception:  # noqa: BLE001 - any failure: the retry loop decides
+        except Exception:  # any failure: the retry loop below decides
             pass
         try:
             return self.ensure(call, args)
