@@ -240,38 +240,6 @@ def fill_cluster(cluster: Cluster, prefix: str, total: int) -> list[str]:
     return ids
 
 
-def test_a_slot_moved_under_a_running_migration_is_noticed_and_nothing_lost(
-    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
-) -> None:
-    from tests.faults import assert_every_result_once, finish, start, stop_after
-
-    # Given 4,000 results on the cluster, being migrated in batches of 100
-    lending_app(tmp_path, redis_cluster, cluster_prefix)
-    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
-    checkpoint = tmp_path / "cp.json"
-    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
-    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
-    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
-    # When the busiest slot of a master moves to another while the migration is stopped
-    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
-    masters = redis_cluster.masters()
-    source, target = masters[0].port, masters[1].port
-    slot = redis_cluster.busiest_slot_of(source)
-    redis_cluster.migrate_slot(slot, source, target)
-    process.send_signal(signal.SIGCONT)
-    code, stdout, stderr = finish(process, timeout=120)
-    try:
-        # Then the run notices that the layout changed, scans again, and copies every
-        # result exactly once
-        assert code == 0, stderr
-        report = json.loads(stdout)
-        assert report["rescans"] >= 1
-        assert (report["complete"], report["missing"]) == (True, 0)
-        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
-    finally:
-        redis_cluster.migrate_slot(slot, target, source)
-
-
 def test_resume_after_a_failover_copies_every_result(
     redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
 ) -> None:
