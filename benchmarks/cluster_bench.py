@@ -61,7 +61,9 @@ def rate(backend: Any, op: str, seconds: float, ids: list[str]) -> float:
     return count / (time.perf_counter() - started)
 
 
-def raw_rate(client: Any, op: str, seconds: float, keys: list[str], sharded: bool) -> float:
+def raw_rate(
+    client: Any, op: str, seconds: float, keys: list[str], sharded: bool, tag: str = ""
+) -> float:
     """The yardstick: redis-py's own client, no Celery, no resultkit.  "store" is what
     a Celery store sends (GET of the current state, then SET with a TTL and PUBLISH
     in one pipeline), "get" one GET."""
@@ -71,7 +73,7 @@ def raw_rate(client: Any, op: str, seconds: float, keys: list[str], sharded: boo
     deadline = started + seconds
     while time.perf_counter() < deadline:
         if op == "store":
-            key = f"celery-task-meta-raw-{uuid.uuid4().hex[:8]}-{count}"
+            key = f"{tag}celery-task-meta-raw-{uuid.uuid4().hex[:8]}-{count}"
             client.get(key)
             pipe = client.pipeline(transaction=False)
             pipe.set(key, value, ex=3600)
@@ -87,8 +89,9 @@ def raw_rate(client: Any, op: str, seconds: float, keys: list[str], sharded: boo
 
 def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -> dict[str, float]:
     """Each side in turn, *rounds* times (a busy machine then slows all sides alike);
-    the median of each figure.  Beside resultkit on both, redis-py's raw clients
-    doing the same commands: their ratio is what the cluster itself costs."""
+    the median of each figure, and of each round's ratios.  Beside resultkit on
+    both, redis-py's raw clients doing the same commands: on the single node, on
+    one master of the cluster (the server's cost) and through the cluster client."""
     import redis
 
     sides = {
@@ -96,7 +99,15 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
         "cluster": app(cluster.backend_url).backend,
         "cluster_wait1": app(cluster.backend_url, resultkit_redis_wait_replicas=1).backend,
     }
-    raw = {"raw_single": redis.Redis.from_url(single_url), "raw_cluster": cluster.client()}
+    # One master of the cluster through a plain client, keys in one of its slots: the
+    # server's own cost (a master feeding its replica) without any cluster routing.
+    tag = "{bench}"
+    master = cluster.master_of(tag)
+    raw = {
+        "raw_single": redis.Redis.from_url(single_url),
+        "raw_master": redis.Redis(host="127.0.0.1", port=master.port),
+        "raw_cluster": cluster.client(),
+    }
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, backend in sides.items():
@@ -107,19 +118,37 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
         for name, client in raw.items():
             keys: list[str] = []
             for op in ("store", "get"):
-                figure = raw_rate(client, op, seconds, keys, name == "raw_cluster")
+                figure = raw_rate(
+                    client,
+                    op,
+                    seconds,
+                    keys,
+                    name != "raw_single",
+                    tag if name == "raw_master" else "",
+                )
                 samples.setdefault(f"{name}_{op}_per_s", []).append(figure)
     figures = {key: statistics.median(values) for key, values in samples.items()}
+
+    def ratio(upper: str, lower: str) -> float:
+        # The median of the rounds' own ratios: sides measured seconds apart in one
+        # round share the machine's load, which drifts by 2x over minutes here.
+        pairs = zip(samples[upper], samples[lower], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
     for op in ("store", "get"):
-        single = figures[f"single_{op}_per_s"]
-        figures[f"cluster_{op}_ratio"] = figures[f"cluster_{op}_per_s"] / single
-        figures[f"cluster_wait1_{op}_ratio"] = figures[f"cluster_wait1_{op}_per_s"] / single
-        raw_single = figures[f"raw_single_{op}_per_s"]
-        figures[f"raw_cluster_{op}_ratio"] = figures[f"raw_cluster_{op}_per_s"] / raw_single
-        # ours on the cluster against redis-py's cluster client: our own overhead
-        figures[f"cluster_vs_raw_{op}"] = (
-            figures[f"cluster_{op}_per_s"] / figures[f"raw_cluster_{op}_per_s"]
+        figures[f"cluster_{op}_ratio"] = ratio(f"cluster_{op}_per_s", f"single_{op}_per_s")
+        figures[f"cluster_wait1_{op}_ratio"] = ratio(
+            f"cluster_wait1_{op}_per_s", f"single_{op}_per_s"
         )
+        figures[f"raw_master_{op}_ratio"] = ratio(
+            f"raw_master_{op}_per_s", f"raw_single_{op}_per_s"
+        )
+        figures[f"raw_cluster_{op}_ratio"] = ratio(
+            f"raw_cluster_{op}_per_s", f"raw_single_{op}_per_s"
+        )
+        # ours on the cluster against redis-py's cluster client: our own overhead
+        figures[f"cluster_vs_raw_{op}"] = ratio(f"cluster_{op}_per_s", f"raw_cluster_{op}_per_s")
+        figures[f"single_vs_raw_{op}"] = ratio(f"single_{op}_per_s", f"raw_single_{op}_per_s")
     return figures
 
 
@@ -349,9 +378,12 @@ def main() -> None:
         )
         print(
             f"{op:5}  raw redis-py: single {figures[f'raw_single_{op}_per_s']:8.0f}/s   "
-            f"cluster {figures[f'raw_cluster_{op}_per_s']:8.0f}/s "
+            f"one master {figures[f'raw_master_{op}_per_s']:8.0f}/s "
+            f"({figures[f'raw_master_{op}_ratio']:.2f})   "
+            f"cluster client {figures[f'raw_cluster_{op}_per_s']:8.0f}/s "
             f"({figures[f'raw_cluster_{op}_ratio']:.2f});  "
-            f"resultkit on the cluster / raw cluster client {figures[f'cluster_vs_raw_{op}']:.2f}"
+            f"resultkit/raw: cluster {figures[f'cluster_vs_raw_{op}']:.2f}, "
+            f"single {figures[f'single_vs_raw_{op}']:.2f}"
         )
     if figures:
         print(
