@@ -61,13 +61,52 @@ def rate(backend: Any, op: str, seconds: float, ids: list[str]) -> float:
     return count / (time.perf_counter() - started)
 
 
+def raw_rate(
+    client: Any, op: str, seconds: float, keys: list[str], sharded: bool, tag: str = ""
+) -> float:
+    """The yardstick: redis-py's own client, no Celery, no resultkit.  "store" is what
+    a Celery store sends (GET of the current state, then SET with a TTL and PUBLISH
+    in one pipeline), "get" one GET."""
+    value = json.dumps({"status": "SUCCESS", "result": {"n": 1, "ok": True}})
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        if op == "store":
+            key = f"{tag}celery-task-meta-raw-{uuid.uuid4().hex[:8]}-{count}"
+            client.get(key)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, value, ex=3600)
+            # as the backends do: PUBLISH on one node, SPUBLISH (to the slot's master) on a cluster
+            pipe.execute_command("SPUBLISH" if sharded else "PUBLISH", key, value)
+            pipe.execute()
+            keys.append(key)
+        else:
+            client.get(keys[count % len(keys)])
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
 def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -> dict[str, float]:
     """Each side in turn, *rounds* times (a busy machine then slows all sides alike);
-    the median of each figure."""
+    the median of each figure, and of each round's ratios.  Beside resultkit on
+    both, redis-py's raw clients doing the same commands: on the single node, on
+    one master of the cluster (the server's cost) and through the cluster client."""
+    import redis
+
     sides = {
         "single": app("resultkit-redis+" + single_url).backend,
         "cluster": app(cluster.backend_url).backend,
         "cluster_wait1": app(cluster.backend_url, resultkit_redis_wait_replicas=1).backend,
+    }
+    # One master of the cluster through a plain client, keys in one of its slots: the
+    # server's own cost (a master feeding its replica) without any cluster routing.
+    tag = "{bench}"
+    master = cluster.master_of(tag)
+    raw = {
+        "raw_single": redis.Redis.from_url(single_url),
+        "raw_master": redis.Redis(host="127.0.0.1", port=master.port),
+        "raw_cluster": cluster.client(),
     }
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
@@ -76,12 +115,93 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
             for op in ("store", "get"):
                 figure = rate(backend, op, seconds, ids)
                 samples.setdefault(f"{name}_{op}_per_s", []).append(figure)
+        for name, client in raw.items():
+            keys: list[str] = []
+            for op in ("store", "get"):
+                figure = raw_rate(
+                    client,
+                    op,
+                    seconds,
+                    keys,
+                    name != "raw_single",
+                    tag if name == "raw_master" else "",
+                )
+                samples.setdefault(f"{name}_{op}_per_s", []).append(figure)
     figures = {key: statistics.median(values) for key, values in samples.items()}
+
+    def ratio(upper: str, lower: str) -> float:
+        # The median of the rounds' own ratios: sides measured seconds apart in one
+        # round share the machine's load, which drifts by 2x over minutes here.
+        pairs = zip(samples[upper], samples[lower], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
     for op in ("store", "get"):
-        single = figures[f"single_{op}_per_s"]
-        figures[f"cluster_{op}_ratio"] = figures[f"cluster_{op}_per_s"] / single
-        figures[f"cluster_wait1_{op}_ratio"] = figures[f"cluster_wait1_{op}_per_s"] / single
+        figures[f"cluster_{op}_ratio"] = ratio(f"cluster_{op}_per_s", f"single_{op}_per_s")
+        figures[f"cluster_wait1_{op}_ratio"] = ratio(
+            f"cluster_wait1_{op}_per_s", f"single_{op}_per_s"
+        )
+        figures[f"raw_master_{op}_ratio"] = ratio(
+            f"raw_master_{op}_per_s", f"raw_single_{op}_per_s"
+        )
+        figures[f"raw_cluster_{op}_ratio"] = ratio(
+            f"raw_cluster_{op}_per_s", f"raw_single_{op}_per_s"
+        )
+        # ours on the cluster against redis-py's cluster client: our own overhead
+        figures[f"cluster_vs_raw_{op}"] = ratio(f"cluster_{op}_per_s", f"raw_cluster_{op}_per_s")
+        figures[f"single_vs_raw_{op}"] = ratio(f"single_{op}_per_s", f"raw_single_{op}_per_s")
     return figures
+
+
+def fill_single(source: Any, count: int) -> None:
+    pipe = source.pipeline(transaction=False)
+    for number in range(count):
+        meta = {"status": "SUCCESS", "result": {"order": number, "lines": ["a", "b"]}}
+        meta |= {"traceback": None, "children": [], "task_id": f"mig-{number:07d}"}
+        meta |= {"date_done": "2026-11-30T12:00:00+00:00"}
+        pipe.set(f"celery-task-meta-mig-{number:07d}", json.dumps(meta), ex=86400)
+        if len(pipe) >= 10_000:
+            pipe.execute()
+    pipe.execute()
+
+
+def peak_rss_of_migrate(cluster: Cluster, single_url: str, count: int) -> tuple[float, float]:
+    """``resultkit migrate`` single → cluster of *count* results: its peak RSS (MiB,
+    from the kernel's rusage of that one process) and its wall time."""
+    import os
+
+    import redis
+
+    source = redis.Redis.from_url(single_url)
+    source.flushdb()
+    cluster.flush()
+    fill_single(source, count)
+    command = [str(Path(sys.executable).parent / "resultkit"), "migrate", single_url]
+    command += [cluster.url, "--batch-size", "1000", "--json"]
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        assert process.returncode == 0, out.read()
+        assert json.loads(out.read())["copied"] == count
+    source.flushdb()
+    cluster.flush()
+    return usage.ru_maxrss / 1024, seconds
+
+
+def memory_flat(cluster: Cluster, single_url: str, counts: list[int]) -> dict[str, Any]:
+    """Peak RSS of migrate single → cluster for each of *counts*: flat when the
+    largest is within 15% of the smallest."""
+    peaks = {count: peak_rss_of_migrate(cluster, single_url, count) for count in counts}
+    low, high = peaks[min(counts)][0], peaks[max(counts)][0]
+    return {
+        "peak_rss_mib": {str(count): round(peak, 1) for count, (peak, _) in peaks.items()},
+        "seconds": {str(count): round(took, 1) for count, (_, took) in peaks.items()},
+        "growth": high / low,
+        "flat": high / low <= 1.15,
+    }
 
 
 def migrate_to_cluster(cluster: Cluster, single_url: str, count: int) -> dict[str, float]:
@@ -92,13 +212,7 @@ def migrate_to_cluster(cluster: Cluster, single_url: str, count: int) -> dict[st
     source = redis.Redis.from_url(single_url)
     source.flushdb()  # the throughput runs' results
     cluster.flush()
-    pipe = source.pipeline(transaction=False)
-    for number in range(count):
-        meta = {"status": "SUCCESS", "result": {"order": number, "lines": ["a", "b"]}}
-        meta |= {"traceback": None, "children": [], "task_id": f"mig-{number:07d}"}
-        meta |= {"date_done": "2026-11-30T12:00:00+00:00"}
-        pipe.set(f"celery-task-meta-mig-{number:07d}", json.dumps(meta), ex=86400)
-    pipe.execute()
+    fill_single(source, count)
     started = time.perf_counter()
     done = subprocess.run(
         [
@@ -219,6 +333,12 @@ def main() -> None:
         "--migrate", type=int, default=100_000, help="results migrated single → cluster"
     )
     parser.add_argument(
+        "--memory",
+        default="20000,100000",
+        help="result counts whose migrate single → cluster peak RSS is compared ('' to skip)",
+    )
+    parser.add_argument("--no-throughput", action="store_true", help="skip the rates")
+    parser.add_argument(
         "--lag", type=float, default=0.3, help="seconds the replica falls behind before the kill"
     )
     parser.add_argument("--json", action="store_true")
@@ -226,8 +346,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, running_cluster() as cluster:
         process, single_url = single_server(Path(folder))
         try:
-            figures = throughput(cluster, single_url, args.seconds, args.rounds)
-            figures |= migrate_to_cluster(cluster, single_url, args.migrate)
+            figures: dict[str, Any] = {}
+            if not args.no_throughput:
+                figures = throughput(cluster, single_url, args.seconds, args.rounds)
+                figures |= migrate_to_cluster(cluster, single_url, args.migrate)
+            counts = [int(c) for c in args.memory.split(",") if c.strip()]
+            memory = memory_flat(cluster, single_url, counts) if counts else None
         finally:
             process.terminate()
             process.wait(10)
@@ -238,10 +362,13 @@ def main() -> None:
             for wait in (0, 1)
             for _ in range(0 if args.no_loss else args.rounds)
         ]
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     if args.json:
-        print(json.dumps({"throughput": figures, "loss": rounds}, indent=2))
+        document = {"throughput": figures, "memory": memory, "loss": rounds, "load": load}
+        print(json.dumps(document, indent=2))
         return
-    for op in ("store", "get"):
+    print(f"load average at the end: {' '.join(load)}")
+    for op in ("store", "get") if figures else ():
         single, plain = figures[f"single_{op}_per_s"], figures[f"cluster_{op}_per_s"]
         waited = figures[f"cluster_wait1_{op}_per_s"]
         print(
@@ -249,11 +376,28 @@ def main() -> None:
             f"cluster {plain:8.0f}/s ({figures[f'cluster_{op}_ratio']:.2f})   "
             f"cluster+WAIT 1 {waited:8.0f}/s ({figures[f'cluster_wait1_{op}_ratio']:.2f})"
         )
-    print(
-        f"migrate single -> cluster  resultkit {figures['migrate_per_s']:8.0f}/s   "
-        f"raw SCAN+MGET+pipelined SET {figures['raw_per_s']:8.0f}/s "
-        f"({figures['migrate_ratio']:.2f})"
-    )
+        print(
+            f"{op:5}  raw redis-py: single {figures[f'raw_single_{op}_per_s']:8.0f}/s   "
+            f"one master {figures[f'raw_master_{op}_per_s']:8.0f}/s "
+            f"({figures[f'raw_master_{op}_ratio']:.2f})   "
+            f"cluster client {figures[f'raw_cluster_{op}_per_s']:8.0f}/s "
+            f"({figures[f'raw_cluster_{op}_ratio']:.2f});  "
+            f"resultkit/raw: cluster {figures[f'cluster_vs_raw_{op}']:.2f}, "
+            f"single {figures[f'single_vs_raw_{op}']:.2f}"
+        )
+    if figures:
+        print(
+            f"migrate single -> cluster  resultkit {figures['migrate_per_s']:8.0f}/s   "
+            f"raw SCAN+MGET+pipelined SET {figures['raw_per_s']:8.0f}/s "
+            f"({figures['migrate_ratio']:.2f})"
+        )
+    if memory:
+        peaks = ", ".join(
+            f"{count} results {peak} MiB ({memory['seconds'][count]} s)"
+            for count, peak in memory["peak_rss_mib"].items()
+        )
+        verdict = "flat" if memory["flat"] else "NOT flat"
+        print(f"migrate single -> cluster peak RSS: {peaks}: x{memory['growth']:.2f}, {verdict}")
     for result in rounds:
         print(
             f"master killed, replica lag {result['replica_lag_s']:.1f} s, "

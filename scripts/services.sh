@@ -2,7 +2,20 @@
 # Make sure the servers the tests use answer: Redis, PostgreSQL, MariaDB/MySQL, RabbitMQ.
 # A server that is installed on this machine but stopped is started; one that is
 # neither reachable nor installed is reported (the tests then fail under CI=true).
+#
+#   scripts/services.sh                  the four servers above
+#   scripts/services.sh cluster [PORT]   a six-node Redis Cluster for development (three
+#                                        masters, three replicas, on PORT..PORT+5, default
+#                                        7000..7005) in the foreground until Ctrl-C; it
+#                                        prints the URLs. The tests start their own.
 set -u
+
+if [ "${1:-}" = cluster ]; then
+    cd "$(dirname "$0")/.." || exit 1
+    python=.venv/bin/python
+    [ -x "$python" ] || python=python3
+    exec "$python" -m tests.cluster --port "${2:-7000}"
+fi
 
 reachable() { # host port
     timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null

@@ -158,6 +158,43 @@ class Cluster:
         for node in self.masters():
             node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
+    def reshard(self, source: int, target: int, slots: int) -> subprocess.Popen[str]:
+        """Start ``redis-cli --cluster reshard`` moving *slots* slots from master port
+        *source* to master port *target*, one key per ``MIGRATE`` (slow enough to be
+        caught half done); the caller waits for it."""
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        src_id, dst_id = (str_of(self.node(p).client().cluster("myid")) for p in (source, target))
+        return subprocess.Popen(
+            [
+                cli,
+                "--cluster",
+                "reshard",
+                f"127.0.0.1:{source}",
+                "--cluster-from",
+                src_id,
+                "--cluster-to",
+                dst_id,
+                "--cluster-slots",
+                str(slots),
+                "--cluster-pipeline",
+                "1",
+                "--cluster-yes",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def slots_of(self, port: int) -> int:
+        """How many slots master *port* serves."""
+        client = self.node(port).client()
+        return sum(
+            int(r[1]) - int(r[0]) + 1
+            for r in client.execute_command("CLUSTER", "SLOTS")
+            if int(r[2][1]) == port
+        )
+
     def busiest_slot_of(self, port: int) -> int:
         """The slot of master *port* that holds the most keys."""
         client = self.node(port).client()
@@ -302,6 +339,7 @@ def start_cluster(
     extra: tuple[str, ...] = (),
     cli_options: tuple[str, ...] = (),
     client_options: dict[str, Any] | None = None,
+    ports: list[int] | None = None,
 ) -> Cluster:
     """Start three masters (with *replicas* each) in *folder* and join them into a cluster.
 
@@ -311,7 +349,7 @@ def start_cluster(
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
-    ports = free_cluster_ports(MASTERS * (1 + replicas))
+    ports = ports or free_cluster_ports(MASTERS * (1 + replicas))
     tls = "--tls-cert-file" in extra
     nodes = [
         Node(
@@ -350,17 +388,36 @@ def start_cluster(
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(ports: list[int] | None = None) -> Iterator[Cluster]:
     with tempfile.TemporaryDirectory(prefix="rk-cluster-") as folder:
-        cluster = start_cluster(Path(folder))
+        cluster = start_cluster(Path(folder), ports=ports)
         try:
             yield cluster
         finally:
             cluster.stop()
 
 
-if __name__ == "__main__":
-    with running_cluster() as running:
-        print(running.url, flush=True)
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster",
+        description="Start a six-node Redis Cluster (3 masters, 3 replicas) on loopback "
+        "until Ctrl-C (or SIGTERM); print its URLs.",
+    )
+    parser.add_argument(
+        "--port", type=int, help="first of six consecutive ports (default: free ports)"
+    )
+    args = parser.parse_args(argv)
+    ports = list(range(args.port, args.port + 6)) if args.port else None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    with running_cluster(ports) as running:
+        print(f"store URL:   {running.url}", flush=True)
+        print(f"backend URL: {running.backend_url}", flush=True)
+        print("Ctrl-C stops it (its data goes with it)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Celery
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, str_of
 from tests.conftest import RedisDB, redis_database
 from tests.worker import load, wait_until, write_app
 
@@ -240,38 +240,6 @@ def fill_cluster(cluster: Cluster, prefix: str, total: int) -> list[str]:
     return ids
 
 
-def test_a_slot_moved_under_a_running_migration_is_noticed_and_nothing_lost(
-    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
-) -> None:
-    from tests.faults import assert_every_result_once, finish, start, stop_after
-
-    # Given 4,000 results on the cluster, being migrated in batches of 100
-    lending_app(tmp_path, redis_cluster, cluster_prefix)
-    ids = fill_cluster(redis_cluster, cluster_prefix, 4000)
-    checkpoint = tmp_path / "cp.json"
-    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
-    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
-    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
-    # When the busiest slot of a master moves to another while the migration is stopped
-    stop_after(process, checkpoint, 1000, signal.SIGSTOP)
-    masters = redis_cluster.masters()
-    source, target = masters[0].port, masters[1].port
-    slot = redis_cluster.busiest_slot_of(source)
-    redis_cluster.migrate_slot(slot, source, target)
-    process.send_signal(signal.SIGCONT)
-    code, stdout, stderr = finish(process, timeout=120)
-    try:
-        # Then the run notices that the layout changed, scans again, and copies every
-        # result exactly once
-        assert code == 0, stderr
-        report = json.loads(stdout)
-        assert report["rescans"] >= 1
-        assert (report["complete"], report["missing"]) == (True, 0)
-        assert_every_result_once(sqlite_db.url, ids, sqlite_db)
-    finally:
-        redis_cluster.migrate_slot(slot, target, source)
-
-
 def test_resume_after_a_failover_copies_every_result(
     redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
 ) -> None:
@@ -304,3 +272,245 @@ def test_resume_after_a_failover_copies_every_result(
     finally:
         redis_cluster.restart(victim)
         redis_cluster.wait_healthy()
+
+
+# ----------------------------------------- migrate during redis-cli --cluster reshard
+
+
+def ids_in_the_slots_moved(cluster: Cluster, prefix: str, source: int, slots: int) -> list[str]:
+    """Task ids whose keys hash to the first *slots* slots of master *source* (the
+    ones ``redis-cli --cluster reshard`` moves first), about three per slot."""
+    from redis.crc import key_slot
+
+    first = sorted(
+        slot
+        for r in cluster.node(source).client().execute_command("CLUSTER", "SLOTS")
+        if int(r[2][1]) == source
+        for slot in range(int(r[0]), int(r[1]) + 1)
+    )[:slots]
+    wanted, found = set(first), []
+    n = 0
+    while len(found) < 3 * slots:
+        task_id = f"m{n:07d}"
+        if key_slot(f"{prefix}celery-task-meta-{task_id}".encode()) in wanted:
+            found.append(task_id)
+        n += 1
+    return found
+
+
+def fill_redis(client: Any, prefix: str, ids: list[str]) -> None:
+    """Results as Celery's json serializer writes them (result = their index in *ids*)."""
+    pipe = client.pipeline(transaction=False)
+    for number, task_id in enumerate(ids):
+        meta = {"status": "SUCCESS", "result": number, "traceback": None, "children": []}
+        meta |= {"date_done": "2026-11-30T12:00:00+00:00", "task_id": task_id}
+        pipe.set(f"{prefix}celery-task-meta-{task_id}", json.dumps(meta), ex=86400)
+    pipe.execute()
+
+
+def stop_mid_slot(cluster: Cluster, resharding: Any, source: int) -> int:
+    """SIGSTOP *resharding* while a slot of *source* is half moved; return that slot."""
+    import time
+
+    client = cluster.node(source).client(decode_responses=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert resharding.poll() is None, resharding.stdout.read()
+        resharding.send_signal(signal.SIGSTOP)
+        nodes = str_of(client.execute_command("CLUSTER", "NODES"))
+        myself = next(line for line in nodes.splitlines() if "myself" in line)
+        migrating = [part for part in myself.split() if "->-" in part]
+        if migrating:
+            return int(migrating[0].strip("[").split("-")[0])
+        resharding.send_signal(signal.SIGCONT)
+        time.sleep(0.001)
+    raise AssertionError("redis-cli never had a slot half moved")
+
+
+def test_migrate_to_the_cluster_during_a_reshard_resumes_exact(
+    redis_cluster: Cluster, cluster_prefix: str, redis_db: RedisDB, tmp_path: Path
+) -> None:
+    from redis.crc import key_slot
+
+    from tests.celery_view import stored_through_celery
+    from tests.conftest import run
+    from tests.faults import start, stop_after
+
+    # Given 3,000 results on a single Redis, a third of them bound for the slots
+    # that redis-cli will be moving
+    masters = redis_cluster.masters()
+    source, target = masters[0].port, masters[1].port
+    moving = 300
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = [f"s{i:06d}" for i in range(2100)]
+    ids += ids_in_the_slots_moved(redis_cluster, cluster_prefix, source, moving)
+    fill_redis(redis_db.client, cluster_prefix, ids)
+    before = redis_cluster.slots_of(target)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_db.url, redis_cluster.url, "-A", "rkapp", "--verify"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+
+    # When redis-cli reshards (300 slots from one master to another), and the
+    # migration into the cluster starts while a slot is half moved (ASK redirections)
+    resharding = redis_cluster.reshard(source, target, moving)
+    try:
+        half_moved = stop_mid_slot(redis_cluster, resharding, source)
+        assert any(
+            key_slot(f"{cluster_prefix}celery-task-meta-{i}".encode()) == half_moved for i in ids
+        )
+        process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+        stop_after(process, checkpoint, 1000, signal.SIGKILL)
+        process.wait()
+        # ... is killed part-way, and resumed while the reshard goes on
+        resharding.send_signal(signal.SIGCONT)
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+        output, _ = resharding.communicate(timeout=120)
+    finally:
+        resharding.send_signal(signal.SIGCONT)
+        if resharding.poll() is None:
+            resharding.kill()
+
+    # Then the reshard moved its slots, the resumed run ends complete and verified
+    assert resharding.returncode == 0, output
+    assert redis_cluster.slots_of(target) == before + moving
+    assert resumed.code == 0, resumed.output
+    report = resumed.json
+    assert report["resumed"] is True
+    assert (report["complete"], report["mismatched"]) == (True, 0)
+    assert report["copied"] + report["skipped"] == len(ids)
+    # ... and every result is on the cluster once, read back through Celery's own classes
+    stored = stored_through_celery(
+        redis_cluster.backend_url,
+        ids,
+        result_backend_transport_options={"global_keyprefix": cluster_prefix},
+    )
+    assert len(stored) == len(ids)
+    assert [stored[i]["result"] for i in ids] == list(range(len(ids)))
+    total = sum(
+        1
+        for node in redis_cluster.masters()
+        for _ in node.client().scan_iter(match=f"{cluster_prefix}*", count=1000)
+    )
+    assert total == len(ids)
+
+
+def test_migrate_from_the_cluster_during_a_reshard_resumes_exact(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.conftest import run
+    from tests.faults import assert_every_result_once, start, stop_after
+
+    # Given 4,000 results on the cluster, a fifth of them in the slots redis-cli will move
+    masters = redis_cluster.masters()
+    source, target = masters[0].port, masters[1].port
+    moving = 300
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = [f"s{i:06d}" for i in range(3100)]
+    ids += ids_in_the_slots_moved(redis_cluster, cluster_prefix, source, moving)
+    fill_redis(redis_cluster.client(), cluster_prefix, ids)
+    before = redis_cluster.slots_of(target)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp", "--verify"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+
+    # When the migration out of the cluster runs while redis-cli reshards it,
+    # is killed part-way, and is resumed once the reshard is done
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    resharding = redis_cluster.reshard(source, target, moving)
+    try:
+        stop_after(process, checkpoint, 2000, signal.SIGKILL)
+        process.wait()
+        output, _ = resharding.communicate(timeout=120)
+        resumed = run("resultkit", *args, "--resume", cwd=tmp_path)
+    finally:
+        if resharding.poll() is None:
+            resharding.kill()
+
+    # Then every result is in the target once, read back through Celery's classes
+    assert resharding.returncode == 0, output
+    assert redis_cluster.slots_of(target) == before + moving
+    assert resumed.code == 0, resumed.output
+    assert (resumed.json["complete"], resumed.json["mismatched"]) == (True, 0)
+    assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+
+
+def test_slots_moved_behind_a_running_migrations_cursor_are_noticed(
+    redis_cluster: Cluster, cluster_prefix: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    from tests.faults import assert_every_result_once, finish, start, wait_until
+
+    # Given results on the cluster, 900 in slots of the master scanned last
+    masters = sorted(redis_cluster.masters(), key=lambda node: f"127.0.0.1:{node.port}")
+    first, last = masters[0].port, masters[-1].port
+    lending_app(tmp_path, redis_cluster, cluster_prefix)
+    ids = [f"s{i:06d}" for i in range(3000)]
+    ids += ids_in_the_slots_moved(redis_cluster, cluster_prefix, last, 300)
+    fill_redis(redis_cluster.client(), cluster_prefix, ids)
+    checkpoint = tmp_path / "cp.json"
+    args = ["migrate", redis_cluster.url, sqlite_db.url, "-A", "rkapp"]
+    args += ["--batch-size", "100", "--checkpoint", str(checkpoint), "--json"]
+    process = start(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+
+    def past_the_first_master() -> bool:
+        try:
+            return not json.loads(checkpoint.read_text())["cursors"]["task"].startswith("0:")
+        except (FileNotFoundError, ValueError, KeyError, AttributeError):
+            return False
+
+    # When, once the first master is scanned, redis-cli moves 300 slots of the last
+    # master to the first (their keys go behind the cursor: no SCAN sees them again)
+    wait_until(past_the_first_master, 60, "the first master scanned")
+    process.send_signal(signal.SIGSTOP)
+    resharding = redis_cluster.reshard(last, first, 300)
+    output, _ = resharding.communicate(timeout=120)
+    process.send_signal(signal.SIGCONT)
+    code, stdout, stderr = finish(process, timeout=120)
+
+    # Then the run notices the move, scans again, and copies every result once
+    assert resharding.returncode == 0, output
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["rescans"] >= 1
+    assert (report["complete"], report["missing"]) == (True, 0)
+    assert_every_result_once(sqlite_db.url, ids, sqlite_db)
+
+
+def test_the_zero_downtime_move_from_one_redis_to_the_cluster_as_documented(
+    cli: Any, redis_cluster: Cluster, cluster_prefix: str, redis_db: RedisDB, tmp_path: Path
+) -> None:
+    # Given results on a single Redis, and an app that dual-writes to it and the cluster
+    options = {"global_keyprefix": cluster_prefix}
+    before = seed(redis_db.url, cluster_prefix, STATES[:200])
+    write_app(
+        tmp_path,
+        "dualapp",
+        "memory://",
+        "resultkit-dual://",
+        resultkit_dual_write={"old": redis_db.url, "new": redis_cluster.backend_url},
+        result_backend_transport_options=options,
+        result_expires=7200,
+    )
+    dual = load(tmp_path, "dualapp")
+    for n in range(50):
+        dual.backend.store_result(f"d{n}", {"n": n}, "SUCCESS")
+    assert dual.AsyncResult(before[7]).result == {"n": before[7]}  # read from old
+    waiting = cli("cutover", "status", "-A", "dualapp", "--json")
+    assert waiting.code == 1, waiting.output
+
+    # When what only the old Redis has is copied, verified
+    copied = cli("migrate", redis_db.url, redis_cluster.url, "-A", "dualapp", "--verify", "--json")
+
+    # Then the cutover may happen: the cluster alone serves every result through Celery
+    assert copied.code == 0, copied.output
+    assert (copied.json["copied"], copied.json["skipped"]) == (200, 50)
+    assert (copied.json["verified"], copied.json["mismatched"]) == (250, 0)
+    ready = cli("cutover", "status", "-A", "dualapp", "--json")
+    assert ready.code == 0, ready.output
+    after = Celery(set_as_current=False)
+    after.conf.update(
+        result_backend=redis_cluster.backend_url, result_backend_transport_options=options
+    )
+    metas = dict(after.backend.get_many([*before, *(f"d{n}" for n in range(50))], timeout=10))
+    assert len(metas) == 250
+    assert metas["d7"]["result"] == {"n": 7}
+    assert metas[before[3]]["result"] == {"n": before[3]}

@@ -321,6 +321,12 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
             raise BackendStoreError(str(exc), task_id=task_id) from exc
 
     def _read(self, call: Any, *args: Any) -> Any:
+        # Once without Celery's retry loop, whose set-up costs a tenth of a read;
+        # a read that fails goes through it from the start (one attempt more).
+        try:
+            return call(*args)
+        except Exception:  # any failure: the retry loop below decides
+            pass
         try:
             return self.ensure(call, args)
         except _Refused as exc:

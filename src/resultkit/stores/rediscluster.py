@@ -2,11 +2,12 @@
 
 The same keys and values as :class:`~resultkit.stores.redis.RedisStore`
 (Celery's names; see ``docs/redis-cluster.md``), spread over the masters.
-A scan walks every master in turn, in the order of the slots they serve; its
-cursor is ``"<master>:<SCAN cursor>"``, and its epoch names every master
-(run id, replication id) and the slots each serves, so that a failover or a
-slot moved during a long migration makes ``--resume`` start the pass again
-instead of trusting a cursor of another hash table.  Multi-key reads go one
+A scan walks every master in turn, in the order of their names; its cursor
+is ``"<master>:<SCAN cursor>"``, and its epoch names every master (run id,
+replication id), the slots each serves by its own account and the keys left
+in a slot it is giving away, so that a failover or a slot moved (or moving)
+during a migration starts the pass again instead of trusting a cursor of
+another hash table or missing keys that moved behind it.  Multi-key reads go one
 ``MGET`` per slot; writes, deletes and expiries go through a cluster pipeline
 (one round trip per master).
 """
@@ -43,27 +44,35 @@ class RedisClusterStore(RedisStore):
 
     # ------------------------------------------------------------- masters
     def _masters(self) -> list[Any]:
-        """The masters, in the order of the first slot each serves."""
-        slots = self.client.nodes_manager.slots_cache
-        first: dict[str, int] = {}
-        for slot in sorted(slots):
-            nodes = slots[slot]
-            if nodes:
-                first.setdefault(nodes[0].name, slot)
-        by_name = {node.name: node for node in self.client.get_primaries()}
-        return [by_name[name] for name in sorted(first, key=first.__getitem__) if name in by_name]
+        """The masters, by name: an order that no slot moved can change (a pass's
+        cursor names a master by its place in it)."""
+        return sorted(self.client.get_primaries(), key=lambda node: node.name)
 
     def _layout_epoch(self, masters: list[Any]) -> str:
-        """Who serves which slots, and each master's keyspace identity."""
-        slots = self.client.nodes_manager.slots_cache
-        owners = "".join(
-            f"{slot}={nodes[0].name};" for slot, nodes in sorted(slots.items()) if nodes
-        )
-        parts = [hashlib.sha1(owners.encode()).hexdigest()[:16]]
+        """Each master's keyspace identity, the slots it serves by its own account,
+        and the keys left in each slot it is giving away.
+
+        Read from the servers, not the client's slot map (which learns of a moved
+        slot only from a MOVED reply, and a SCAN never gets one): a slot that
+        moves, or a key that leaves a half-moved slot, between two pages changes
+        it, so the pass starts again instead of missing keys that moved behind its
+        cursor to a master already scanned.
+        """
+        parts = []
         for node in masters:
             connection = self.client.get_redis_connection(node)
             parts.append(_epoch(connection.info("server"), connection.info("replication")) or "-")
-        return "|".join(parts)
+            nodes = connection.execute_command("CLUSTER", "NODES")
+            text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+            myself = next((line for line in text.splitlines() if "myself" in line), "")
+            served = myself.split()[8:]
+            parts.extend(served)
+            for field in served:
+                if "->-" in field:  # [slot->-target]: keys are leaving it
+                    slot = int(field.strip("[").partition("-")[0])
+                    left = connection.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+                    parts.append(f"{slot}:{int(left)}")
+        return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
     # ----------------------------------------------------------- primitives
     def scan(self, kind: Kind, cursor: Any, limit: int) -> Page:
