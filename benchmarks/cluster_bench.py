@@ -127,6 +127,15 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
                     tag if name == "raw_master" else "",
                 )
                 samples.setdefault(f"{name}_{op}_per_s", []).append(figure)
+    # A store then a get of the same result, as a client process does (the issue's
+    # "store+get"): per round, from the two rates measured in it.
+    for name in ("single", "cluster", "cluster_wait1"):
+        samples[f"{name}_storeget_per_s"] = [
+            1 / (1 / store + 1 / get)
+            for store, get in zip(
+                samples[f"{name}_store_per_s"], samples[f"{name}_get_per_s"], strict=True
+            )
+        ]
     figures = {key: statistics.median(values) for key, values in samples.items()}
 
     def ratio(upper: str, lower: str) -> float:
@@ -135,6 +144,10 @@ def throughput(cluster: Cluster, single_url: str, seconds: float, rounds: int) -
         pairs = zip(samples[upper], samples[lower], strict=True)
         return statistics.median(a / b for a, b in pairs)
 
+    figures["cluster_storeget_ratio"] = ratio("cluster_storeget_per_s", "single_storeget_per_s")
+    figures["cluster_wait1_storeget_ratio"] = ratio(
+        "cluster_wait1_storeget_per_s", "single_storeget_per_s"
+    )
     for op in ("store", "get"):
         figures[f"cluster_{op}_ratio"] = ratio(f"cluster_{op}_per_s", f"single_{op}_per_s")
         figures[f"cluster_wait1_{op}_ratio"] = ratio(
@@ -368,6 +381,14 @@ def main() -> None:
         print(json.dumps(document, indent=2))
         return
     print(f"load average at the end: {' '.join(load)}")
+    if figures:
+        print(
+            f"store+get  single {figures['single_storeget_per_s']:8.0f}/s   "
+            f"cluster {figures['cluster_storeget_per_s']:8.0f}/s "
+            f"({figures['cluster_storeget_ratio']:.2f}, target 0.80)   "
+            f"cluster+WAIT 1 {figures['cluster_wait1_storeget_per_s']:8.0f}/s "
+            f"({figures['cluster_wait1_storeget_ratio']:.2f})"
+        )
     for op in ("store", "get") if figures else ():
         single, plain = figures[f"single_{op}_per_s"], figures[f"cluster_{op}_per_s"]
         waited = figures[f"cluster_wait1_{op}_per_s"]

@@ -64,6 +64,11 @@ class Payload(NamedTuple):
     #: Why the payload could not be read, when it could not.
     error: str | None = None
 
+    def holding(self, meta: dict[str, Any]) -> Payload:
+        """This form of payload, holding *meta* (made once per record read: a
+        tuple built directly, cheaper than ``_replace``)."""
+        return tuple.__new__(Payload, (meta, *self[1:]))
+
 
 #: Decodes a record's stored bytes into its payload (see :class:`Record`).
 Decoder = Callable[[bytes], Payload]

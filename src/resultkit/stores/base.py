@@ -491,7 +491,7 @@ class Store(ABC):
         if not isinstance(meta, dict):
             why = f"the payload is a {type(meta).__name__}, not Celery's result meta"
             return form._replace(error=why)
-        return form._replace(meta=meta)
+        return form.holding(meta)
 
     def reusable_raw(self, record: Record) -> bytes | None:
         """The record's stored bytes, when they can be written here unchanged.

@@ -171,7 +171,7 @@ class SqlStore(TableStore):
             except SerializationError as exc:
                 return Record(Kind.GROUP, group_id, unreadable(exc), position=position)
             meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
-            return Record(Kind.GROUP, group_id, form._replace(meta=meta), position=position)
+            return Record(Kind.GROUP, group_id, form.holding(meta), position=position)
         task_id = mapping["task_id"]
         form = Payload(None)
         task: dict[str, Any] = {
@@ -201,7 +201,7 @@ class SqlStore(TableStore):
                     task[name] = value
         except SerializationError as exc:
             return Record(Kind.TASK, task_id, unreadable(exc, form), position=position)
-        return Record(Kind.TASK, task_id, form._replace(meta=task), position=position)
+        return Record(Kind.TASK, task_id, form.holding(task), position=position)
 
     # ---------------------------------------------------------- encoding
     def columns(self, kind: Kind, table: sa.Table) -> tuple[Column, ...]:

@@ -103,7 +103,7 @@ class DjangoStore(TableStore):
             form = found or form
             if kind is Kind.GROUP:
                 meta = {"result": result, "date_done": as_datetime(m["date_done"])}
-                return Record(kind, result_id, form._replace(meta=meta), position=m["id"])
+                return Record(kind, result_id, form.holding(meta), position=m["id"])
             extra = self._decode(m["meta"], encoding)[0] or {}
             args = self._decode(m["task_args"], encoding)[0]
             kwargs = self._decode(m["task_kwargs"], encoding)[0]
@@ -126,7 +126,7 @@ class DjangoStore(TableStore):
         )
         if m["periodic_task_name"]:
             meta["periodic_task_name"] = m["periodic_task_name"]
-        return Record(kind, result_id, form._replace(meta=meta), position=m["id"])
+        return Record(kind, result_id, form.holding(meta), position=m["id"])
 
     # ------------------------------------------------------------ encoding
     def _encode(self, value: Any, record: Record) -> tuple[str, str, str]:
