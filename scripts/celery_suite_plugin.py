@@ -10,7 +10,10 @@ adjusts how they are run:
   worker slowly);
 - ``RESULTKIT_SUITE_REDIS_ALIAS=1`` makes Celery's ``redis://`` alias build
   resultkit's Redis backend, so the tests that Celery gates on
-  ``result_backend.startswith('redis')`` also run on ``resultkit-redis``.
+  ``result_backend.startswith('redis')`` also run on ``resultkit-redis``;
+- ``RESULTKIT_SUITE_REDISCLUSTER_ALIAS=1`` adds a ``rediscluster://`` alias for
+  resultkit's Redis backend (Celery has none), so that a ``result_backend`` of
+  ``rediscluster://host:port,...`` runs those tests on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from celery.app import backends
 
         backends.BACKEND_ALIASES["redis"] = "resultkit.backends.redis:ResultkitRedisBackend"
+    if os.environ.get("RESULTKIT_SUITE_REDISCLUSTER_ALIAS") == "1":
+        from celery.app import backends
+
+        backends.BACKEND_ALIASES["rediscluster"] = "resultkit.backends.redis:ResultkitRedisBackend"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:

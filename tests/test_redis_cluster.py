@@ -167,6 +167,37 @@ def test_get_is_woken_by_a_sharded_message_on_the_results_master(
     wait_until(lambda: master.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 0, 5)
 
 
+@pytest.mark.parametrize("ending", ["get", "forget"])
+def test_a_sent_task_subscribes_its_channel_and_get_or_forget_unsubscribes_it(
+    redis_cluster: Cluster, cluster_prefix: str, ending: str
+) -> None:
+    # What Celery's test_asyncresult_get_cancels_subscription and
+    # ..._forget_cancels_subscription check with PUBSUB CHANNELS on a single Redis
+    # (scripts/celery-suite runs them against its helper Redis, where a cluster
+    # backend never subscribes), checked on the cluster's own masters.
+    # Given a task sent (Celery subscribes to its result as apply_async does)
+    app = cluster_app(redis_cluster, cluster_prefix)
+    writer = cluster_app(redis_cluster, cluster_prefix)
+    task_id = f"sent-{ending}"
+    app.backend.on_task_call(None, task_id)
+    channel = f"{cluster_prefix}celery-task-meta-{task_id}"
+    master = redis_cluster.master_of(channel).client()
+    # Then its channel is subscribed on the master that owns it, and on no other node
+    assert master.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1
+    for node in redis_cluster.nodes:
+        if node.port != master.connection_pool.connection_kwargs["port"]:
+            assert node.client().execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 0
+    # When the result is read (get) or forgotten (forget)
+    result = app.AsyncResult(task_id)
+    if ending == "get":
+        writer.backend.store_result(task_id, 3, "SUCCESS")
+        assert result.get(timeout=10) == 3
+    else:
+        result.forget()
+    # Then the channel is unsubscribed
+    wait_until(lambda: master.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 0, 5)
+
+
 def test_an_unreachable_cluster_raises_celerys_backend_errors_after_bounded_retries() -> None:
     from tests.cluster import free_cluster_ports
 
