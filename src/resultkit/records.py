@@ -134,9 +134,7 @@ class Record(_Fields):
         line: int | None = None,
         damaged: bool = False,
     ) -> Record:
-        if payload is None:
-            payload = _UNREAD
-        cell = [payload, decode]
+        cell = [_UNREAD if payload is None else payload, decode]
         return tuple.__new__(
             cls, (kind, id, raw, expires_at, expires_known, position, line, damaged, cell)
         )
@@ -155,12 +153,13 @@ class Record(_Fields):
         )
 
     # ------------------------------------------------------------ the payload
+    # The accessors below index the tuple (``self[8]`` is ``cell``): they are read
+    # several times for each of the records a migration carries.
     @property
     def payload(self) -> Payload:
-        cell = self.cell
-        decode = cell[1]
-        if decode is not None:
-            cell[0], cell[1] = decode(self.raw), None
+        cell = self[8]
+        if cell[1] is not None:
+            cell[0], cell[1] = cell[1](self[2]), None
         payload: Payload = cell[0]
         return payload
 
@@ -191,7 +190,11 @@ class Record(_Fields):
 
     @property
     def meta(self) -> dict[str, Any] | None:
-        return self.payload.meta
+        cell = self[8]
+        if cell[1] is not None:
+            cell[0], cell[1] = cell[1](self[2]), None
+        meta: dict[str, Any] | None = cell[0][0]
+        return meta
 
     @property
     def error(self) -> str | None:
@@ -201,22 +204,22 @@ class Record(_Fields):
     # The form of the payload is known before it is decoded (what the store expects).
     @property
     def serializer(self) -> str:
-        serializer: str = self.cell[0].serializer
+        serializer: str = self[8][0][1]
         return serializer
 
     @property
     def compression(self) -> str | None:
-        compression: str | None = self.cell[0].compression
+        compression: str | None = self[8][0][2]
         return compression
 
     @property
     def envelope(self) -> Envelope | None:
-        envelope: Envelope | None = self.cell[0].envelope
+        envelope: Envelope | None = self[8][0][3]
         return envelope
 
     @property
     def missing_key(self) -> str | None:
-        missing: str | None = self.cell[0].missing_key
+        missing: str | None = self[8][0][4]
         return missing
 
     # ------------------------------------------------------------ accessors
