@@ -120,3 +120,38 @@ def agree(what: str, data: bytes, c: Any, py: Any) -> None:
             f"{what}: C and pure Python disagree on {data[:200]!r}\n"
             f" C: {c!r:.600}\n py: {py!r:.600}"
         )
+
+
+def decoder_differential(
+    data: bytes,
+    name: str,
+    loads: Callable[[bytes], Any],
+    dumps: Callable[[Any], bytes],
+    *,
+    binary: bool,
+    serializers: Any,
+    error: type[BaseException],
+) -> None:
+    """The check of a resultkit serializer's decoder (``json``, ``msgpack``): the C
+    and pure-Python walks decode *data* alike, encode the value again alike, and
+    the round trip gives back what was decoded (docs/security.md, limits)."""
+    require_speedups()
+    c = outcome(lambda: loads(data), error)
+    with pure_python():
+        py = outcome(lambda: loads(data), error)
+    agree(f"{name}_loads", data, c, py)
+    if c[0] != "ok":
+        return
+    value = loads(data)
+    if depth(value) > serializers.MAX_DEPTH:
+        return
+    c_bytes = outcome(lambda: dumps(value), error)
+    with pure_python():
+        py_bytes = outcome(lambda: dumps(value), error)
+    agree(f"{name}_dumps", data, c_bytes, py_bytes)
+    # The walk counts the tagged form's levels and its own call: deeper is refused
+    # when read, though written (docs/security.md, limits).
+    tagged = serializers.tag(value, binary=binary) if c_bytes[0] == "ok" else None
+    if c_bytes[0] == "ok" and depth(tagged) < serializers.MAX_DEPTH:
+        again = loads(dumps(value))
+        agree("round trip", data, outcome(lambda: again, error), c)

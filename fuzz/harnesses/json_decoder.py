@@ -12,7 +12,7 @@ round trip on values whose tagged form the decoding walk reads
 
 from __future__ import annotations
 
-from _common import agree, depth, fuzz, instrumented, outcome, pure_python, require_speedups
+from _common import decoder_differential, fuzz, instrumented
 
 with instrumented(__name__):
     from resultkit import serializers
@@ -20,26 +20,15 @@ with instrumented(__name__):
 
 
 def check(data: bytes) -> None:
-    require_speedups()
-    c = outcome(lambda: serializers.json_loads(data), SerializationError)
-    with pure_python():
-        py = outcome(lambda: serializers.json_loads(data), SerializationError)
-    agree("json_loads", data, c, py)
-    if c[0] != "ok":
-        return
-    value = serializers.json_loads(data)
-    if depth(value) > serializers.MAX_DEPTH:
-        return
-    c_bytes = outcome(lambda: serializers.json_dumps(value), SerializationError)
-    with pure_python():
-        py_bytes = outcome(lambda: serializers.json_dumps(value), SerializationError)
-    agree("json_dumps", data, c_bytes, py_bytes)
-    # The walk counts the tagged form's levels and its own call: deeper is refused
-    # when read, though written (docs/security.md, limits).
-    tagged = serializers.tag(value, binary=False) if c_bytes[0] == "ok" else None
-    if c_bytes[0] == "ok" and depth(tagged) < serializers.MAX_DEPTH:
-        again = serializers.json_loads(serializers.json_dumps(value))
-        agree("round trip", data, outcome(lambda: again, SerializationError), c)
+    decoder_differential(
+        data,
+        "json",
+        serializers.json_loads,
+        serializers.json_dumps,
+        binary=False,
+        serializers=serializers,
+        error=SerializationError,
+    )
 
 
 if __name__ == "__main__":
