@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-__all__ = ["FAILED_PARENT_GRACE_S", "follow_parents", "poll_many"]
+__all__ = ["FAILED_PARENT_GRACE_S", "follow_parents", "poll_many", "wait_for_one"]
 
 
 def poll_many(
@@ -96,3 +97,26 @@ def follow_parents(
             on_interval()
 
     return check
+
+
+def wait_for_one(
+    get_meta: Callable[[], dict[str, Any]],
+    pause: Callable[[float | None], None],
+    timeout: float | None,
+    on_interval: Any,
+) -> dict[str, Any]:
+    """A backend's ``wait_for``: read the result until it is ready, *pause* (given
+    the deadline) between reads.  A failed result is first checked against its
+    parents (``on_interval``): ``AsyncResult.get()`` must raise a failed parent's
+    error, however fast its consequence was stored (a chord body failed by its
+    header, a chain's next task)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        meta = get_meta()
+        if meta.get("status") in states.PROPAGATE_STATES and on_interval:
+            on_interval()
+        if meta.get("status") in states.READY_STATES:
+            return meta
+        if on_interval:
+            on_interval()
+        pause(deadline)

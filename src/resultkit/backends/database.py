@@ -54,7 +54,7 @@ from ..stores.sql.layout import Column, columns_of, row_values
 from ..stores.sql.purge import purge_table
 from ..stores.sql.statements import create_missing
 from ._chords import ChordLedger, SqlChords, insert_or_update
-from ._polling import follow_parents, poll_many
+from ._polling import follow_parents, poll_many, wait_for_one
 
 __all__ = ["NOTIFY_CHANNEL", "ResultkitDatabaseBackend", "poll_interval_s"]
 
@@ -449,19 +449,12 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     ) -> dict[str, Any]:
         """Wait for one result: woken by NOTIFY on PostgreSQL, polling elsewhere."""
         self._ensure_not_eager()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            meta: dict[str, Any] = self.get_task_meta(task_id, cache=False)
-            if meta["status"] in states.PROPAGATE_STATES and on_interval:
-                # AsyncResult.get() checks the parents here: a failed parent is
-                # the error to raise, however fast its consequence was stored
-                # (a chord body failed by its header, a chain's next task).
-                on_interval()
-            if meta["status"] in states.READY_STATES:
-                return meta
-            if on_interval:
-                on_interval()
-            self._wait([task_id], deadline, min(interval, self.poll_interval))
+        return wait_for_one(
+            lambda: self.get_task_meta(task_id, cache=False),
+            lambda deadline: self._wait([task_id], deadline, min(interval, self.poll_interval)),
+            timeout,
+            on_interval,
+        )
 
     def _wait(self, task_ids: list[str], deadline: float | None, interval: float) -> None:
         """Sleep until a notification names one of *task_ids*, *interval* passes, or time's up."""

@@ -34,7 +34,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..errors import ConfigurationError
 from ..urls import mask_url
-from ._polling import poll_many
+from ._polling import poll_many, wait_for_one
 
 __all__ = ["DEFAULT_OLD_RETRY_AFTER_S", "ResultkitDualBackend", "dual_write_settings"]
 
@@ -206,20 +206,17 @@ class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
         error, not the ``ChordError`` that was stored for the body a moment later.
         """
         self._ensure_not_eager()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            meta = self.get_task_meta(task_id, cache=False)
-            if meta.get("status") in states.PROPAGATE_STATES and on_interval:
-                on_interval()
-            if meta.get("status") in states.READY_STATES:
-                return meta
-            if on_interval:
-                on_interval()
+
+        def pause(deadline: float | None) -> None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise CeleryTimeoutError("The operation timed out.")
-            pause = min(interval, 0.1)
-            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - now)))
+            seconds = min(interval, 0.1)
+            time.sleep(seconds if deadline is None else max(0.0, min(seconds, deadline - now)))
+
+        return wait_for_one(
+            lambda: self.get_task_meta(task_id, cache=False), pause, timeout, on_interval
+        )
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         return self.get_task_meta(task_id, cache=False)
