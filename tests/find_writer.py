@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     if options.backend == "django":
         app = django_app(options.url)
     else:
+        if options.backend.startswith("file://"):
+            # Celery's filesystem backend writes into a folder that exists.
+            Path(options.backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         app = Celery("find-writer", set_as_current=False)
         app.conf.update(
             broker_url="memory://",
