@@ -9,7 +9,7 @@ once per process)::
 Every result is stored by the backend's own ``store_result`` /
 ``mark_as_failure`` / ``mark_as_retry`` with a request object, as a worker
 stores it with ``result_extended`` on; the group by ``GroupResult.save``.
-Three waves, more than a second apart (MySQL keeps whole seconds), so that
+Three waves, apart by a whole second (MySQL keeps whole seconds), so that
 ``--since``/``--until`` between them select whole waves. Prints the manifest:
 the boundaries between waves, as ISO times.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,10 +28,6 @@ from typing import Any
 from celery import Celery
 from celery.app.task import Context
 from celery.result import AsyncResult, GroupResult
-
-#: Seconds between waves: more than MySQL's one-second DATETIME.
-WAVE_GAP_S = 1.2
-
 
 def request(app: Celery, task_id: str, name: str, **fields: Any) -> Context:
     children = [AsyncResult(c, app=app) for c in fields.pop("children", [])]
@@ -61,10 +58,12 @@ def fail(backend: Any, req: Context, exc: BaseException, state: str = "FAILURE")
 
 
 def gap() -> str:
-    time.sleep(WAVE_GAP_S / 2)
-    boundary = datetime.now(timezone.utc).isoformat()
-    time.sleep(WAVE_GAP_S / 2)
-    return boundary
+    """Wait for the next wave; the boundary between the two, a whole second at least
+    0.6 s after the last result and 0.1 s before the next one: MySQL keeps whole
+    seconds (truncated or rounded), which then fall on the same side of it."""
+    boundary = math.ceil(time.time() + 0.6)
+    time.sleep(boundary + 0.1 - time.time())
+    return datetime.fromtimestamp(boundary, timezone.utc).isoformat()
 
 
 def write(app: Celery) -> dict[str, Any]:
