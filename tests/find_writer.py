@@ -29,6 +29,7 @@ from celery import Celery
 from celery.app.task import Context
 from celery.result import AsyncResult, GroupResult
 
+
 def request(app: Celery, task_id: str, name: str, **fields: Any) -> Context:
     children = [AsyncResult(c, app=app) for c in fields.pop("children", [])]
     context = Context(

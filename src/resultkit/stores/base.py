@@ -199,6 +199,9 @@ class Store(ABC):
     #: Meta fields a task result keeps in this layout (when Celery wrote them): the
     #: query layer resolves a filter on a field it lacks another way, or refuses it.
     query_fields: ClassVar[frozenset[str]] = frozenset({*EXTENDED_FIELDS, "group_id", "parent_id"})
+    #: ``find``'s pages run in ``date_done`` order from one to the next (False: each
+    #: page is sorted, the pages follow the store's own order; Redis).
+    ordered_pages: ClassVar[bool] = True
 
     def __init__(
         self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
