@@ -512,8 +512,9 @@ def prepare_query(store: Store, query: Query) -> tuple[Query, list[str]]:
                 f"at {store.masked_url}; filter on what they keep (--state, --since, --id...)"
             )
         if store.holds_extended() is False:
+            verb = "needs" if len(needed) == 1 else "need"
             raise UsageError(
-                f"{', '.join(needed)} need result_extended: the results at {store.masked_url} "
+                f"{', '.join(needed)} {verb} result_extended: the results at {store.masked_url} "
                 "were stored without task names, args, kwargs, worker or queue; set "
                 "result_extended = True in the Celery configuration (results stored from "
                 "then on can be filtered so)"
