@@ -36,6 +36,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import psycopg
 import redis
 import sqlalchemy as sa
@@ -232,8 +233,16 @@ def bench_postgres(rows: int) -> dict[str, Any]:
             "SELECT * FROM celery_taskmeta WHERE id = ANY(%s)", (ids,)
         ).fetchall()
 
+    names = [column.name for column in conn.execute(FIND_SQL).description or ()]
+    at = [names.index("result"), names.index("args"), names.index("kwargs")]
+
+    def decoded(rows: list[Any]) -> list[Any]:
+        # What a script shows of each row: its result, args and kwargs decoded.
+        return [[orjson.loads(row[i]) for i in at] for row in rows]
+
     cases = {
         "find page 1": (ours_first, yard_first),
+        "find page 1 (yardstick decodes)": (ours_first, lambda: decoded(yard_first())),
         "find page 2": (ours_next, yard_next),
         "show": (ours_show, yard_show),
         "failures": (ours_failures, yard_failures),
