@@ -18,6 +18,7 @@ from .. import __version__
 from ..encryption import install_worker_check
 from .check import bench_command, config_group, doctor_command, key_group, stats_command
 from .common import CELERY_APP, die
+from .find import failures_command, find_command, show_command
 from .move import cleanup_command, cutover_group, migrate_command
 
 # The `celery` command loads this module as its `results` plugin: from here every
@@ -35,6 +36,9 @@ COMMANDS: tuple[click.Command, ...] = (
     bench_command,
     config_group,
     key_group,
+    find_command,
+    show_command,
+    failures_command,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

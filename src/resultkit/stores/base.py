@@ -33,8 +33,14 @@ from ..urls import BackendURL, Redactor, mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..query import FailureGroup, Query, ResultPage
 
-__all__ = ["Codec", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
+
+__all__ = ["Codec", "IndexPlan", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
+
+
+#: Task results read to judge whether a store holds ``result_extended``'s fields.
+EXTENDED_SAMPLE_RECORDS = 100
 
 
 class OnConflict(str, enum.Enum):
@@ -59,6 +65,30 @@ class Page:
     epoch: str | None = None
     #: Results the scan found that were gone (expired, deleted) when read.
     vanished: int = 0
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """An index that helps queries: where, on what, and whether it exists."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    exists: bool
+    #: The statement that creates it.
+    sql: str
+    #: Which filters it serves.
+    serves: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "columns": list(self.columns),
+            "exists": self.exists,
+            "serves": self.serves,
+            "sql": self.sql,
+        }
 
 
 @dataclass
@@ -92,6 +122,12 @@ GUARDED: dict[str, str] = {
     "state_counts": "count results",
     "sealed_keys": "read results",
     "celery_read_many": "read results back through Celery",
+    "find_page": "find results",
+    "holds_extended": "read results",
+    "explain_query": "explain a query",
+    "failure_groups": "count failures",
+    "recommended_indexes": "read the indexes",
+    "create_indexes": "create indexes",
 }
 
 
@@ -160,6 +196,12 @@ class Store(ABC):
     celery_readable: ClassVar[bool] = True
     #: Settings of the apps made to read this layout through Celery (see celery_backend_for).
     celery_reader_settings: ClassVar[dict[str, Any]] = {}
+    #: Meta fields a task result keeps in this layout (when Celery wrote them): the
+    #: query layer resolves a filter on a field it lacks another way, or refuses it.
+    query_fields: ClassVar[frozenset[str]] = frozenset({*EXTENDED_FIELDS, "group_id", "parent_id"})
+    #: ``find``'s pages run in ``date_done`` order from one to the next (False: each
+    #: page is sorted, the pages follow the store's own order; Redis).
+    ordered_pages: ClassVar[bool] = True
 
     def __init__(
         self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
@@ -445,6 +487,75 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections."""
+
+    # ------------------------------------------------------------- queries
+    def holds_extended(self) -> bool | None:
+        """True when the task results hold ``result_extended``'s fields (task names),
+        False when they do not, None when there is no readable result to tell.
+
+        Judged on the first results of a scan: a store whose results were written
+        partly with and partly without the setting is judged by those.
+        """
+        seen = False
+        page = self.scan(Kind.TASK, None, EXTENDED_SAMPLE_RECORDS)
+        for record in page.records:
+            meta = record.meta
+            if meta is None:
+                continue
+            if meta.get("name") is not None:
+                return True
+            seen = True
+        return False if seen else None
+
+    def prepare_query(self, query: Query) -> tuple[Query, list[str]]:
+        """*query* as this store answers it, and notes for the user.
+
+        Refuses (:class:`~resultkit.errors.UsageError`) a filter on a field the
+        results here do not hold; turns ``--root`` (and ``--group``/``--parent``
+        where results keep no group or parent id) into the ids of the results
+        that the group, parent or root records name.
+        """
+        from ..query import prepare_query
+
+        return prepare_query(self, query)
+
+    def find_page(self, query: Query, position: Mapping[str, Any] | None, limit: int) -> ResultPage:
+        """One page of *query*'s results after *position* (a cursor's content).
+
+        The default streams every result through :meth:`Query.matches` and keeps
+        the best *limit* in a heap: exact order, memory bounded by *limit*, and
+        each page reads the whole store (right for files and archives). Stores
+        that can filter and order natively override it.
+        """
+        from ..query import stream_page
+
+        return stream_page(self, query, position, limit)
+
+    def failure_groups(self, query: Query) -> list[FailureGroup] | None:
+        """Failures *query* selects, grouped by task name and exception type, when the
+        store can count them natively; None: the caller tallies :func:`select`."""
+        return None
+
+    def explain_query(self, query: Query, limit: int) -> list[str]:
+        """How this store answers *query*: its plan, in lines for people."""
+        return [
+            f"{self.layout}: reads every result in the store's order and keeps the "
+            f"best {limit} matches (no index; memory bounded by the page)"
+        ]
+
+    def recommended_indexes(self) -> list[IndexPlan]:
+        """Indexes that would make queries faster here (none for stores without indexes)."""
+        return []
+
+    def create_indexes(self) -> list[str]:
+        """Create the recommended indexes that are missing; return their names."""
+        return []
+
+    def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
+        """Every result *query* selects, in the store's own order, streamed."""
+        from ..query import stream_matches
+
+        yield from stream_matches(self, query, batch_size)
 
     # ------------------------------------------------------------- helpers
     def pages(self, kind: Kind, batch_size: int, cursor: Any = None) -> Iterator[Page]:
