@@ -21,6 +21,9 @@ from .summary import sealed_key_counts, sql_summary
 
 __all__ = ["TableStore"]
 
+#: Rows locked, compared and deleted by one statement of :meth:`TableStore.delete_unchanged`.
+_DELETE_CHUNK_ROWS = 1000
+
 
 class TableStore(Store):
     """Results as rows of a task table and a group table, keyed by an ``id``
@@ -93,6 +96,30 @@ class TableStore(Store):
         if table is None or not ids:
             return 0
         return delete_ids(self.engine, table, self._id_column(kind, table), ids)
+
+    def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
+        """Delete each row only if it still holds what was read: the rows are locked
+        (``FOR UPDATE``), read again and compared, in the delete's transaction; a
+        row a worker rewrote meanwhile, or an unread one, is left alone."""
+        table = self.table(kind)
+        wanted = {r.id: r.meta for r in records if r.meta is not None}
+        if table is None or not wanted:
+            return 0
+        column = self._id_column(kind, table)
+        ids = list(wanted)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for at in range(0, len(ids), _DELETE_CHUNK_ROWS):
+                chunk = ids[at : at + _DELETE_CHUNK_ROWS]
+                rows = conn.execute(sa.select(table).where(column.in_(chunk)).with_for_update())
+                same = [
+                    row._mapping[column.name]
+                    for row in rows
+                    if self._record(kind, row._mapping).meta == wanted[row._mapping[column.name]]
+                ]
+                if same:
+                    deleted += conn.execute(sa.delete(table).where(column.in_(same))).rowcount
+        return deleted
 
     def count(self, kind: Kind) -> int:
         table = self.table(kind)
