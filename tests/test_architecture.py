@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "checkpoint",
         "boundary",
         "cluster",
+        "query",
     ),
     ("stores", "backends"),
     ("transfer", "progress", "checks"),

@@ -33,8 +33,14 @@ from ..urls import BackendURL, Redactor, mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..query import Query, ResultPage
+
 
 __all__ = ["Codec", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
+
+
+#: Task results read to judge whether a store holds ``result_extended``'s fields.
+EXTENDED_SAMPLE_RECORDS = 100
 
 
 class OnConflict(str, enum.Enum):
@@ -92,6 +98,8 @@ GUARDED: dict[str, str] = {
     "state_counts": "count results",
     "sealed_keys": "read results",
     "celery_read_many": "read results back through Celery",
+    "find_page": "find results",
+    "holds_extended": "read results",
 }
 
 
@@ -160,6 +168,9 @@ class Store(ABC):
     celery_readable: ClassVar[bool] = True
     #: Settings of the apps made to read this layout through Celery (see celery_backend_for).
     celery_reader_settings: ClassVar[dict[str, Any]] = {}
+    #: Meta fields a task result keeps in this layout (when Celery wrote them): the
+    #: query layer resolves a filter on a field it lacks another way, or refuses it.
+    query_fields: ClassVar[frozenset[str]] = frozenset({*EXTENDED_FIELDS, "group_id", "parent_id"})
 
     def __init__(
         self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
@@ -445,6 +456,55 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections."""
+
+    # ------------------------------------------------------------- queries
+    def holds_extended(self) -> bool | None:
+        """True when the task results hold ``result_extended``'s fields (task names),
+        False when they do not, None when there is no readable result to tell.
+
+        Judged on the first results of a scan: a store whose results were written
+        partly with and partly without the setting is judged by those.
+        """
+        seen = False
+        page = self.scan(Kind.TASK, None, EXTENDED_SAMPLE_RECORDS)
+        for record in page.records:
+            meta = record.meta
+            if meta is None:
+                continue
+            if meta.get("name") is not None:
+                return True
+            seen = True
+        return False if seen else None
+
+    def prepare_query(self, query: Query) -> tuple[Query, list[str]]:
+        """*query* as this store answers it, and notes for the user.
+
+        Refuses (:class:`~resultkit.errors.UsageError`) a filter on a field the
+        results here do not hold; turns ``--root`` (and ``--group``/``--parent``
+        where results keep no group or parent id) into the ids of the results
+        that the group, parent or root records name.
+        """
+        from ..query import prepare_query
+
+        return prepare_query(self, query)
+
+    def find_page(self, query: Query, position: Mapping[str, Any] | None, limit: int) -> ResultPage:
+        """One page of *query*'s results after *position* (a cursor's content).
+
+        The default streams every result through :meth:`Query.matches` and keeps
+        the best *limit* in a heap: exact order, memory bounded by *limit*, and
+        each page reads the whole store (right for files and archives). Stores
+        that can filter and order natively override it.
+        """
+        from ..query import stream_page
+
+        return stream_page(self, query, position, limit)
+
+    def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
+        """Every result *query* selects, in the store's own order, streamed."""
+        from ..query import stream_matches
+
+        yield from stream_matches(self, query, batch_size)
 
     # ------------------------------------------------------------- helpers
     def pages(self, kind: Kind, batch_size: int, cursor: Any = None) -> Iterator[Page]:
