@@ -7,7 +7,10 @@ from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
 from .config import ConfigCheckReport, config_check, config_new
 from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
+from .erase import EraseReport, erase
+from .export import ExportReport, export
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
+from .retry import RetryReport, retry
 from .stats import StatsReport, stats
 
 __all__ = [
@@ -20,8 +23,11 @@ __all__ = [
     "ConfigCheckReport",
     "CutoverReport",
     "DoctorReport",
+    "EraseReport",
+    "ExportReport",
     "MigrationReport",
     "Progress",
+    "RetryReport",
     "StatsReport",
     "bench",
     "cleanup",
@@ -29,6 +35,9 @@ __all__ = [
     "config_new",
     "cutover_status",
     "doctor",
+    "erase",
+    "export",
     "migrate",
+    "retry",
     "stats",
 ]

@@ -100,9 +100,10 @@ class TableStore(Store):
     def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
         """Delete each row only if it still holds what was read: the rows are locked
         (``FOR UPDATE``), read again and compared, in the delete's transaction; a
-        row a worker rewrote meanwhile, or an unread one, is left alone."""
+        row a worker rewrote meanwhile is left alone (one that could not be read, a
+        pickle not accepted, is compared by what could be read of it: its id)."""
         table = self.table(kind)
-        wanted = {r.id: r.meta for r in records if r.meta is not None}
+        wanted = {r.id: r.meta for r in records}
         if table is None or not wanted:
             return 0
         column = self._id_column(kind, table)
@@ -115,7 +116,7 @@ class TableStore(Store):
                 same = [
                     row._mapping[column.name]
                     for row in rows
-                    if self._record(kind, row._mapping).meta == wanted[row._mapping[column.name]]
+                    if self._row_record(kind, row).meta == wanted[row._mapping[column.name]]
                 ]
                 if same:
                     deleted += conn.execute(sa.delete(table).where(column.in_(same))).rowcount
