@@ -4,9 +4,10 @@ An erasure deletes exactly the results its query matched: each batch the
 query selects is archived first when asked (a result the archive did not take
 is not deleted), then deleted by id — and, where the store can tell
 (:meth:`Store.delete_unchanged <resultkit.stores.base.Store.delete_unchanged>`),
-only if it has not changed since it was read, so a result a worker rewrote
-meanwhile is left alone.  Results stored while the erasure runs are deleted
-when the query finds them matching, and never otherwise.
+only if it has not changed since it was read.  A result a worker stored again
+meanwhile is read again: still matching, it goes through the same steps;
+no longer matching, it is left alone.  Results stored while the erasure runs
+are deleted when the query finds them matching, and never otherwise.
 
 Each run appends one line to the audit log the caller names: who (the
 operating-system user), when, the masked store URL, the filters and the
@@ -45,6 +46,8 @@ __all__ = ["DEFAULT_ERASE_BATCH_RECORDS", "EraseReport", "erase"]
 
 #: Results archived and deleted at a time (each batch one short transaction).
 DEFAULT_ERASE_BATCH_RECORDS = 500
+#: Times a result that changed while it was erased, and still matches, is tried again.
+_ROUNDS = 3
 
 
 @dataclass
@@ -182,18 +185,44 @@ def _run(
             report.by_state[state] = report.by_state.get(state, 0) + 1
         if report.dry_run:
             continue
-        chosen = batch
-        if archive is not None:
-            taken = _archive(archive, batch, report.archive or "")
-            report.archived += len(taken)
-            chosen = [r for r in batch if r.id in taken]
-        deleted = store.delete_unchanged(Kind.TASK, chosen) if chosen else 0
-        report.deleted += deleted
-        report.changed += len(chosen) - deleted
+        _erase_batch(store, query, archive, report, batch)
         if progress is not None:
             progress(Progress(Kind.TASK, report.deleted, None))
     report.by_task = dict(sorted(report.by_task.items(), key=lambda item: (-item[1], item[0])))
     report.by_state = dict(sorted(report.by_state.items()))
+
+
+def _erase_batch(
+    store: Store, query: Query, archive: Store | None, report: EraseReport, batch: list[Record]
+) -> None:
+    """Archive (when asked) and delete the unchanged results of *batch*.
+
+    A result that changed between its read and its delete (a worker stored it
+    again) is read again: if it still matches, it goes through the same steps
+    (archived as it is now, then deleted if unchanged), a few times at most;
+    if it no longer matches, it is left as it is (``changed``).
+    """
+    archived: set[str] = set()
+    pending = batch
+    for _ in range(_ROUNDS):
+        chosen = pending
+        if archive is not None:
+            taken = _archive(archive, pending, report.archive or "")
+            archived |= taken
+            chosen = [r for r in pending if r.id in taken]
+        deleted = store.delete_unchanged(Kind.TASK, chosen) if chosen else 0
+        report.deleted += deleted
+        if deleted >= len(pending):
+            pending = []
+            break
+        fresh = store.read_many(Kind.TASK, [r.id for r in pending])
+        again = [r for r in fresh.values() if query.matches(r)]
+        report.changed += len(pending) - deleted - len(again)
+        pending = again
+        if not pending:
+            break
+    report.changed += len(pending)
+    report.archived += len(archived)
 
 
 def _archive(archive: Store, records: list[Record], where: str) -> set[str]:

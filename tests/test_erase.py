@@ -1,0 +1,295 @@
+"""resultkit erase: exactly the results of a subject go, archived first when asked,
+with one audit line holding no result data; a dry run removes nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resultkit.records import Kind
+from resultkit.stores import OnConflict, open_store
+from tests.celery_view import celery_app
+from tests.conftest import SqlDB, run_on_terminal
+from tests.subjects import (
+    SECRETS,
+    archived,
+    fresh_store,
+    store_through_celery,
+    subject_record,
+    task_ids,
+    write_subjects,
+)
+
+STORES = ["redis", "postgres", "mysql", "sqlite", "django", "file"]
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_erase_removes_exactly_the_subjects_results_archived_and_audited(
+    kind: str, cli: Any, request: Any, tmp_path: Path
+) -> None:
+    # Given results of user 42 among others', written by Celery's own backend
+    url = fresh_store(kind, request, tmp_path / "store")
+    subjects = write_subjects(kind, url)
+    audit = tmp_path / "erasures.log"
+    archive = tmp_path / "user-42.jsonl.gz"
+
+    # When a dry run counts them
+    dry = cli("erase", url, "--kwarg", "user_id=42", "--dry-run", "--audit-log", str(audit), "--json")
+    # Then it matches them all and removes nothing
+    assert dry.code == 0, dry.output
+    assert (dry.json["matched"], dry.json["deleted"], dry.json["archived"]) == (6, 0, 0)
+    assert task_ids(url) == subjects.all
+    assert not archive.exists()
+
+    # When the erasure runs, archiving first, in small batches
+    done = cli(
+        "erase",
+        url,
+        "--kwarg",
+        "user_id=42",
+        "--yes",
+        "--archive",
+        str(archive),
+        "--audit-log",
+        str(audit),
+        "--batch-size",
+        "4",
+        "--json",
+    )
+    # Then exactly user 42's results are gone, and the archive holds exactly them
+    assert done.code == 0, done.output
+    assert (done.json["matched"], done.json["deleted"], done.json["archived"]) == (6, 6, 6)
+    assert task_ids(url) == subjects.others
+    kept = archived(archive)
+    assert set(kept) == subjects.user_42
+    assert all(r.meta is not None and r.meta["kwargs"]["user_id"] == 42 for r in kept.values())
+    # And the audit log has one line per run: who, when, where, filters, counts; no data
+    lines = audit_lines(audit)
+    assert [(x["dry_run"], x["matched"], x["deleted"], x["archived"]) for x in lines] == [
+        (True, 6, 0, 0),
+        (False, 6, 6, 6),
+    ]
+    assert all(x["who"] and x["at"] and x["ok"] for x in lines)
+    assert lines[1]["filters"]["kwarg"] == ["user_id=42"]
+    text = audit.read_text()
+    for secret in SECRETS:
+        assert secret not in text
+    for task_id in subjects.all:
+        assert task_id not in text
+    # The archive restores into a store Celery reads
+    restored = fresh_store("sqlite", request, tmp_path / "restored")
+    back = cli("migrate", f"jsonl://{archive}", restored, "--json")
+    assert back.code == 0, back.output
+    app = celery_app(restored)
+    result = app.AsyncResult("u42-1")
+    assert result.kwargs == {"user_id": 42, "address": "Secret Street 9"}
+    assert result.result == {"sent_to": "alice@example.com", "body": "Secret Street 9"}
+
+
+def test_erase_by_a_value_anywhere_in_the_arguments(cli: Any, redis_db: Any) -> None:
+    subjects = write_subjects("redis", redis_db.url)
+    done = cli("erase", redis_db.url, "--arg", "alice@example.com", "--yes", "--json")
+    assert done.code == 0, done.output
+    assert done.json["deleted"] == len(subjects.user_42)
+    assert task_ids(redis_db.url) == subjects.others
+
+
+def test_the_password_is_masked_in_the_report_and_the_audit_line(
+    cli: Any, redis_db: Any, tmp_path: Path
+) -> None:
+    write_subjects("redis", redis_db.url)
+    audit = tmp_path / "audit.log"
+    # the server needs no password: the run fails, and says so without the password
+    url = redis_db.url.replace("redis://", "redis://:hunter2@")
+    done = cli("erase", url, "--kwarg", "user_id=42", "--dry-run", "--audit-log", str(audit))
+    assert "hunter2" not in done.output
+    line = audit_lines(audit)[-1]
+    assert "hunter2" not in audit.read_text()
+    assert "***" in line["store"]
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres", "sqlite", "file"])
+def test_erase_with_a_writer_storing_meanwhile_deletes_only_what_it_matched(
+    kind: str, cli: Any, request: Any, tmp_path: Path
+) -> None:
+    # Given 300 running tasks of user 42 (STARTED: their worker will store them
+    # again) among 300 results of user 7
+    url = fresh_store(kind, request, tmp_path / "store")
+    app = celery_app(url)
+    for i in range(300):
+        store_through_celery(app, f"u42-{i}", 42, state="STARTED")
+        store_through_celery(app, f"u7-{i}", 7)
+    stop = threading.Event()
+    written: dict[str, int] = {}
+    rewritten: list[str] = []
+
+    def writer() -> None:
+        # New results of both users; and some of user 42's running tasks stored
+        # again as another user's, which the erasure must then leave alone.
+        writer_app = celery_app(url)
+        i = 0
+        while not stop.is_set():
+            store_through_celery(writer_app, f"new7-{i}", 7)
+            written[f"new7-{i}"] = 7
+            store_through_celery(writer_app, f"new42-{i}", 42)
+            written[f"new42-{i}"] = 42
+            if i < 300 and i % 3 == 0:
+                store_through_celery(writer_app, f"u42-{299 - i}", 7)
+                rewritten.append(f"u42-{299 - i}")
+            i += 1
+            time.sleep(0.002)
+        writer_app.close()
+
+    archive = tmp_path / "a.jsonl.gz"
+    thread = threading.Thread(target=writer)
+    # When the erasure runs in small batches while the writer writes
+    thread.start()
+    try:
+        time.sleep(0.2)
+        done = cli(
+            "erase",
+            url,
+            "--kwarg",
+            "user_id=42",
+            "--yes",
+            "--archive",
+            str(archive),
+            "--batch-size",
+            "20",
+            "--json",
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert done.code == 0, done.output
+    report = done.json
+    remaining = task_ids(url)
+    # Then nothing of anyone else's is gone, and no result rewritten as another
+    # user's is gone (whether rewritten before it was read, or between read and delete)
+    assert {f"u7-{i}" for i in range(300)} <= remaining
+    assert {i for i, user in written.items() if user == 7} <= remaining
+    assert set(rewritten) <= remaining
+    assert len(rewritten) > 3, "the writer should have rewritten some results meanwhile"
+    # And what is gone is exactly what was deleted, every one of it archived first
+    user_42 = {f"u42-{i}" for i in range(300)} | {i for i, u in written.items() if u == 42}
+    gone = user_42 - remaining
+    kept = archived(archive)
+    assert gone <= set(kept)
+    # an archived result that is still there was rewritten: either meanwhile, and
+    # then kept as it was, or after it was deleted (stored anew by its worker)
+    back = set(kept) - gone
+    assert back <= set(rewritten)
+    assert len(gone) <= report["deleted"] <= len(gone) + len(back)
+    assert report["archived"] <= report["deleted"] + report["changed"]
+    # Every result of user 42 stored before the erasure and never rewritten is gone
+    assert {f"u42-{i}" for i in range(300)} - set(rewritten) <= gone
+
+
+def test_a_rewritten_result_is_not_deleted(request: Any, tmp_path: Path) -> None:
+    """Store.delete_unchanged, on each store that can tell: a result rewritten
+    after it was read stays."""
+    for kind in ["redis", "postgres", "mysql", "sqlite", "file", "django"]:
+        url = fresh_store(kind, request, tmp_path / kind)
+        store = open_store(url)
+        try:
+            if kind == "django":
+                records = [subject_record(f"u42-{i}", 42) for i in range(2)]
+                store.write_many(records, OnConflict.SKIP)
+            else:
+                app = celery_app(url)
+                for i in range(2):
+                    store_through_celery(app, f"u42-{i}", 42, state="STARTED")
+            read = store.read_many(Kind.TASK, ["u42-0", "u42-1"])
+            # a worker stores u42-1 again, now as another user's
+            if kind == "django":
+                store.write_many([subject_record("u42-1", 7)], OnConflict.OVERWRITE)
+            else:
+                store_through_celery(app, "u42-1", 7)
+                app.close()
+            assert store.delete_unchanged(Kind.TASK, list(read.values())) == 1, kind
+            assert set(store.read_many(Kind.TASK, ["u42-0", "u42-1"])) == {"u42-1"}, kind
+        finally:
+            store.close()
+
+
+def test_erase_refuses_without_dry_run_or_yes_and_without_filters(
+    cli: Any, sqlite_db: SqlDB, tmp_path: Path
+) -> None:
+    write_subjects("sqlite", sqlite_db.url)
+    neither = cli("erase", sqlite_db.url, "--kwarg", "user_id=42")
+    assert neither.code == 2
+    assert len(neither.stderr.strip().splitlines()) == 1
+    assert "--dry-run" in neither.stderr and "--yes" in neither.stderr
+    both = cli("erase", sqlite_db.url, "--kwarg", "user_id=42", "--dry-run", "--yes")
+    assert both.code == 2
+    nothing = cli("erase", sqlite_db.url, "--yes")
+    assert nothing.code == 2
+    assert "--all" in nothing.stderr
+    assert len(task_ids(sqlite_db.url)) == 13
+    # --all says it: every result goes
+    everything = cli("erase", sqlite_db.url, "--yes", "--all", "--json")
+    assert everything.code == 0, everything.output
+    assert everything.json["deleted"] == 13
+    assert task_ids(sqlite_db.url) == set()
+
+
+def test_erase_on_an_archive_is_refused_as_read_only(cli: Any, tmp_path: Path) -> None:
+    archive = tmp_path / "old.jsonl.gz"
+    store = open_store(f"jsonl://{archive}")
+    store.write_many([subject_record("u42-0", 42)], OnConflict.SKIP)
+    store.close()
+    refused = cli("erase", f"jsonl://{archive}", "--kwarg", "user_id=42", "--yes")
+    assert refused.code == 2
+    assert "append-only" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert set(archived(archive)) == {"u42-0"}
+
+
+def test_an_audit_log_that_cannot_be_written_stops_the_erasure_before_it_starts(
+    cli: Any, sqlite_db: SqlDB, tmp_path: Path
+) -> None:
+    write_subjects("sqlite", sqlite_db.url)
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    done = cli(
+        "erase",
+        sqlite_db.url,
+        "--kwarg",
+        "user_id=42",
+        "--yes",
+        "--audit-log",
+        str(not_a_folder / "audit.log"),
+    )
+    assert done.code == 1, done.output
+    assert "audit log" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert len(task_ids(sqlite_db.url)) == 13
+
+
+def test_a_filter_on_results_stored_without_result_extended_is_refused(
+    cli: Any, redis_db: Any
+) -> None:
+    app = celery_app(redis_db.url)
+    app.conf.result_extended = False
+    app.backend.store_result("plain-1", {"x": 1}, "SUCCESS")
+    refused = cli("erase", redis_db.url, "--kwarg", "user_id=42", "--yes")
+    assert refused.code == 2, refused.output
+    assert "result_extended" in refused.stderr
+    assert task_ids(redis_db.url) == {"plain-1"}
+
+
+def test_erase_shows_progress_on_a_terminal(sqlite_db: SqlDB, tmp_path: Path) -> None:
+    write_subjects("sqlite", sqlite_db.url)
+    done = run_on_terminal(f"erase {sqlite_db.url} --kwarg user_id=42 --yes", tmp_path)
+    assert done.code == 0, done.output
+    assert "erasing tasks" in done.stdout
+    assert "matched 6, deleted 6" in done.stdout
