@@ -86,7 +86,7 @@ def test_erase_removes_exactly_the_subjects_results_archived_and_audited(
     for task_id in subjects.all:
         assert task_id not in text
     # The archive restores into a store Celery reads
-    restored = fresh_store("sqlite", request, tmp_path / "restored")
+    restored = f"db+sqlite:///{tmp_path / 'restored.sqlite3'}"
     back = cli("migrate", f"jsonl://{archive}", restored, "--json")
     assert back.code == 0, back.output
     app = celery_app(restored)

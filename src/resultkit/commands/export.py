@@ -24,7 +24,7 @@ import orjson
 
 from ..apps import resolve_target
 from ..boundary import translating
-from ..errors import UsageError
+from ..errors import SerializationError, UsageError
 from ..query import Query, select
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..stores import OnConflict, open_store
@@ -236,8 +236,10 @@ def _write_archive(
             outcome = archive.write_many(batch, OnConflict.OVERWRITE)
             if outcome.failed:
                 result_id, why = next(iter(outcome.failed.items()))
-                raise UsageError(
-                    f"result {result_id} cannot be archived ({why}); nothing was exported"
+                raise SerializationError(
+                    f"result {result_id} cannot be archived ({why}), so the archive would "
+                    "be incomplete: nothing was exported; leave it out with filters, or "
+                    "export as CSV, which names it in its error column"
                 )
             counted(batch)
     finally:
