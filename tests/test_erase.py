@@ -43,7 +43,9 @@ def test_erase_removes_exactly_the_subjects_results_archived_and_audited(
     archive = tmp_path / "user-42.jsonl.gz"
 
     # When a dry run counts them
-    dry = cli("erase", url, "--kwarg", "user_id=42", "--dry-run", "--audit-log", str(audit), "--json")
+    dry = cli(
+        "erase", url, "--kwarg", "user_id=42", "--dry-run", "--audit-log", str(audit), "--json"
+    )
     # Then it matches them all and removes nothing
     assert dry.code == 0, dry.output
     assert (dry.json["matched"], dry.json["deleted"], dry.json["archived"]) == (6, 0, 0)
@@ -228,7 +230,8 @@ def test_erase_refuses_without_dry_run_or_yes_and_without_filters(
     neither = cli("erase", sqlite_db.url, "--kwarg", "user_id=42")
     assert neither.code == 2
     assert len(neither.stderr.strip().splitlines()) == 1
-    assert "--dry-run" in neither.stderr and "--yes" in neither.stderr
+    assert "--dry-run" in neither.stderr
+    assert "--yes" in neither.stderr
     both = cli("erase", sqlite_db.url, "--kwarg", "user_id=42", "--dry-run", "--yes")
     assert both.code == 2
     nothing = cli("erase", sqlite_db.url, "--yes")
@@ -293,3 +296,40 @@ def test_erase_shows_progress_on_a_terminal(sqlite_db: SqlDB, tmp_path: Path) ->
     assert done.code == 0, done.output
     assert "erasing tasks" in done.stdout
     assert "matched 6, deleted 6" in done.stdout
+
+
+def test_export_and_erase_on_redis_cluster(
+    cli: Any, redis_cluster: Any, cluster_prefix: str, tmp_path: Path
+) -> None:
+    # Given user 42's results among others' on every master of a Redis Cluster,
+    # written by Celery through the resultkit-redis backend
+    from tests.worker import load, write_app
+
+    write_app(
+        tmp_path,
+        "rkapp",
+        "memory://",
+        redis_cluster.backend_url,
+        result_backend_transport_options={"global_keyprefix": cluster_prefix},
+        result_extended=True,
+    )
+    app = load(tmp_path, "rkapp")
+    for i in range(30):
+        store_through_celery(app, f"u42-{i}", 42)
+        store_through_celery(app, f"u7-{i}", 7)
+    path = tmp_path / "u42.jsonl.gz"
+    # When they are exported, then erased with an archive
+    exported = cli("export", "-A", "rkapp", "--kwarg", "user_id=42", "--to", str(path), "--json")
+    erased = cli(
+        "erase", "-A", "rkapp", "--kwarg", "user_id=42", "--yes",
+        "--archive", str(tmp_path / "erased.jsonl.gz"), "--json",
+    )  # fmt: skip
+    # Then both hold exactly user 42's results, and only those are gone
+    assert exported.code == 0, exported.output
+    assert erased.code == 0, erased.output
+    assert exported.json["exported"] == 30
+    assert (erased.json["matched"], erased.json["deleted"], erased.json["archived"]) == (30, 30, 30)
+    assert set(archived(path)) == set(archived(tmp_path / "erased.jsonl.gz"))
+    assert len(archived(path)) == 30
+    assert all(app.AsyncResult(f"u7-{i}").state == "SUCCESS" for i in range(30))
+    assert all(app.AsyncResult(f"u42-{i}").state == "PENDING" for i in range(30))

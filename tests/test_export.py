@@ -121,9 +121,7 @@ def test_export_csv_holds_one_row_per_result(cli: Any, postgres_db: Any, tmp_pat
     assert other.read_text().startswith("task_id,kind,status")
 
 
-def test_export_from_an_archive(
-    cli: Any, request: Any, tmp_path: Path
-) -> None:
+def test_export_from_an_archive(cli: Any, request: Any, tmp_path: Path) -> None:
     source = tmp_path / "old.jsonl.gz"
     store = open_store(f"jsonl://{source}")
     store.write_many(
@@ -201,7 +199,15 @@ def test_export_through_celery_results(cli: Any, redis_db: Any, tmp_path: Path) 
     )
     path = tmp_path / "u42.csv"
     done = run(
-        "celery", "-A", "proj", "results", "export", "--kwarg", "user_id=42", "--to", str(path),
+        "celery",
+        "-A",
+        "proj",
+        "results",
+        "export",
+        "--kwarg",
+        "user_id=42",
+        "--to",
+        str(path),
         cwd=tmp_path,
     )
     assert done.code == 0, done.output

@@ -74,7 +74,9 @@ def test_retry_sends_the_task_again_and_the_worker_runs_it(
     assert app.AsyncResult(old.id).state == "FAILURE"
 
 
-def test_retry_by_filters_needs_yes_and_sends_each_match(amqp_url: str, redis_db: Any, tmp_path: Path) -> None:
+def test_retry_by_filters_needs_yes_and_sends_each_match(
+    amqp_url: str, redis_db: Any, tmp_path: Path
+) -> None:
     write_app(tmp_path, "proj", amqp_url, redis_db.url, tasks=FLAKY, result_extended=True)
     app = load(tmp_path, "proj")
     flag = tmp_path / "ready"
@@ -107,7 +109,9 @@ def test_retry_by_filters_needs_yes_and_sends_each_match(amqp_url: str, redis_db
         assert "sent 1 tasks" in human.stdout
 
 
-def test_celery_results_retry_uses_celerys_app(amqp_url: str, redis_db: Any, tmp_path: Path) -> None:
+def test_celery_results_retry_uses_celerys_app(
+    amqp_url: str, redis_db: Any, tmp_path: Path
+) -> None:
     write_app(tmp_path, "proj", amqp_url, redis_db.url, tasks=FLAKY, result_extended=True)
     app = load(tmp_path, "proj")
     flag = tmp_path / "ready"
@@ -162,7 +166,10 @@ def test_pickled_arguments_are_decoded_only_with_accept_pickle(
     )
     app = load(tmp_path, "pickled")
     request = Context(
-        id="p-1", task="reports.build", args=[5], kwargs={"flag": "x"},
+        id="p-1",
+        task="reports.build",
+        args=[5],
+        kwargs={"flag": "x"},
         delivery_info={"routing_key": "reports"},
     )
     app.backend.store_result("p-1", None, "FAILURE", request=request)
@@ -170,8 +177,16 @@ def test_pickled_arguments_are_decoded_only_with_accept_pickle(
     assert refused.code == 1
     assert "--accept-pickle" in refused.stderr
     accepted = resultkit(
-        "retry", "p-1", "-A", "pickled", "--dry-run", "--accept-pickle", "--to-queue", "other",
-        "--json", cwd=tmp_path,
+        "retry",
+        "p-1",
+        "-A",
+        "pickled",
+        "--dry-run",
+        "--accept-pickle",
+        "--to-queue",
+        "other",
+        "--json",
+        cwd=tmp_path,
     )
     assert accepted.code == 0, accepted.output
     assert accepted.json["tasks"] == [

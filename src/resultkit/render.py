@@ -311,8 +311,6 @@ def render_bench(report: BenchReport, console: Console) -> None:
 def render_config_check(report: ConfigCheckReport, console: Console) -> None:
     """The audit's findings, in the doctor's format."""
     from .commands.doctor import DoctorReport
-    from .commands.erase import EraseReport
-    from .commands.export import ExportReport
 
     report_view = DoctorReport(backend=report.app, checks=report.checks)
     render_doctor(report_view, console, title="resultkit config check")

@@ -31,7 +31,7 @@ from ..urls import mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["DEFAULT_RETRY_MAX_TASKS", "RetryReport", "RetriedTask", "retry"]
+__all__ = ["DEFAULT_RETRY_MAX_TASKS", "RetriedTask", "RetryReport", "retry"]
 
 #: The most tasks one retry sends unless told otherwise: a filter that matches
 #: more is more likely a mistake than a plan.
@@ -196,9 +196,7 @@ def retry(
     return report
 
 
-def _plan(
-    record: Record, accept_pickle: bool
-) -> tuple[str, list[Any], dict[str, Any], str | None]:
+def _plan(record: Record, accept_pickle: bool) -> tuple[str, list[Any], dict[str, Any], str | None]:
     """The name, args, kwargs and queue to send *record*'s task with, or why it cannot be."""
     meta = record.meta
     if meta is None:

@@ -181,10 +181,8 @@ class FilesystemStore(Store):
                 os.unlink(aside)
                 deleted += 1
                 continue
-            try:
-                os.link(aside, path)  # back, unless a newer file took the name meanwhile
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # a newer file took the name: it stays
+                os.link(aside, path)
             os.unlink(aside)
         return deleted
 
