@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_FIND_LIMIT",
     "EXTENDED_FILTERS",
     "MAX_FIND_LIMIT",
+    "FailureGroup",
     "Query",
     "ResultPage",
     "decode_cursor",
@@ -255,6 +256,31 @@ class Query(Filters):
         """A short digest of the query: a cursor is valid only for the query that made it."""
         text = json.dumps(self.describe(), sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class FailureGroup:
+    """Failures of one task name with one exception type."""
+
+    name: str | None
+    exception: str | None
+    count: int = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    #: The most recent failure of the group: its id and exception message.
+    example_id: str = ""
+    example_message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exception": self.exception,
+            "count": self.count,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "example_id": self.example_id,
+            "example_message": self.example_message,
+        }
 
 
 @dataclass

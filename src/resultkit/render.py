@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from .commands.doctor import DoctorReport
     from .commands.erase import EraseReport
     from .commands.export import ExportReport
+    from .commands.failures import FailuresReport
+    from .commands.find import FindReport
     from .commands.migrate import MigrationReport
     from .commands.retry import RetryReport
+    from .commands.show import ShowReport
     from .commands.stats import StatsReport
 
 __all__ = [
@@ -43,8 +46,11 @@ __all__ = [
     "render_doctor",
     "render_erase",
     "render_export",
+    "render_failures",
+    "render_find",
     "render_migration",
     "render_retry",
+    "render_show",
     "render_stats",
 ]
 
@@ -378,3 +384,133 @@ def render_retry(report: RetryReport, console: Console) -> None:
     verb = "would send" if report.dry_run else "sent"
     count = len(report.tasks) if report.dry_run else report.sent
     console.print(f"{verb} {count:,} tasks through {report.broker}")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_find(report: FindReport, console: Console) -> None:
+    """Print a page of results as a table, then the cursor to the next page."""
+    for note in report.notes:
+        console.print(Text("note: " + note, style="dim"), soft_wrap=True)
+    if report.created is not None:
+        made = ", ".join(report.created) or "none (every recommended index exists)"
+        console.print(Text.assemble(("created indexes: ", "bold"), made))
+    if report.plan is not None:
+        console.print(Text("plan", style="bold"))
+        for line in report.plan:
+            console.print("  " + line, markup=False, highlight=False)
+    if report.indexes:
+        console.print(Text("recommended indexes", style="bold"))
+        for index in report.indexes:
+            mark = "✔" if index["exists"] else "✘ missing"
+            line = f"  {mark} {index['name']} on {index['table']}({', '.join(index['columns'])})"
+            console.print(line + f" for {index['serves']}", markup=False, highlight=False)
+        if not all(index["exists"] for index in report.indexes):
+            console.print("  create them with: resultkit find --create-indexes [URL | -A APP]")
+    if report.created is not None:
+        return
+    table = Table(box=None, pad_edge=False, expand=False)
+    for column in ("task_id", "status", "name", "date_done", "worker", "exception"):
+        table.add_column(column, no_wrap=column != "exception", overflow="fold")
+    for row in report.results:
+        failure = f"{row['exception']}: {row['message']}" if row.get("exception") else ""
+        table.add_row(
+            row["task_id"],
+            row.get("status") or (row["kind"] if row["kind"] != "task" else "?"),
+            row.get("name") or "",
+            (row.get("date_done") or "")[:26],
+            row.get("worker") or "",
+            _short(failure) if failure else (row.get("unreadable") or ""),
+        )
+    console.print(table)
+    tail = f"{len(report.results)} results ({report.scanned} read, {report.seconds:.3f}s)"
+    console.print(Text(tail, style="dim"))
+    if report.cursor:
+        # One line, however narrow the terminal: the cursor is copied as it is.
+        console.print(
+            Text.assemble(("next page: ", "bold"), "--cursor ", report.cursor),
+            soft_wrap=True,
+        )
+
+
+def render_show(report: ShowReport, console: Console) -> None:
+    """Print one result: state, dates, extended fields, exception, traceback, family."""
+    if not report.found:
+        console.print(f"no result {report.task_id} at {report.backend}", markup=False)
+        return
+    data = report.as_dict()
+    fields = report.fields
+    console.print(Text.assemble((f"{report.kind} ", "bold"), report.task_id))
+    rows: list[tuple[str, Any]] = [
+        ("status", fields.get("status")),
+        ("name", fields.get("name")),
+        ("date_done", fields.get("date_done")),
+        ("worker", fields.get("worker")),
+        ("queue", fields.get("queue")),
+        ("retries", fields.get("retries")),
+        ("args", fields.get("args")),
+        ("kwargs", fields.get("kwargs")),
+        ("group_id", fields.get("group_id")),
+        ("parent_id", fields.get("parent_id")),
+        ("serializer", report.serializer),
+        ("compression", report.compression),
+    ]
+    if report.sealed:
+        state = "opened" if report.sealed["opened"] else "sealed (no key here opens it)"
+        rows.append(("encrypted", f"key {report.sealed['key_id']}, {state}"))
+    if report.lifetime == "never":
+        rows.append(("lifetime", "never expires"))
+    elif report.lifetime_s is not None:
+        how = "TTL" if report.lifetime == "ttl" else "date_done + retention, at the next cleanup"
+        rows.append(("lifetime", f"{data['lifetime_s']} s left ({how})"))
+    table = Table(box=None, show_header=False, pad_edge=False, expand=False)
+    table.add_column("field", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, value if isinstance(value, str) else repr(value))
+    if report.unreadable:
+        table.add_row("unreadable", report.unreadable)
+    elif report.exception:
+        table.add_row("exception", f"{report.exception['type']}: {report.exception['message']}")
+    elif report.kind == "task":
+        table.add_row("result", _short(fields.get("result"), 2000))
+    console.print(table)
+    if fields.get("traceback"):
+        console.print(Text("traceback", style="bold"))
+        console.print(str(fields["traceback"]).rstrip(), markup=False, highlight=False)
+    if report.children:
+        console.print(Text("children", style="bold"))
+        for child in report.children:
+            console.print(f"  {child['task_id']}  {child['status'] or 'not stored'}", markup=False)
+    if report.group:
+        label = f"group {report.group['group_id']}"
+        if report.group.get("stored") is False:
+            label += " (no group record stored)"
+        console.print(Text(label, style="bold"))
+        for member in report.group["members"]:
+            state = member["status"] or "not stored"
+            console.print(f"  {member['task_id']}  {state}", markup=False)
+
+
+def render_failures(report: FailuresReport, console: Console) -> None:
+    """Print failures grouped by task and exception, most first."""
+    for note in report.notes:
+        console.print(Text("note: " + note, style="dim"), soft_wrap=True)
+    table = Table(box=None, pad_edge=False, expand=False)
+    for column in ("count", "task", "exception", "first seen", "last seen", "example"):
+        table.add_column(column, no_wrap=column != "example", overflow="fold")
+    for group in report.groups:
+        table.add_row(
+            str(group.count),
+            group.name or "(no name)",
+            group.exception or "(none)",
+            (group.first_seen or "")[:19],
+            (group.last_seen or "")[:19],
+            f"{group.example_id}: {_short(group.example_message)}",
+        )
+    console.print(table)
+    console.print(Text(f"{report.total} failures in {len(report.groups)} groups", style="dim"))

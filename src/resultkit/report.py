@@ -61,8 +61,8 @@ class CheckResult:
         return out
 
 
-def dumps_json(document: Mapping[str, Any]) -> str:
-    """Serialise a report document: indented, keys in order, any value made printable."""
-    return orjson.dumps(
-        document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str
-    ).decode()
+def dumps_json(document: Mapping[str, Any], *, indent: bool = True) -> str:
+    """Serialise a report document: indented (or on one line), keys in order, any
+    value made printable."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(document, option=option, default=str).decode()

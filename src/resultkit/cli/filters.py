@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 
@@ -87,6 +87,10 @@ _OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 )
 
 
+@overload
+def filter_options(fn: F) -> F: ...
+@overload
+def filter_options(*, groups: bool = ..., order: bool = ...) -> Callable[[F], F]: ...
 def filter_options(fn: F | None = None, *, groups: bool = False, order: bool = False) -> Any:
     """Add the shared filter options to a command; it gets them as ``query``.
 

@@ -9,8 +9,11 @@ from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
 from .erase import EraseReport, erase
 from .export import ExportReport, export
+from .failures import FailuresReport, failures
+from .find import FindReport, find
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
 from .retry import RetryReport, retry
+from .show import ShowReport, show
 from .stats import StatsReport, stats
 
 __all__ = [
@@ -25,9 +28,12 @@ __all__ = [
     "DoctorReport",
     "EraseReport",
     "ExportReport",
+    "FailuresReport",
+    "FindReport",
     "MigrationReport",
     "Progress",
     "RetryReport",
+    "ShowReport",
     "StatsReport",
     "bench",
     "cleanup",
@@ -37,7 +43,10 @@ __all__ = [
     "doctor",
     "erase",
     "export",
+    "failures",
+    "find",
     "migrate",
     "retry",
+    "show",
     "stats",
 ]

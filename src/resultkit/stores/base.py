@@ -33,10 +33,10 @@ from ..urls import BackendURL, Redactor, mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..query import Query, ResultPage
+    from ..query import FailureGroup, Query, ResultPage
 
 
-__all__ = ["Codec", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
+__all__ = ["Codec", "IndexPlan", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
 
 
 #: Task results read to judge whether a store holds ``result_extended``'s fields.
@@ -65,6 +65,30 @@ class Page:
     epoch: str | None = None
     #: Results the scan found that were gone (expired, deleted) when read.
     vanished: int = 0
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """An index that helps queries: where, on what, and whether it exists."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    exists: bool
+    #: The statement that creates it.
+    sql: str
+    #: Which filters it serves.
+    serves: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "columns": list(self.columns),
+            "exists": self.exists,
+            "serves": self.serves,
+            "sql": self.sql,
+        }
 
 
 @dataclass
@@ -100,6 +124,10 @@ GUARDED: dict[str, str] = {
     "celery_read_many": "read results back through Celery",
     "find_page": "find results",
     "holds_extended": "read results",
+    "explain_query": "explain a query",
+    "failure_groups": "count failures",
+    "recommended_indexes": "read the indexes",
+    "create_indexes": "create indexes",
 }
 
 
@@ -171,6 +199,9 @@ class Store(ABC):
     #: Meta fields a task result keeps in this layout (when Celery wrote them): the
     #: query layer resolves a filter on a field it lacks another way, or refuses it.
     query_fields: ClassVar[frozenset[str]] = frozenset({*EXTENDED_FIELDS, "group_id", "parent_id"})
+    #: ``find``'s pages run in ``date_done`` order from one to the next (False: each
+    #: page is sorted, the pages follow the store's own order; Redis).
+    ordered_pages: ClassVar[bool] = True
 
     def __init__(
         self, url: BackendURL, settings: StoreSettings, codec: Codec | None = None
@@ -499,6 +530,26 @@ class Store(ABC):
         from ..query import stream_page
 
         return stream_page(self, query, position, limit)
+
+    def failure_groups(self, query: Query) -> list[FailureGroup] | None:
+        """Failures *query* selects, grouped by task name and exception type, when the
+        store can count them natively; None: the caller tallies :func:`select`."""
+        return None
+
+    def explain_query(self, query: Query, limit: int) -> list[str]:
+        """How this store answers *query*: its plan, in lines for people."""
+        return [
+            f"{self.layout}: reads every result in the store's order and keeps the "
+            f"best {limit} matches (no index; memory bounded by the page)"
+        ]
+
+    def recommended_indexes(self) -> list[IndexPlan]:
+        """Indexes that would make queries faster here (none for stores without indexes)."""
+        return []
+
+    def create_indexes(self) -> list[str]:
+        """Create the recommended indexes that are missing; return their names."""
+        return []
 
     def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
         """Every result *query* selects, in the store's own order, streamed."""

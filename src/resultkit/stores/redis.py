@@ -13,17 +13,21 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
+from ..errors import UsageError
 from ..purge import PurgePlan
 from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
 from .base import OnConflict, Page, Store, WriteResult
+
+if TYPE_CHECKING:
+    from ..query import Query, ResultPage
 
 __all__ = ["RedisStore", "match_prefix"]
 
@@ -105,6 +109,7 @@ class RedisStore(Store):
     layout = "redis"
     native_ttl = True
     meta_blobs = True
+    ordered_pages = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,6 +118,8 @@ class RedisStore(Store):
         #: False once the server refused EVAL (an ACL user without scripting, as a
         #: read-only user often is): reads then take the same data without scripts.
         self.scripts = True
+        #: False once the server refused the query script (see :mod:`.redis_find`).
+        self.query_scripts = True
 
     def _refused(self, exc: Exception) -> bool:
         """True when *exc* is the server refusing a script to this user; scripts
@@ -122,6 +129,7 @@ class RedisStore(Store):
         text = str(exc)
         if isinstance(exc, redis.ResponseError) and ("NOPERM" in text or "no permissions" in text):
             self.scripts = False
+            self.query_scripts = False
             return True
         return False
 
@@ -186,7 +194,17 @@ class RedisStore(Store):
             values, ttls = self._values_and_ttls(keys)
         else:
             values, ttls = self._mget(keys), [-3] * len(keys)  # -3: not read
-        now = time.time()
+        return self.records_of(kind, ids, values, ttls, time.time())
+
+    def records_of(
+        self,
+        kind: Kind,
+        ids: Sequence[str],
+        values: Sequence[Any],
+        ttls: Sequence[int],
+        now: float,
+    ) -> dict[str, Record]:
+        """The records of keys read (their values and PTTLs, -3: not read)."""
         out: dict[str, Record] = {}
         # JSON is resultkit-json's when the store is said to hold that.
         as_json = self.codec.hint if self.codec.hint in JSON_FAMILY else "json"
@@ -462,6 +480,45 @@ class RedisStore(Store):
             except Exception as exc:
                 out[result_id] = {"unreadable": f"{type(exc).__name__}: {exc}"}
         return out
+
+    # ------------------------------------------------------------ queries
+    def scan_nodes(self) -> list[Any]:
+        """The clients whose keyspaces a query scans, in order (one server here)."""
+        return [self.client]
+
+    def find_page(self, query: Query, position: Mapping[str, Any] | None, limit: int) -> ResultPage:
+        """A Lua script per SCAN step filters next to the data (see :mod:`.redis_find`)."""
+        from .redis_find import redis_find_page, uses_script
+
+        if uses_script(self, query):
+            try:
+                return redis_find_page(self, query, position, limit)
+            except Exception as exc:
+                if not self._refused(exc):
+                    raise
+        if position is not None and "i" not in position:
+            raise UsageError(
+                "--cursor: this cursor was made by a script this user may no longer run; "
+                "start over without --cursor"
+            )
+        return super().find_page(query, position, limit)
+
+    def explain_query(self, query: Query, limit: int) -> list[str]:
+        from .redis_find import MAX_SCAN_KEYS_PER_PAGE, SCAN_COUNT_KEYS, uses_script
+
+        if not uses_script(self, query):
+            return super().explain_query(query, limit)
+        nodes = len(self.scan_nodes())
+        where = f"each of {nodes} masters in turn" if nodes > 1 else "the server"
+        return [
+            f"redis: SCAN MATCH {self.prefix(Kind.TASK).decode('latin-1')}"
+            f"{query.id_prefix or ''}* on {where}, COUNT {SCAN_COUNT_KEYS} per script call",
+            "a Lua script decodes each JSON value with cjson and returns the candidates; "
+            "values it cannot read (compressed, msgpack, pickle, encrypted) are decoded here",
+            f"at most {MAX_SCAN_KEYS_PER_PAGE} keys scanned per call: a page may hold fewer "
+            "results than --limit, with a cursor to continue",
+            "pages follow the keyspace's order (each page newest first); no index exists",
+        ]
 
     def close(self) -> None:
         self.client.close()

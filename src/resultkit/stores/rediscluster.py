@@ -154,5 +154,9 @@ class RedisClusterStore(RedisStore):
     def summarize(self, plan: PurgePlan) -> Summary:
         return Store.summarize(self, plan)
 
+    def scan_nodes(self) -> list[Any]:
+        """Each master's own client: a query runs its script on every master in turn."""
+        return [self.client.get_redis_connection(node) for node in self._masters()]
+
     def close(self) -> None:
         self.client.close()

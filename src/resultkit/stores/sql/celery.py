@@ -44,6 +44,9 @@ class SqlStore(TableStore):
     # Reading must leave the tables as they are: Celery 5.5+ creates them when its
     # backend is made, and 5.7 also adds its newer columns to existing ones.
     celery_reader_settings: ClassVar[dict[str, Any]] = {"database_create_tables_at_setup": False}
+    # Celery's tables keep no group or parent id: the query layer reads them from the
+    # group's row and the parent's children.
+    query_fields: ClassVar[frozenset[str]] = frozenset(EXTENDED_FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,7 +14,7 @@ import ast
 import base64
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -51,6 +51,8 @@ class DjangoStore(TableStore):
     name_column = "task_name"
     aware_dates = True
     base64_results = True
+    #: No queue, retries, group or parent id columns.
+    query_fields: ClassVar[frozenset[str]] = frozenset({"name", "args", "kwargs", "worker"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +66,9 @@ class DjangoStore(TableStore):
     @property
     def extended_fields(self) -> tuple[str, ...]:
         return ("name", "args", "kwargs", "worker")
+
+    def args_columns(self, table: sa.Table) -> tuple[str, str] | None:
+        return ("task_args", "task_kwargs")
 
     def present(self) -> bool:
         """True when the tables exist; then :attr:`tables` has the columns they have."""

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
 from ...purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ...records import Kind, Record
 from ...summary import Summary
-from ..base import Page, Store
+from ..base import IndexPlan, Page, Store
+from . import find
 from .purge import purge_table, sql_expired
 from .statements import delete_ids, read_ids, state_counts, transient_error
 from .summary import sealed_key_counts, sql_summary
+
+if TYPE_CHECKING:
+    from ...query import FailureGroup, Query, ResultPage
 
 __all__ = ["TableStore"]
 
@@ -188,6 +193,54 @@ class TableStore(Store):
             sql_expired(plan, table.c.date_done, table.c.status, name),
             base64_text=self.base64_results,
         )
+
+    # ------------------------------------------------------------ queries
+    def args_columns(self, table: sa.Table) -> tuple[str, str] | None:
+        """The columns holding the task's args and kwargs (None: the table has none)."""
+        return ("args", "kwargs") if "args" in table.c and "kwargs" in table.c else None
+
+    def holds_extended(self) -> bool | None:
+        """Whether the task rows hold task names: the column, then one row that has one."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return None
+        name = self._name(table)
+        if name is None:
+            return False
+        with self.engine.connect() as conn:
+            named = conn.execute(sa.select(table.c.id).where(name.is_not(None)).limit(1)).first()
+            if named is not None:
+                return True
+            any_row = conn.execute(sa.select(table.c.id).limit(1)).first()
+        return False if any_row is not None else None
+
+    def find_page(self, query: Query, position: Mapping[str, Any] | None, limit: int) -> ResultPage:
+        if query.kinds != frozenset({Kind.TASK}):
+            return super().find_page(query, position, limit)  # groups: streamed
+        return find.sql_find_page(self, query, position, limit)
+
+    def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
+        if Kind.TASK in query.kinds:
+            yield from find.sql_select(self, query, batch_size)
+        if Kind.GROUP in query.kinds:
+            groups = replace(query, kinds=frozenset({Kind.GROUP}))
+            yield from super().select_records(groups, batch_size)
+
+    def failure_groups(self, query: Query) -> list[FailureGroup] | None:
+        if query.kinds != frozenset({Kind.TASK}):
+            return None
+        return find.sql_failure_groups(self, query)
+
+    def explain_query(self, query: Query, limit: int) -> list[str]:
+        if query.kinds != frozenset({Kind.TASK}):
+            return super().explain_query(query, limit)
+        return find.explain(self, query, limit)
+
+    def recommended_indexes(self) -> list[IndexPlan]:
+        return find.recommended_indexes(self)
+
+    def create_indexes(self) -> list[str]:
+        return find.create_indexes(self)
 
     def state_counts(self) -> dict[str | None, int]:
         table = self.table(Kind.TASK)

@@ -1,0 +1,81 @@
+"""What ``find``, ``show`` and ``failures`` share: the store opened to read with the
+app's keys, and a result as a row of plain values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..apps import Target, resolve_target
+from ..codec import Codec
+from ..encryption import keyring_for
+from ..records import Kind, Record
+from ..stores import Store, open_store
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["exception_of", "opened", "row_of"]
+
+
+@contextmanager
+def opened(
+    url: str | None, app: Celery | str | None, *, accept_pickle: bool = False
+) -> Iterator[tuple[Target, Store]]:
+    """The target and its store, able to open what the app's keys open; closed after."""
+    target = resolve_target(url, app)
+    conf = target.app.conf
+    codec = Codec(
+        hint=conf.result_serializer or "json",
+        accept_pickle=accept_pickle,
+        keys=keyring_for(conf),
+    )
+    store = open_store(target.url, target.app, codec)
+    try:
+        yield target, store
+    finally:
+        store.close()
+
+
+def exception_of(result: Any) -> tuple[str, str] | None:
+    """(type, message) of Celery's stored exception, or None when *result* is none."""
+    if not isinstance(result, dict) or not isinstance(result.get("exc_type"), str):
+        return None
+    message = result.get("exc_message")
+    if isinstance(message, (list, tuple)):
+        text = ", ".join(str(part) for part in message)
+    else:
+        text = "" if message is None else str(message)
+    module = result.get("exc_module")
+    name = result["exc_type"]
+    full = name if not module or module == "builtins" else f"{module}.{name}"
+    return full, text
+
+
+def row_of(record: Record) -> dict[str, Any]:
+    """One result as plain values: the keys ``find`` prints (``--json`` keeps every one)."""
+    meta = record.meta or {}
+    done = record.date_done if record.meta is not None else None
+    exception = exception_of(meta.get("result"))
+    row: dict[str, Any] = {
+        "task_id": record.id,
+        "kind": record.kind.value,
+        "status": meta.get("status") if record.kind is Kind.TASK else None,
+        "name": meta.get("name"),
+        "date_done": done.isoformat() if done else None,
+        "worker": meta.get("worker"),
+        "queue": meta.get("queue"),
+        "retries": meta.get("retries"),
+        "group_id": meta.get("group_id"),
+        "parent_id": meta.get("parent_id"),
+        "args": meta.get("args"),
+        "kwargs": meta.get("kwargs"),
+        "exception": exception[0] if exception else None,
+        "message": exception[1] if exception else None,
+    }
+    if record.meta is None:
+        row["unreadable"] = record.error
+        if record.sealed_key:
+            row["sealed_key"] = record.sealed_key
+    return row
