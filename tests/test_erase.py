@@ -333,3 +333,20 @@ def test_export_and_erase_on_redis_cluster(
     assert len(archived(path)) == 30
     assert all(app.AsyncResult(f"u7-{i}").state == "SUCCESS" for i in range(30))
     assert all(app.AsyncResult(f"u42-{i}").state == "PENDING" for i in range(30))
+
+
+def test_pickled_results_are_matched_only_with_accept_pickle(cli: Any, redis_db: Any) -> None:
+    # Given a result of user 42 that Celery stored as pickle
+    app = celery_app(
+        redis_db.url, result_serializer="pickle", result_accept_content=["pickle", "json"]
+    )
+    store_through_celery(app, "pickled-42", 42)
+    store_through_celery(app, "pickled-7", 7)
+    # Then it is not decoded, so not matched, unless pickle is accepted
+    assert (
+        cli("erase", redis_db.url, "--kwarg", "user_id=42", "--yes", "--json").json["matched"] == 0
+    )
+    done = cli("erase", redis_db.url, "--kwarg", "user_id=42", "--yes", "--accept-pickle", "--json")
+    assert done.code == 0, done.output
+    assert (done.json["matched"], done.json["deleted"]) == (1, 1)
+    assert task_ids(redis_db.url) == {"pickled-7"}

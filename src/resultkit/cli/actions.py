@@ -88,6 +88,11 @@ def export_command(url: str | None, app: str | None, as_json: bool, **options: A
     show_default=True,
     help="Results archived and deleted at a time.",
 )
+@click.option(
+    "--accept-pickle",
+    is_flag=True,
+    help="Decode pickle payloads to match them (only if you trust everyone who can write them).",
+)
 @json_option
 @handle_errors
 def erase_command(url: str | None, app: str | None, as_json: bool, **options: Any) -> None:

@@ -32,10 +32,12 @@ import orjson
 from .. import __version__
 from ..apps import resolve_target
 from ..boundary import from_outside, translating, what_failed
+from ..codec import Codec
+from ..encryption import keyring_for
 from ..errors import BackendError, EraseError, UsageError
 from ..query import Query, select
 from ..records import MAX_BATCH_RECORDS, Kind, Record
-from ..stores import OnConflict, Store, open_store
+from ..stores import OnConflict, Store, StoreSettings, open_store
 from ..transfer import Progress
 from ..urls import mask_url
 
@@ -96,6 +98,7 @@ def erase(
     archive: str | Path | None = None,
     audit_log: str | Path | None = None,
     batch_size: int = DEFAULT_ERASE_BATCH_RECORDS,
+    accept_pickle: bool = False,
     progress: Callable[[Progress], None] | None = None,
 ) -> EraseReport:
     """Delete the task results *query* matches (with *dry_run*, only count them).
@@ -106,7 +109,8 @@ def erase(
     and one the archive did not take is kept.  With *audit_log*, one JSON line
     is appended to that file when the run ends, whether it succeeded or not
     (the file is opened first: an erasure that could not be audited does not
-    start).
+    start).  Pickle payloads are decoded, to be matched, only with
+    *accept_pickle*.
     """
     started = time.monotonic()
     if dry_run == yes:
@@ -123,7 +127,13 @@ def erase(
     if not 1 <= batch_size <= MAX_BATCH_RECORDS:
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_RECORDS:,}")
     target = resolve_target(url, app)
-    store = open_store(target.url, target.app)
+    settings = StoreSettings.from_app(target.app)
+    codec = Codec(
+        hint=settings.serializer,
+        accept_pickle=accept_pickle,
+        keys=keyring_for(dict(settings.celery)),
+    )
+    store = open_store(target.url, target.app, codec)
     if not store.deletable:
         store.close()
         raise UsageError(
@@ -147,7 +157,8 @@ def erase(
             report.archive = mask_url(archive_url)
         _run(store, query, archive_store, report, batch_size, progress)
     except BaseException as exc:
-        failure = what_failed(exc) if isinstance(exc, Exception) else "interrupted"
+        # The error's class only: a driver's message may quote the statement's values.
+        failure = type(exc).__name__ if isinstance(exc, Exception) else "interrupted"
         if isinstance(exc, Exception) and from_outside(exc):
             archived = " (each archived first)" if archive_store is not None else ""
             raise EraseError(
