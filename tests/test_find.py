@@ -105,13 +105,14 @@ class Written:
         return open_store(self.url, settings=self.settings)
 
 
-def write_dataset(backend: str, *extra: str) -> dict[str, Any]:
+def write_dataset(backend: str, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write the dataset through Celery (``tests/find_writer.py``); its manifest."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "find_writer.py"), backend, *extra],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -49,6 +49,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "find",
+    "json_fragments",
     "member_ids",
     "position_of",
     "prepare_query",
@@ -69,6 +70,8 @@ EXTENDED_FILTERS: Mapping[str, str] = {
     "worker": "--worker",
     "queue": "--queue",
 }
+#: Integers below this are written the same way by every JSON encoder (no exponent).
+_PLAIN_INTEGER_BELOW = 10**15
 #: The version of the cursor format.
 _CURSOR_VERSION = 1
 
@@ -394,6 +397,32 @@ def _scalar_matches(stored: Any, wanted: str) -> bool:
     return False
 
 
+def json_fragments(value: str) -> list[str] | None:
+    """Text that the JSON of every stored value equal to *value* (as
+    :func:`value_matches` compares) contains, whichever encoder wrote it; None when there is
+    no such text (a float's spelling varies, non-ASCII may be escaped)."""
+    if value in ("true", "false", "null"):
+        return [value]
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        # 42 matches 42, 42.0 and "42": each one's JSON holds the digits.
+        if str(number) == value and abs(number) < _PLAIN_INTEGER_BELOW:
+            return [value]
+        return None
+    try:
+        float(value)
+    except ValueError:
+        pass
+    else:
+        return None
+    encoded = json.dumps(value)
+    # Non-ASCII and escapes are written differently by different encoders.
+    return [encoded] if encoded.isascii() and "\\" not in encoded else None
+
+
 def value_matches(stored: Any, wanted: str, depth: int = 0) -> bool:
     """True when *stored* (args, kwargs) holds a scalar equal to *wanted* at any depth
     (list items and dict values; dict keys are not values)."""
@@ -483,8 +512,9 @@ def prepare_query(store: Store, query: Query) -> tuple[Query, list[str]]:
                 f"at {store.masked_url}; filter on what they keep (--state, --since, --id...)"
             )
         if store.holds_extended() is False:
+            verb = "needs" if len(needed) == 1 else "need"
             raise UsageError(
-                f"{', '.join(needed)} need result_extended: the results at {store.masked_url} "
+                f"{', '.join(needed)} {verb} result_extended: the results at {store.masked_url} "
                 "were stored without task names, args, kwargs, worker or queue; set "
                 "result_extended = True in the Celery configuration (results stored from "
                 "then on can be filtered so)"

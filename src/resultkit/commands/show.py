@@ -14,9 +14,9 @@ from ._lookup import exception_of, opened
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..stores import Store
+from ..stores import Store
 
-__all__ = ["ShowReport", "show"]
+__all__ = ["ShowReport", "describe_result", "show"]
 
 
 @dataclass
@@ -86,13 +86,20 @@ def show(
     """
     started = time.monotonic()
     with opened(url, app, accept_pickle=accept_pickle) as (target, store):
-        report = ShowReport(target.masked_url, task_id)
-        record = store.read_many(Kind.TASK, [task_id]).get(task_id)
-        if record is None:
-            record = store.read_many(Kind.GROUP, [task_id]).get(task_id)
-        if record is not None:
-            _describe(report, store, record, RetentionPolicy.resolve(target.app))
+        report = describe_result(store, task_id, RetentionPolicy.resolve(target.app))
+        report.backend = target.masked_url
     report.seconds = time.monotonic() - started
+    return report
+
+
+def describe_result(store: Store, task_id: str, policy: RetentionPolicy) -> ShowReport:
+    """What :func:`show` reports, from a store already open (a task, else a group)."""
+    report = ShowReport(store.masked_url, task_id)
+    record = store.read_many(Kind.TASK, [task_id]).get(task_id)
+    if record is None:
+        record = store.read_many(Kind.GROUP, [task_id]).get(task_id)
+    if record is not None:
+        _describe(report, store, record, policy)
     return report
 
 

@@ -31,7 +31,7 @@ from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..query import MAX_READ_BY_ID, Query, ResultPage, encode_cursor
+from ..query import MAX_READ_BY_ID, Query, ResultPage, encode_cursor, json_fragments
 from ..records import Kind, Record
 
 if TYPE_CHECKING:
@@ -95,6 +95,20 @@ local function utc_second(d)
   return string.sub(d, 1, 19)
 end
 
+-- Text the raw JSON must hold (one of each group): most keys are passed over
+-- without being decoded.
+local function holds_needles(v)
+  if not f.needles then return true end
+  for _, group in ipairs(f.needles) do
+    local hit = false
+    for _, n in ipairs(group) do
+      if string.find(v, n, 1, true) then hit = true break end
+    end
+    if not hit then return false end
+  end
+  return true
+end
+
 local function passes(m)
   if f.states and not (type(m.status) == 'string' and f.states[m.status]) then return false end
   if f.tasks and not globbed(m.name, f.tasks) then return false end
@@ -136,7 +150,7 @@ end
 local out = {}
 for _, key in ipairs(scanned[2]) do
   local value = redis.call('GET', key)
-  if value then
+  if value and (string.byte(value, 1) ~= 123 or holds_needles(value)) then
     local ok, meta = pcall(cjson.decode, value)
     if (not ok) or type(meta) ~= 'table' or passes(meta) then
       out[#out + 1] = key
@@ -191,7 +205,55 @@ def lua_filters(query: Query) -> dict[str, Any]:
         f["args"] = list(query.args)
     if query.kwargs:
         f["kwargs"] = [list(pair) for pair in query.kwargs]
+    needles = _needles(query)
+    if needles:
+        f["needles"] = needles
     return f
+
+
+def _quoted(text: str) -> str | None:
+    """*text* as every JSON encoder writes it, quoted; None when encoders differ."""
+    encoded = json.dumps(text)
+    return encoded if encoded.isascii() and "\\" not in encoded else None
+
+
+def _glob_needle(glob: str) -> str | None:
+    """The opening quote and the literal start of a glob (``"reports.``)."""
+    literal = glob
+    for at, char in enumerate(glob):
+        if char in "*?[":
+            literal = glob[:at]
+            break
+    quoted = _quoted(literal) if literal else None
+    return quoted[:-1] if quoted else None
+
+
+def _fragments(wanted: str) -> list[str | None]:
+    fragments = json_fragments(wanted)
+    return [None] if fragments is None else list(fragments)
+
+
+def _needles(query: Query) -> list[list[str]]:
+    """Groups of text the stored JSON of a selected result holds (one of each group)."""
+    groups: list[list[str | None]] = []
+    if query.states:
+        groups.append([_quoted(s) for s in sorted(query.states)])
+    if query.tasks:
+        groups.append([_glob_needle(p) for p in query.tasks])
+    if query.worker:
+        groups.append([_glob_needle(query.worker)])
+    for value in (query.queue, query.group, query.parent):
+        if value:
+            groups.append([_quoted(value)])
+    if query.exception:
+        groups.append([_quoted(query.exception.rsplit(".", 1)[-1])])
+    for wanted in query.args:
+        groups.append(_fragments(wanted))
+    for key, wanted in query.kwargs:
+        groups.append([_quoted(key)])
+        groups.append(_fragments(wanted))
+    # A group with a member that has no needle cannot pass anything over.
+    return [[n for n in group if n] for group in groups if group and all(group)]
 
 
 def _escape_glob(text: str) -> str:

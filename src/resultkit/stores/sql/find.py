@@ -15,6 +15,7 @@ key-value store) come after every dated row, newest first, as in
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from ...query import (
     Query,
     ResultPage,
     encode_cursor,
+    json_fragments,
 )
 from ...records import Kind, Record
 from ..base import IndexPlan
@@ -43,8 +45,6 @@ __all__ = ["SqlQuery", "sql_failure_groups", "sql_find_page", "sql_select"]
 PREFILTER_BATCH_ROWS = 500
 #: LIKE's escape character: one that no SQL dialect treats specially in a literal.
 _LIKE_ESCAPE = "!"
-#: Integers below this are written the same way by every JSON encoder (no exponent).
-_PLAIN_INTEGER_BELOW = 10**15
 
 
 def _like_text(text: str) -> str:
@@ -65,31 +65,6 @@ def glob_to_like(pattern: str) -> str | None:
         else:
             out.append(_like_text(char))
     return "".join(out)
-
-
-def json_fragments(value: str) -> list[str] | None:
-    """Text that the JSON of every stored value equal to *value* (as
-    :func:`~resultkit.query.value_matches` compares) contains; None when there is
-    no such text (a float's spelling varies, non-ASCII may be escaped)."""
-    if value in ("true", "false", "null"):
-        return [value]
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        # 42 matches 42, 42.0 and "42": each one's JSON holds the digits.
-        if str(number) == value and abs(number) < _PLAIN_INTEGER_BELOW:
-            return [value]
-        return None
-    try:
-        float(value)
-    except ValueError:
-        pass
-    else:
-        return None
-    encoded = json.dumps(value)
-    return [encoded] if encoded.isascii() else None
 
 
 def _binary(column: sa.ColumnElement[Any]) -> bool:
@@ -233,6 +208,14 @@ class SqlQuery:
         return sa.select(self.table).where(*self.where)
 
 
+@contextlib.contextmanager
+def reading(store: TableStore) -> Iterator[sa.Connection]:
+    """A connection for reads: in autocommit, so that no transaction is opened and
+    none is rolled back when it returns to the pool (a round trip saved per page)."""
+    with store.engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _when(value: datetime, aware: bool) -> datetime:
     utc = value.astimezone(timezone.utc)
     return utc if aware else utc.replace(tzinfo=None)
@@ -304,7 +287,7 @@ def sql_find_page(
     found: list[tuple[Record, dict[str, Any]]] = []
     scanned = 0
     batch = limit + 1 if sql.residual is None else max(PREFILTER_BATCH_ROWS, limit + 1)
-    with store.engine.connect() as conn:
+    with reading(store) as conn:
         for statement in _phases(sql, not query.oldest_first, position):
             after: Any = None
             while len(found) <= limit:
@@ -358,7 +341,7 @@ def _walk(store: TableStore, sql: SqlQuery, batch_size: int) -> Iterator[Record]
         stmt = sql.select().order_by(sql.row_id).limit(batch_size)
         if last is not None:
             stmt = stmt.where(sql.row_id > last)
-        with store.engine.connect() as conn:
+        with reading(store) as conn:
             result = conn.execute(stmt)
             columns = tuple(result.keys())
             rows = [dict(zip(columns, row, strict=True)) for row in result.all()]
@@ -379,7 +362,8 @@ def exception_type_sql(store: TableStore, column: sa.Column[Any]) -> sa.ColumnEl
     if dialect == "postgresql":
         # encode(..., 'escape') never fails, whatever the bytes (pickle, msgpack).
         text = sa.func.encode(column, "escape") if _binary(column) else column
-        return sa.func.substring(text, '^\\{.*"exc_type": ?"([A-Za-z0-9_.]*)"')
+        # Only JSON quotes the key so: msgpack and pickle hold it without quotes.
+        return sa.func.substring(text, '"exc_type": ?"([A-Za-z0-9_.]*)"')
     if dialect in ("mysql", "mariadb"):
         found = sa.func.regexp_substr(column, '"exc_type": ?"[A-Za-z0-9_.]*"')
         picked = sa.func.regexp_replace(found, '^"exc_type": ?"|"$', "")
@@ -414,7 +398,7 @@ def sql_failure_groups(store: TableStore, query: Query) -> list[FailureGroup] | 
         .group_by(name, exc_type)
     )
     groups: dict[tuple[Any, Any], FailureGroup] = {}
-    with store.engine.connect() as conn:
+    with reading(store) as conn:
         rows = conn.execute(grouped).all()
         examples: dict[Any, Record] = {}
         latest = [row.latest for row in rows if row.exc_type is not None]
@@ -534,7 +518,7 @@ def explain(store: TableStore, query: Query, limit: int) -> list[str]:
     params: Any = compiled.params
     if compiled.positiontup is not None:
         params = tuple(compiled.params[name] for name in compiled.positiontup)
-    with store.engine.connect() as conn:
+    with reading(store) as conn:
         rows = conn.exec_driver_sql(prefix + str(compiled), params).all()
     lines = [" | ".join("" if v is None else str(v) for v in row) for row in rows]
     if dialect.name in ("mysql", "mariadb") and rows:

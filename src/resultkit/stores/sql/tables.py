@@ -46,6 +46,8 @@ class TableStore(Store):
     base64_results: ClassVar[bool] = False
 
     engine: sa.Engine
+    #: Set once a task row with a name is seen (see holds_extended).
+    _holds_extended: bool = False
 
     @abstractmethod
     def table(self, kind: Kind) -> sa.Table | None:
@@ -201,15 +203,18 @@ class TableStore(Store):
 
     def holds_extended(self) -> bool | None:
         """Whether the task rows hold task names: the column, then one row that has one."""
+        if self._holds_extended:
+            return True  # task names, once stored, stay: asked once per store
         table = self.table(Kind.TASK)
         if table is None:
             return None
         name = self._name(table)
         if name is None:
             return False
-        with self.engine.connect() as conn:
+        with find.reading(self) as conn:
             named = conn.execute(sa.select(table.c.id).where(name.is_not(None)).limit(1)).first()
             if named is not None:
+                self._holds_extended = True
                 return True
             any_row = conn.execute(sa.select(table.c.id).limit(1)).first()
         return False if any_row is not None else None
