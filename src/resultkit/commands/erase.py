@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,6 +142,9 @@ def erase(
             "jsonl:///ARCHIVE TARGET), erase there, export a new archive, and delete the old "
             "file; resultkit find shows what an archive holds"
         )
+    # Task results only: a group result holds no arguments, and erasing a group's
+    # record would not erase its members.
+    query = replace(query, kinds=frozenset({Kind.TASK}))
     report = EraseReport(target.masked_url, dry_run, dict(query.describe()))
     audit = _open_audit_log(audit_log) if audit_log is not None else None
     report.audit_log = str(audit_log) if audit_log is not None else None
@@ -155,7 +158,12 @@ def erase(
             )
             archive_store = open_store(archive_url, target.app)
             report.archive = mask_url(archive_url)
-        _run(store, query, archive_store, report, batch_size, progress)
+        total = None
+        if progress is not None and not dry_run:
+            # Counted first, for a progress bar with an ETA (a dry run is its own count).
+            total = sum(1 for _ in _unique(select(store, query, batch_size=batch_size)))
+            progress(Progress(Kind.TASK, 0, total))
+        _run(store, query, archive_store, report, batch_size, progress, total)
     except BaseException as exc:
         # The error's class only: a driver's message may quote the statement's values.
         failure = type(exc).__name__ if isinstance(exc, Exception) else "interrupted"
@@ -184,9 +192,8 @@ def _run(
     report: EraseReport,
     batch_size: int,
     progress: Callable[[Progress], None] | None,
+    total: int | None = None,
 ) -> None:
-    # Task results only: a group result holds no arguments, and a filter on
-    # states, names or arguments selects tasks.
     for batch in _batches(_unique(select(store, query, batch_size=batch_size)), batch_size):
         report.matched += len(batch)
         for record in batch:
@@ -198,7 +205,7 @@ def _run(
             continue
         _erase_batch(store, query, archive, report, batch)
         if progress is not None:
-            progress(Progress(Kind.TASK, report.deleted, None))
+            progress(Progress(Kind.TASK, report.matched, max(total or 0, report.matched)))
     report.by_task = dict(sorted(report.by_task.items(), key=lambda item: (-item[1], item[0])))
     report.by_state = dict(sorted(report.by_state.items()))
 
