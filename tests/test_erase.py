@@ -119,7 +119,7 @@ def test_the_password_is_masked_in_the_report_and_the_audit_line(
     assert "***" in line["store"]
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres", "sqlite", "file"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "mysql", "sqlite", "file"])
 def test_erase_with_a_writer_storing_meanwhile_deletes_only_what_it_matched(
     kind: str, cli: Any, request: Any, tmp_path: Path
 ) -> None:

@@ -129,6 +129,11 @@ def export(
     report = ExportReport(target.masked_url, str(path), chosen, filters=dict(query.describe()))
     try:
         store.check_source()
+        total = None
+        if progress is not None:
+            # Counted first, for a progress bar with an ETA (a terminal only).
+            total = sum(1 for _ in _unique(select(store, query, batch_size=batch_size)))
+            progress(Progress(Kind.TASK, 0, total))
         batches = _batches(_unique(select(store, query, batch_size=batch_size)), batch_size)
         writer = _write_archive if chosen == "jsonl" else _write_csv
         by_state: dict[str, int] = {}
@@ -139,7 +144,7 @@ def export(
                 state = record.status or ("GROUP" if record.kind is Kind.GROUP else "?")
                 by_state[state] = by_state.get(state, 0) + 1
             if progress is not None:
-                progress(Progress(Kind.TASK, report.exported, None))
+                progress(Progress(Kind.TASK, report.exported, max(total or 0, report.exported)))
 
         _atomically(path, lambda temp: writer(temp, batches, counted, target.app))
         report.by_state = dict(sorted(by_state.items()))
