@@ -379,7 +379,7 @@ def bench_redis(keys: int) -> dict[str, Any]:
             mine = timed(lambda q=query: find(store, q, limit=50), 7)
             theirs = timed(lambda w=wanted: client_side_page(client, w, 50), 7)
             out[f"page of a {label} filter"] = {
-                "filter": dict((k, v) for k, v in query.describe().items() if v not in (None, [])),
+                "filter": {k: v for k, v in query.describe().items() if v not in (None, [])},
                 "results": len(page.records),
                 "keys_scanned": page.scanned,
                 "ours_ms": round(mine * 1000, 1),

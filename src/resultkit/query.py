@@ -48,6 +48,7 @@ __all__ = [
     "ResultPage",
     "decode_cursor",
     "encode_cursor",
+    "exception_of",
     "find",
     "json_fragments",
     "member_ids",
@@ -327,8 +328,12 @@ def find(
 def select(store: Store, query: Query, *, batch_size: int = 1000) -> Iterator[Record]:
     """Every result *query* selects in *store*, in the store's own order, streamed
     (memory bounded by *batch_size*): what ``export``, ``erase`` and ``retry`` walk."""
+    from .boundary import translating
+
     resolved, _ = store.prepare_query(query)
-    yield from store.select_records(resolved, batch_size)
+    # A generator is not a guarded primitive: its driver errors are translated here.
+    with translating(store.masked_url, "find results", store.redactor):
+        yield from store.select_records(resolved, batch_size)
 
 
 # ---------------------------------------------------------------- cursors
@@ -447,6 +452,21 @@ def exception_matches(result: Any, wanted: str) -> bool:
         return True
     module = result.get("exc_module")
     return isinstance(module, str) and f"{module}.{name}" == wanted
+
+
+def exception_of(result: Any) -> tuple[str, str] | None:
+    """(type, message) of Celery's stored exception, or None when *result* is none."""
+    if not isinstance(result, dict) or not isinstance(result.get("exc_type"), str):
+        return None
+    message = result.get("exc_message")
+    if isinstance(message, (list, tuple)):
+        text = ", ".join(str(part) for part in message)
+    else:
+        text = "" if message is None else str(message)
+    module = result.get("exc_module")
+    name = result["exc_type"]
+    full = name if not module or module == "builtins" else f"{module}.{name}"
+    return full, text
 
 
 def member_ids(value: Any) -> list[str]:

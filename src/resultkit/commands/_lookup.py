@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..apps import Target, resolve_target
 from ..codec import Codec
 from ..encryption import keyring_for
+from ..query import exception_of
 from ..records import Kind, Record
 from ..stores import Store, open_store
 
@@ -36,21 +37,6 @@ def opened(
         yield target, store
     finally:
         store.close()
-
-
-def exception_of(result: Any) -> tuple[str, str] | None:
-    """(type, message) of Celery's stored exception, or None when *result* is none."""
-    if not isinstance(result, dict) or not isinstance(result.get("exc_type"), str):
-        return None
-    message = result.get("exc_message")
-    if isinstance(message, (list, tuple)):
-        text = ", ".join(str(part) for part in message)
-    else:
-        text = "" if message is None else str(message)
-    module = result.get("exc_module")
-    name = result["exc_type"]
-    full = name if not module or module == "builtins" else f"{module}.{name}"
-    return full, text
 
 
 def row_of(record: Record) -> dict[str, Any]:

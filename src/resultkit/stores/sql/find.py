@@ -31,6 +31,7 @@ from ...query import (
     Query,
     ResultPage,
     encode_cursor,
+    exception_of,
     json_fragments,
 )
 from ...records import Kind, Record
@@ -375,8 +376,6 @@ def sql_failure_groups(store: TableStore, query: Query) -> list[FailureGroup] | 
     """Failures grouped by name and exception type, counted by the database; None
     when it cannot read the type out of the stored result (SQLite) or must confirm
     filters in Python: the caller then tallies :func:`sql_select`."""
-    from ...commands._lookup import exception_of
-
     sql = SqlQuery.of(store, query)
     if sql is None:
         return []
