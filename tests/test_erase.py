@@ -350,3 +350,53 @@ def test_pickled_results_are_matched_only_with_accept_pickle(cli: Any, redis_db:
     assert done.code == 0, done.output
     assert (done.json["matched"], done.json["deleted"]) == (1, 1)
     assert task_ids(redis_db.url) == {"pickled-7"}
+
+
+def test_a_full_disk_for_the_archive_stops_the_erasure_before_deleting_unarchived(
+    cli: Any, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    import gzip
+    import os
+    import subprocess
+
+    from tests.faults import small_disk
+
+    # Given 2,000 results of user 42, more than a 256 KB disk holds once archived
+    ids = [f"u42-{i}" for i in range(2000)]
+    records = []
+    for task_id in ids:
+        record = subject_record(task_id, 42)
+        assert record.meta is not None
+        record.meta["result"] = {"noise": os.urandom(150).hex()}  # incompressible
+        records.append(record)
+    store = open_store(postgres_db.url)
+    store.write_many(records, OnConflict.SKIP)
+    store.close()
+    audit = tmp_path / "audit.log"
+    with small_disk(tmp_path / "disk") as disk:
+        archive = disk / "u42.jsonl.gz"
+        args = ("erase", postgres_db.url, "--kwarg", "user_id=42", "--yes", "--json")
+        extra = ("--archive", str(archive), "--audit-log", str(audit), "--batch-size", "100")
+        # When the erasure archives onto that disk
+        done = cli(*args, *extra)
+        # Then it stops with one line saying the archive could not be written
+        assert done.code == 1, done.output
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert "could not write the archive" in done.stderr
+        assert "No space left on device" in done.stderr
+        # and nothing was deleted that is not in the archive, which stays whole
+        gone = set(ids) - task_ids(postgres_db.url)
+        held = archived(archive)
+        assert 0 < len(gone) < len(ids)
+        assert gone <= set(held)
+        gzip.decompress(archive.read_bytes())
+        # and the audit line says so, with the counts so far
+        line = audit_lines(audit)[-1]
+        assert line["ok"] is False
+        assert line["deleted"] == len(gone)
+        # And once there is room, the same command finishes
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        again = cli(*args, *extra)
+        assert again.code == 0, again.output
+        assert task_ids(postgres_db.url) == set()
+        assert set(archived(archive)) == set(ids)
