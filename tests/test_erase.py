@@ -400,3 +400,34 @@ def test_a_full_disk_for_the_archive_stops_the_erasure_before_deleting_unarchive
         assert again.code == 0, again.output
         assert task_ids(postgres_db.url) == set()
         assert set(archived(archive)) == set(ids)
+
+
+def test_an_erasure_killed_part_way_deleted_nothing_unarchived_and_reruns_to_exact(
+    cli: Any, postgres_db: SqlDB, tmp_path: Path
+) -> None:
+    from tests.faults import start, wait_until
+
+    # Given 5,000 results of user 42 among 1,000 of user 7
+    records = [subject_record(f"u42-{i}", 42) for i in range(5000)]
+    records += [subject_record(f"u7-{i}", 7) for i in range(1000)]
+    store = open_store(postgres_db.url)
+    store.write_many(records, OnConflict.SKIP)
+    store.close()
+    archive = tmp_path / "u42.jsonl.gz"
+    args = ("erase", postgres_db.url, "--kwarg", "user_id=42", "--yes", "--archive", str(archive))
+    process = start(*args, "--batch-size", "100", cwd=tmp_path)
+    # When it is killed (SIGKILL) part-way
+    wait_until(lambda: len(task_ids(postgres_db.url)) <= 5000 or process.poll() is not None)
+    process.kill()
+    process.wait()
+    # Then nothing it deleted is missing from the archive, and nobody else's is gone
+    left = task_ids(postgres_db.url)
+    gone = {f"u42-{i}" for i in range(5000)} - left
+    assert 0 < len(gone) < 5000
+    assert gone <= set(archived(archive))
+    assert {f"u7-{i}" for i in range(1000)} <= left
+    # And the same command run again erases the rest, every one archived
+    again = cli(*args, "--json")
+    assert again.code == 0, again.output
+    assert task_ids(postgres_db.url) == {f"u7-{i}" for i in range(1000)}
+    assert set(archived(archive)) == {f"u42-{i}" for i in range(5000)}
