@@ -192,3 +192,33 @@ def test_pickled_arguments_are_decoded_only_with_accept_pickle(
     assert accepted.json["tasks"] == [
         {"task_id": "p-1", "name": "reports.build", "queue": "other", "new_task_id": None}
     ]
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres", "mysql", "sqlite", "file"])
+def test_retry_reads_what_to_send_from_every_celery_backend(
+    kind: str, request: Any, tmp_path: Path
+) -> None:
+    from tests.subjects import fresh_store, write_subjects
+
+    # Given results written by Celery's own backend, with result_extended
+    url = fresh_store(kind, request, tmp_path / "store")
+    write_subjects(kind, url)
+    (tmp_path / "proj.py").write_text(
+        "from celery import Celery\n"
+        f"app = Celery('proj', broker='memory://', backend={url!r})\n"
+        "app.conf.result_extended = True\n"
+    )
+    # When a task and a filter are retried dry
+    one = resultkit("retry", "u42-1", "-A", "proj", "--dry-run", "--json", cwd=tmp_path)
+    failed = resultkit(
+        "retry", "-A", "proj", "--exception", "ValueError", "--dry-run", "--json", cwd=tmp_path
+    )
+    # Then the plan holds the stored name and queue, and nothing was sent
+    assert one.code == 0, one.output
+    assert one.json["tasks"] == [
+        {"task_id": "u42-1", "name": "mail.send", "queue": "mail", "new_task_id": None}
+    ]
+    assert failed.code == 0, failed.output
+    assert {t["task_id"] for t in failed.json["tasks"]} == {"u42-0", "u7-1"}
+    assert {t["name"] for t in failed.json["tasks"]} == {"billing.charge"}
+    assert failed.json["sent"] == 0
