@@ -73,6 +73,7 @@ def test_erase_removes_exactly_the_subjects_results_archived_and_audited(
     assert task_ids(url) == subjects.others
     kept = archived(archive)
     assert set(kept) == subjects.user_42
+    assert archive.stat().st_mode & 0o077 == 0  # personal data: the owner's only
     assert all(r.meta is not None and r.meta["kwargs"]["user_id"] == 42 for r in kept.values())
     # And the audit log has one line per run: who, when, where, filters, counts; no data
     lines = audit_lines(audit)
@@ -81,7 +82,7 @@ def test_erase_removes_exactly_the_subjects_results_archived_and_audited(
         (False, 6, 6, 6),
     ]
     assert all(x["who"] and x["at"] and x["ok"] for x in lines)
-    assert lines[1]["filters"]["kwarg"] == ["user_id=42"]
+    assert lines[1]["filters"] == {"kwarg": ["user_id=42"], "kind": ["task"]}
     text = audit.read_text()
     for secret in SECRETS:
         assert secret not in text

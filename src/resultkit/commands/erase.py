@@ -17,6 +17,7 @@ traceback or task id.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
@@ -156,6 +157,8 @@ def erase(
             archive_url = (
                 str(archive) if "://" in str(archive) else f"jsonl://{Path(archive).resolve()}"
             )
+            if archive_url.startswith("jsonl://"):
+                _create_private(archive_url[len("jsonl://") :])
             archive_store = open_store(archive_url, target.app)
             report.archive = mask_url(archive_url)
         total = None
@@ -286,6 +289,14 @@ def _open_audit_log(path: str | Path) -> int:
         return os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
+def _create_private(path: str) -> None:
+    """Create a missing archive file readable by its owner only (an empty file is
+    an empty archive): it will hold the personal data being erased."""
+    with translating(path, "create the archive"), contextlib.suppress(FileExistsError):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _who() -> str:
     try:
         return getpass.getuser()
@@ -305,7 +316,10 @@ def audit_line(report: EraseReport, failure: str | None = None) -> bytes:
         "who": _who(),
         "host": socket.gethostname(),
         "store": report.backend,
-        "filters": report.filters,
+        # The filters given (the empty ones left out: an auditor reads what was asked).
+        "filters": {
+            k: v for k, v in report.filters.items() if v not in (None, [], "") and k != "order"
+        },
         "dry_run": report.dry_run,
         "matched": report.matched,
         "deleted": report.deleted,
