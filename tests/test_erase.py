@@ -432,3 +432,28 @@ def test_an_erasure_killed_part_way_deleted_nothing_unarchived_and_reruns_to_exa
     assert again.code == 0, again.output
     assert task_ids(postgres_db.url) == {f"u7-{i}" for i in range(1000)}
     assert set(archived(archive)) == {f"u42-{i}" for i in range(5000)}
+
+
+def test_unreadable_results_are_erased_by_id(cli: Any, redis_db: Any, sqlite_db: SqlDB) -> None:
+    import pickle
+
+    import sqlalchemy as sa
+
+    # Given results no filter on their content can read: bytes that are no result
+    # (Redis), a pickle nobody accepted (SQL)
+    write_subjects("redis", redis_db.url)
+    redis_db.client.set("celery-task-meta-u42-garbled", b"\xff\xfe not a result")
+    write_subjects("sqlite", sqlite_db.url)
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE celery_taskmeta SET result = :r WHERE task_id = 'u42-1'"),
+            {"r": pickle.dumps({"secret": 1})},
+        )
+    # Then the content filter does not match them, and --id does
+    for url, unreadable in ((redis_db.url, "u42-garbled"), (sqlite_db.url, "u42-1")):
+        before = task_ids(url)
+        assert unreadable in before
+        done = cli("erase", url, "--id", unreadable, "--yes", "--json")
+        assert done.code == 0, done.output
+        assert (done.json["matched"], done.json["deleted"]) == (1, 1)
+        assert task_ids(url) == before - {unreadable}
