@@ -36,6 +36,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import psycopg
 import redis
 import sqlalchemy as sa
@@ -67,22 +68,27 @@ EXCEPTIONS = ("ValueError", "KeyError", "TimeoutError")
 #: One result in this many is a failure, one in RETRY_EVERY a retry.
 FAILURE_EVERY = 20
 RETRY_EVERY = 50
-REPEATS = 25
+REPEATS = 41
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    """Median seconds of *fn* (after one warm-up call)."""
-    fn()
-    samples = []
+def paired(ours: Callable[[], Any], yard: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, their calls alternating: this shared machine's speed
+    drifts, and both then see the same drift."""
+    ours()
+    yard()
+    mine, theirs = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+        ours()
+        middle = time.perf_counter()
+        yard()
+        mine.append(middle - started)
+        theirs.append(time.perf_counter() - middle)
+    return statistics.median(mine), statistics.median(theirs)
 
 
 def row_of(i: int, start: datetime) -> tuple[Any, ...]:
@@ -232,15 +238,23 @@ def bench_postgres(rows: int) -> dict[str, Any]:
             "SELECT * FROM celery_taskmeta WHERE id = ANY(%s)", (ids,)
         ).fetchall()
 
+    names = [column.name for column in conn.execute(FIND_SQL).description or ()]
+    at = [names.index("result"), names.index("args"), names.index("kwargs")]
+
+    def decoded(rows: list[Any]) -> list[Any]:
+        # What a script shows of each row: its result, args and kwargs decoded.
+        return [[orjson.loads(row[i]) for i in at] for row in rows]
+
     cases = {
         "find page 1": (ours_first, yard_first),
+        "find page 1 (yardstick decodes)": (ours_first, lambda: decoded(yard_first())),
         "find page 2": (ours_next, yard_next),
         "show": (ours_show, yard_show),
         "failures": (ours_failures, yard_failures),
     }
     for label, (ours, yard) in cases.items():
         repeats = 5 if label == "failures" else REPEATS
-        mine, theirs = timed(ours, repeats), timed(yard, repeats)
+        mine, theirs = paired(ours, yard, repeats)
         out[label] = {
             "ours_ms": round(mine * 1000, 2),
             "yardstick_ms": round(theirs * 1000, 2),
@@ -376,8 +390,11 @@ def bench_redis(keys: int) -> dict[str, Any]:
 
         for label, query, wanted in (("common", common, is_common), ("rare", rare, is_rare)):
             page = find(store, query, limit=50)
-            mine = timed(lambda q=query: find(store, q, limit=50), 7)
-            theirs = timed(lambda w=wanted: client_side_page(client, w, 50), 7)
+            mine, theirs = paired(
+                lambda q=query: find(store, q, limit=50),
+                lambda w=wanted: client_side_page(client, w, 50),
+                7,
+            )
             out[f"page of a {label} filter"] = {
                 "filter": {k: v for k, v in query.describe().items() if v not in (None, [])},
                 "results": len(page.records),

@@ -418,3 +418,28 @@ def test_a_cursor_of_another_query_is_refused(redis_db: Any) -> None:
             find(store, Query.build(), limit=2, cursor="garbage!")
     finally:
         store.close()
+
+
+def test_a_page_after_the_servers_connection_ended_is_read_on_a_new_one(
+    request: Any, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    # Given a store that read a page, keeping its connection for the next one
+    data = written_in("postgres", request, tmp_path)
+    store = data.store()
+    try:
+        first = find(store, Query.build(), limit=3)
+        reader = store.reader  # type: ignore[attr-defined]
+        pid = reader.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        # When the server ends that connection (a restart, an idle timeout)
+        admin = sa.create_engine(request.getfixturevalue("postgres_db").sqlalchemy_url)
+        with admin.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        # Then the next page is read all the same, on a new connection
+        second = find(store, Query.build(), limit=3, cursor=first.cursor)
+        assert len(second.records) == 3
+        assert not {r.id for r in first.records} & {r.id for r in second.records}
+    finally:
+        store.close()

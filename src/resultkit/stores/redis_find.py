@@ -37,6 +37,8 @@ from ..records import Kind, Record
 if TYPE_CHECKING:
     from .redis import RedisStore
 
+from .redis import match_prefix
+
 __all__ = [
     "FIND_SCRIPT",
     "MAX_SCAN_KEYS_PER_PAGE",
@@ -256,10 +258,6 @@ def _needles(query: Query) -> list[list[str]]:
     return [[n for n in group if n] for group in groups if group and all(group)]
 
 
-def _escape_glob(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 def _position(position: Mapping[str, Any] | None) -> tuple[int, int, str | None]:
     if position is None:
         return 0, 0, None
@@ -279,7 +277,7 @@ def redis_find_page(
     nodes = store.scan_nodes()
     node, cursor, last = _position(position)
     prefix = store.prefix(Kind.TASK)
-    pattern = _escape_glob(prefix.decode("latin-1")) + _escape_glob(query.id_prefix or "") + "*"
+    pattern = match_prefix(prefix + (query.id_prefix or "").encode())
     filters = json.dumps(lua_filters(query))
     found: list[Record] = []
     scanned = 0

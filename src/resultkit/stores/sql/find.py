@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .tables import TableStore
 
 __all__ = ["SqlQuery", "sql_failure_groups", "sql_find_page", "sql_select"]
+
+T = TypeVar("T")
 
 #: Rows read per round trip while a page is filled through a prefilter.
 PREFILTER_BATCH_ROWS = 500
@@ -211,10 +213,45 @@ class SqlQuery:
 
 @contextlib.contextmanager
 def reading(store: TableStore) -> Iterator[sa.Connection]:
-    """A connection for reads: in autocommit, so that no transaction is opened and
-    none is rolled back when it returns to the pool (a round trip saved per page)."""
-    with store.engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    """A connection for the reads of queries, in autocommit (no transaction opened,
+    none rolled back).
+
+    The store keeps one, so that page after page skips the pool's checkout and
+    its pre-ping (a round trip each) and the server's prepared statements stay;
+    a thread that finds it in use gets a pooled connection of its own. A
+    statement that fails closes it: the next page opens another (a server
+    restarted meanwhile costs that one page, see :func:`retried`).
+    """
+    lock = store.reader_lock
+    if not lock.acquire(blocking=False):
+        with store.engine.connect() as own:
+            yield own.execution_options(isolation_level="AUTOCOMMIT")
+        return
+    try:
+        conn = store.reader
+        if conn is None or conn.closed or conn.invalidated:
+            conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            store.reader = conn
+        try:
+            yield conn
+        except BaseException:
+            store.reader = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+    finally:
+        lock.release()
+
+
+def retried(store: TableStore, read: Callable[[], T]) -> T:
+    """*read*, tried once more on a fresh connection when the kept one was found
+    dead (a server restarted, an idle connection closed by a proxy)."""
+    try:
+        return read()
+    except sa.exc.DBAPIError as exc:
+        if not (exc.connection_invalidated or store.transient(exc)):
+            raise
+    return read()
 
 
 def _when(value: datetime, aware: bool) -> datetime:
@@ -282,6 +319,12 @@ def sql_find_page(
     store: TableStore, query: Query, position: Mapping[str, Any] | None, limit: int
 ) -> ResultPage:
     """One page of *query* on *store*'s task table (see the module docstring)."""
+    return retried(store, lambda: _find_page(store, query, position, limit))
+
+
+def _find_page(
+    store: TableStore, query: Query, position: Mapping[str, Any] | None, limit: int
+) -> ResultPage:
     sql = SqlQuery.of(store, query)
     if sql is None:
         return ResultPage([], None, 0)

@@ -4,6 +4,9 @@ summarized and deleted from by this one class."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +51,12 @@ class TableStore(Store):
     engine: sa.Engine
     #: Set once a task row with a name is seen (see holds_extended).
     _holds_extended: bool = False
+    #: The connection queries read through, kept between pages (see find.reading).
+    reader: sa.Connection | None = None
+
+    @functools.cached_property
+    def reader_lock(self) -> threading.Lock:
+        return threading.Lock()
 
     @abstractmethod
     def table(self, kind: Kind) -> sa.Table | None:
@@ -252,4 +261,8 @@ class TableStore(Store):
         return {} if table is None else state_counts(self.engine, table.c.status)
 
     def close(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
         self.engine.dispose()
