@@ -198,6 +198,12 @@ def cases_for(command: str, env: Env) -> list[Case]:
             cases.append(Case(fault, ("cleanup", url, "--older-than", "1d"), 1, says))
         elif command == "bench":
             cases.append(Case(fault, ("bench", url, "--seconds", "0.3", "--no-compare"), 1, says))
+        elif command == "export":
+            args = ("export", url, "--to", str(env.folder / f"export-{fault}.jsonl.gz"))
+            cases.append(Case(fault, args, 0 if reads_only else 1, says))
+        elif command == "erase":
+            # the stored result's kwargs hold k=v: a read-only user may find it, not delete it
+            cases.append(Case(fault, ("erase", url, "--kwarg", "k=v", "--yes"), 1, says))
         elif command == "cutover":
             args = ("cutover", "status", "--new", env.good, "--old", url)
             # Old holds what new has, so a reader may learn that old can be dropped.
@@ -210,6 +216,8 @@ def cases_for(command: str, env: Env) -> list[Case]:
         "bench": ("bench", "--seconds", "0.3", "--no-compare", "-A"),
         "config-check": ("config", "check", "-A"),
         "cutover": ("cutover", "status", "-A"),
+        "export": ("export", "--to", str(env.folder / "app-export.csv"), "-A"),
+        "erase": ("erase", "--kwarg", "k=v", "--dry-run", "-A"),
     }
     if command in app_commands:
         prefix = app_commands[command]
@@ -245,6 +253,8 @@ COMMANDS = (
     "bench",
     "cutover",
     "config-check",
+    "export",
+    "erase",
 )
 
 

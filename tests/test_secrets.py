@@ -69,6 +69,7 @@ def test_no_command_prints_the_password(
         f"app.conf.resultkit_dual_write = {{'new': {good!r}, 'old': {pg!r}}}\n"
     )
     archive = tmp_path / "a.jsonl.gz"
+    audit = tmp_path / "erasures.log"
     commands: list[tuple[str, ...]] = []
     # Sentinels that do not answer cost redis-py's retries (seconds each): doctor and stats
     commands += [("doctor", sentinels, "--timeout", "3"), ("stats", sentinels, "--json")]
@@ -82,6 +83,8 @@ def test_no_command_prints_the_password(
         ("cleanup", good, "--older-than", "1d", "--archive", str(archive)),
         ("cleanup", good, "--json", "--dry-run"),
         ("bench", good, "--seconds", "0.3", "--no-compare", "--json"),
+        ("export", good, "--to", str(tmp_path / "export.jsonl.gz"), "--json"),
+        ("erase", good, "--kwarg", "k=v", "--dry-run", "--audit-log", str(audit), "--json"),
     ]
     for url in (wrong, raw):  # refused: every command's one error line
         commands += [
@@ -90,6 +93,8 @@ def test_no_command_prints_the_password(
             ("migrate", sqlite_db.url, url, "--json"),
             ("cleanup", url, "--older-than", "1d"),
             ("bench", url, "--seconds", "0.3", "--no-compare"),
+            ("export", url, "--to", str(tmp_path / f"export-{len(commands)}.csv")),
+            ("erase", url, "--kwarg", "k=v", "--yes", "--audit-log", str(audit)),
         ]
     # PostgreSQL here trusts every client, so the password is accepted, and must still hide
     commands += [
@@ -107,6 +112,9 @@ def test_no_command_prints_the_password(
         ("cutover", "status", "-A", "secretapp"),
         ("cutover", "status", "-A", "secretapp", "--json"),
         ("bench", "-A", "secretapp", "--seconds", "0.3", "--no-compare"),
+        ("erase", "-A", "secretapp", "--kwarg", "k=v", "--dry-run", "--audit-log", str(audit)),
+        ("retry", "-A", "secretapp", "--state", "FAILURE", "--dry-run"),
+        ("retry", "-A", "secretapp", "--state", "FAILURE", "--dry-run", "--json"),
     ]
 
     def one(args: tuple[str, ...]) -> CliResult:
@@ -123,6 +131,7 @@ def test_no_command_prints_the_password(
             problems.append(f"{args[0]} {args[1][:30]}: shows {found}\n{result.output[:400]}")
         if "internal error" in result.output or "Traceback" in result.output:
             problems.append(f"{args[0]} {args[1][:30]}: {result.output[:400]}")
+    problems += [f"the audit log shows {f}" for f in leaks(audit.read_text(), PASSWORD, OTHER)]
     assert not problems, "\n".join(problems)
     # ... and the commands given the right password did their work
     assert results[2].code == 0, results[2].output  # doctor

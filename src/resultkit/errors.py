@@ -21,7 +21,9 @@ what to do next::
     │   └── DamagedArchive       an archive that cannot be appended to safely
     ├── SerializationError       a payload cannot be encoded or decoded
     ├── MigrationError           a migration cannot continue safely
-    └── CleanupError             a cleanup cannot continue safely
+    ├── CleanupError             a cleanup cannot continue safely
+    ├── EraseError               an erasure cannot continue safely
+    └── RetryError               a stored task cannot be sent again
 
 The command line maps :class:`UsageError`, :class:`ConfigurationError` and
 :class:`AppNotFound` to exit code 2 and everything else to exit code 1.
@@ -37,10 +39,12 @@ __all__ = [
     "CleanupError",
     "ConfigurationError",
     "DamagedArchive",
+    "EraseError",
     "MigrationError",
     "MissingDatabase",
     "MissingDriver",
     "ResultkitError",
+    "RetryError",
     "SerializationError",
     "StorageFull",
     "UnknownBackend",
@@ -130,3 +134,11 @@ class MigrationError(ResultkitError):
 
 class CleanupError(ResultkitError):
     """A cleanup cannot continue without deleting what it cannot archive."""
+
+
+class EraseError(ResultkitError):
+    """An erasure cannot continue without deleting what it cannot archive."""
+
+
+class RetryError(ResultkitError):
+    """A stored task cannot be sent again (not found, or stored without what sending needs)."""

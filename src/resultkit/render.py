@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from .commands.config import ConfigCheckReport
     from .commands.cutover import CutoverReport
     from .commands.doctor import DoctorReport
+    from .commands.erase import EraseReport
+    from .commands.export import ExportReport
     from .commands.failures import FailuresReport
     from .commands.find import FindReport
     from .commands.migrate import MigrationReport
+    from .commands.retry import RetryReport
     from .commands.show import ShowReport
     from .commands.stats import StatsReport
 
@@ -41,9 +44,12 @@ __all__ = [
     "render_config_check",
     "render_cutover",
     "render_doctor",
+    "render_erase",
+    "render_export",
     "render_failures",
     "render_find",
     "render_migration",
+    "render_retry",
     "render_show",
     "render_stats",
 ]
@@ -314,6 +320,70 @@ def render_config_check(report: ConfigCheckReport, console: Console) -> None:
 
     report_view = DoctorReport(backend=report.app, checks=report.checks)
     render_doctor(report_view, console, title="resultkit config check")
+
+
+def _filters_line(filters: Any) -> str:
+    """The filters given, as one line (what was asked, never what was found)."""
+    parts = []
+    for key, value in filters.items():
+        if key in ("kind", "order") or value in (None, [], ""):
+            continue
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        parts.append(f"{key} {shown}")
+    return "; ".join(parts) or "none (every result)"
+
+
+def render_export(report: ExportReport, console: Console) -> None:
+    """Print how many results an export wrote, and where."""
+    console.print(Text.assemble(("resultkit export", "bold"), "  ", report.backend))
+    console.print("filters: " + _filters_line(report.filters), style="dim")
+    console.print(
+        f"exported {report.exported:,} results to {report.path} ({report.format}) "
+        f"in {report.seconds:.1f} s"
+    )
+    if report.format == "jsonl":
+        console.print(f"restore with: resultkit migrate jsonl://{report.path} TARGET", style="dim")
+
+
+def render_erase(report: EraseReport, console: Console) -> None:
+    """Print what an erasure matched and deleted (or, dry, would delete)."""
+    title = "resultkit erase (dry run)" if report.dry_run else "resultkit erase"
+    console.print(Text.assemble((title, "bold"), "  ", report.backend))
+    console.print("filters: " + _filters_line(report.filters), style="dim")
+    if report.dry_run:
+        line = f"matched {report.matched:,}: would delete {report.matched:,}; deleted nothing"
+    else:
+        line = f"matched {report.matched:,}, deleted {report.deleted:,}"
+        if report.archive:
+            line += f", archived {report.archived:,} to {report.archive}"
+        if report.changed:
+            line += f" ({report.changed:,} changed or gone meanwhile, left as they were)"
+    console.print(line + f" in {report.seconds:.1f} s")
+    if report.audit_log:
+        console.print(f"audit line appended to {report.audit_log}", style="dim")
+    if report.by_task:
+        table = Table("task", "results", box=None)
+        for task, count in list(report.by_task.items())[:20]:
+            table.add_row(task, f"{count:,}")
+        console.print(table)
+
+
+def render_retry(report: RetryReport, console: Console) -> None:
+    """Print each task sent again: old id, new id (or, dry, what would be sent)."""
+    title = "resultkit retry (dry run)" if report.dry_run else "resultkit retry"
+    console.print(Text.assemble((title, "bold"), "  ", report.backend))
+    table = Table("task id", "name", "queue", "new task id", box=None)
+    for task in report.tasks:
+        table.add_row(
+            task.task_id,
+            task.name,
+            task.queue or "(default)",
+            task.new_task_id or "(not sent)",
+        )
+    console.print(table)
+    verb = "would send" if report.dry_run else "sent"
+    count = len(report.tasks) if report.dry_run else report.sent
+    console.print(f"{verb} {count:,} tasks through {report.broker}")
 
 
 def _short(value: Any, width: int = 60) -> str:

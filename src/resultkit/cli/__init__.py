@@ -4,7 +4,9 @@ Exit codes: 0 when everything passed, 1 when a check or operation found
 problems, 2 for usage errors (bad options, an app that cannot be loaded, a
 URL and ``-A`` given together).  The only package that talks to click:
 ``common`` (errors, options, console), ``check`` (doctor, stats, bench,
-config, key) and ``move`` (migrate, cleanup, cutover).
+config, key), ``move`` (migrate, cleanup, cutover), ``find`` (find, show,
+failures), ``actions`` (export, erase, retry) and ``filters`` (the filter
+options they share).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from .. import __version__
 from ..encryption import install_worker_check
+from .actions import erase_command, export_command, retry_command
 from .check import bench_command, config_group, doctor_command, key_group, stats_command
 from .common import CELERY_APP, die
 from .find import failures_command, find_command, show_command
@@ -39,6 +42,9 @@ COMMANDS: tuple[click.Command, ...] = (
     find_command,
     show_command,
     failures_command,
+    export_command,
+    erase_command,
+    retry_command,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

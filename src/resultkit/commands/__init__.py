@@ -7,9 +7,12 @@ from .cleanup import DEFAULT_CLEANUP_BATCH_ROWS, CleanupReport, cleanup
 from .config import ConfigCheckReport, config_check, config_new
 from .cutover import CutoverReport, cutover_status
 from .doctor import DEFAULT_TIMEOUT_S, DoctorReport, doctor
+from .erase import EraseReport, erase
+from .export import ExportReport, export
 from .failures import FailuresReport, failures
 from .find import FindReport, find
 from .migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate
+from .retry import RetryReport, retry
 from .show import ShowReport, show
 from .stats import StatsReport, stats
 
@@ -23,10 +26,13 @@ __all__ = [
     "ConfigCheckReport",
     "CutoverReport",
     "DoctorReport",
+    "EraseReport",
+    "ExportReport",
     "FailuresReport",
     "FindReport",
     "MigrationReport",
     "Progress",
+    "RetryReport",
     "ShowReport",
     "StatsReport",
     "bench",
@@ -35,9 +41,12 @@ __all__ = [
     "config_new",
     "cutover_status",
     "doctor",
+    "erase",
+    "export",
     "failures",
     "find",
     "migrate",
+    "retry",
     "show",
     "stats",
 ]

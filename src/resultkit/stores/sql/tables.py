@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = ["TableStore"]
 
+#: Rows locked, compared and deleted by one statement of :meth:`TableStore.delete_unchanged`.
+_DELETE_CHUNK_ROWS = 1000
+#: Rows one conditional DELETE names, each with every column's value (bound parameters).
+_DELETE_ROWS_PER_STATEMENT = 50
+
 
 class TableStore(Store):
     """Results as rows of a task table and a group table, keyed by an ``id``
@@ -109,6 +114,45 @@ class TableStore(Store):
         if table is None or not ids:
             return 0
         return delete_ids(self.engine, table, self._id_column(kind, table), ids)
+
+    def delete_unchanged(self, kind: Kind, records: Sequence[Record]) -> int:
+        """Delete each row only if it still holds what was read.
+
+        The rows are read again (locked ``FOR UPDATE`` where the database can)
+        and compared with the records; those still the same are deleted by a
+        statement that names every column's value as just read, so a row a
+        worker rewrites between the two (SQLite takes no row lock) is left
+        alone.  A record that could not be read (a pickle not accepted) is
+        compared by what could be read of it.
+        """
+        table = self.table(kind)
+        wanted = {r.id: r.meta for r in records}
+        if table is None or not wanted:
+            return 0
+        column = self._id_column(kind, table)
+        ids = list(wanted)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for at in range(0, len(ids), _DELETE_CHUNK_ROWS):
+                chunk = ids[at : at + _DELETE_CHUNK_ROWS]
+                rows = conn.execute(sa.select(table).where(column.in_(chunk)).with_for_update())
+                same = [
+                    row._mapping
+                    for row in rows
+                    if self._row_record(kind, row).meta == wanted[row._mapping[column.name]]
+                ]
+                for start in range(0, len(same), _DELETE_ROWS_PER_STATEMENT):
+                    each = [
+                        sa.and_(
+                            *(
+                                table.c[name].is_(None) if value is None else table.c[name] == value
+                                for name, value in mapping.items()
+                            )
+                        )
+                        for mapping in same[start : start + _DELETE_ROWS_PER_STATEMENT]
+                    ]
+                    deleted += conn.execute(sa.delete(table).where(sa.or_(*each))).rowcount
+        return deleted
 
     def count(self, kind: Kind) -> int:
         table = self.table(kind)
