@@ -135,6 +135,40 @@ def test_export_from_an_archive(cli: Any, request: Any, tmp_path: Path) -> None:
         assert [r["task_id"] for r in csv.DictReader(handle)] == ["u7-0"]
 
 
+@pytest.mark.parametrize("filters", [(), ("--state", "SUCCESS")], ids=["everything", "filtered"])
+def test_export_from_a_damaged_archive_exports_the_rest_and_exits_1_naming_the_damage(
+    cli: Any, tmp_path: Path, filters: tuple[str, ...]
+) -> None:
+    # Given an archive of three members whose second member is garbled
+    from tests.test_archive import BATCH, member_offsets, write_archive
+
+    source = tmp_path / "old.jsonl.gz"
+    ids = write_archive(source)
+    data = bytearray(source.read_bytes())
+    starts = member_offsets(bytes(data))
+    middle = (starts[1] + starts[2]) // 2
+    data[middle - 8 : middle + 8] = b"\xff" * 16
+    source.write_bytes(bytes(data))
+    # When it is exported
+    path = tmp_path / "copy.jsonl.gz"
+    done = cli("export", f"jsonl://{source}", *filters, "--to", str(path), "--json")
+    # Then the intact members are exported, and the damage is counted and placed: exit 1
+    assert done.code == 1, done.output
+    assert done.json["complete"] is False
+    assert done.json["damaged"] == 1
+    assert f"line {BATCH + 1}" in done.json["damaged_examples"][0]
+    assert done.json["exported"] == 2 * BATCH
+    exported = {
+        r.id for page in open_store(f"jsonl://{path}").pages(Kind.TASK, 1000) for r in page.records
+    }
+    assert exported == set(ids[:BATCH]) | set(ids[2 * BATCH :])
+    # And the text report says the export is not complete and how to see the damage
+    text = cli("export", f"jsonl://{source}", *filters, "--to", str(tmp_path / "t.csv"))
+    assert text.code == 1
+    assert "NOT COMPLETE" in text.output
+    assert "damaged" in text.output
+
+
 def test_an_existing_file_is_kept_unless_overwrite(
     cli: Any, sqlite_db: Any, tmp_path: Path
 ) -> None:

@@ -325,15 +325,22 @@ def find(
     return page
 
 
-def select(store: Store, query: Query, *, batch_size: int = 1000) -> Iterator[Record]:
+def select(
+    store: Store, query: Query, *, batch_size: int = 1000, damaged: bool = False
+) -> Iterator[Record]:
     """Every result *query* selects in *store*, in the store's own order, streamed
-    (memory bounded by *batch_size*): what ``export``, ``erase`` and ``retry`` walk."""
+    (memory bounded by *batch_size*): what ``export``, ``erase`` and ``retry`` walk.
+
+    With *damaged*, also the records the store could not read at all (an archive's
+    damaged lines, ``Record.damaged``): they match no filter, and a caller that
+    must account for every record (``export``) reports them instead of losing them.
+    """
     from .boundary import translating
 
     resolved, _ = store.prepare_query(query)
     # A generator is not a guarded primitive: its driver errors are translated here.
     with translating(store.masked_url, "find results", store.redactor):
-        yield from store.select_records(resolved, batch_size)
+        yield from store.select_records(resolved, batch_size, damaged=damaged)
 
 
 # ---------------------------------------------------------------- cursors
@@ -633,9 +640,12 @@ def _kinds(query: Query) -> list[Kind]:
     return [k for k in (Kind.TASK, Kind.GROUP) if k in query.kinds]
 
 
-def candidates(store: Store, query: Query, batch_size: int) -> Iterator[list[Record]]:
+def candidates(
+    store: Store, query: Query, batch_size: int, *, damaged: bool = False
+) -> Iterator[list[Record]]:
     """Batches of the records a query may select: read by id when it names few ids,
-    otherwise every record of its kinds, a scan page at a time."""
+    otherwise every record of its kinds, a scan page at a time (the damaged ones
+    too when *damaged*)."""
     for kind in _kinds(query):
         if query.ids is not None and len(query.ids) <= MAX_READ_BY_ID:
             ordered = sorted(query.ids)
@@ -644,14 +654,17 @@ def candidates(store: Store, query: Query, batch_size: int) -> Iterator[list[Rec
                 yield list(found.values())
             continue
         for page in store.pages(kind, batch_size):
-            yield [r for r in page.records if not r.damaged]
+            yield [r for r in page.records if damaged or not r.damaged]
 
 
-def stream_matches(store: Store, query: Query, batch_size: int) -> Iterator[Record]:
-    """Every record *query* selects, in the order the store reads them."""
-    for batch in candidates(store, query, batch_size):
+def stream_matches(
+    store: Store, query: Query, batch_size: int, *, damaged: bool = False
+) -> Iterator[Record]:
+    """Every record *query* selects, in the order the store reads them, and with
+    *damaged* every record the store could not read."""
+    for batch in candidates(store, query, batch_size, damaged=damaged):
         for record in batch:
-            if query.matches(record):
+            if record.damaged or query.matches(record):
                 yield record
 
 

@@ -341,6 +341,18 @@ def render_export(report: ExportReport, console: Console) -> None:
         f"exported {report.exported:,} results to {report.path} ({report.format}) "
         f"in {report.seconds:.1f} s"
     )
+    if report.damaged:
+        console.print(
+            f"NOT COMPLETE: {report.damaged:,} records of the source are damaged and were "
+            "not exported (they may or may not match the filters): "
+            + "; ".join(report.damaged_examples)
+            + ("; ..." if report.damaged > len(report.damaged_examples) else ""),
+            style="bold red",
+        )
+        console.print(
+            f"resultkit migrate {report.backend} TARGET --verify lists every damaged record",
+            style="dim",
+        )
     if report.format == "jsonl":
         console.print(f"restore with: resultkit migrate jsonl://{report.path} TARGET", style="dim")
 

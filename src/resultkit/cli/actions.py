@@ -58,6 +58,7 @@ def export_command(url: str | None, app: str | None, as_json: bool, **options: A
     with progress_for("exporting") as progress:
         report = export(url, app=app_from_context(app), progress=progress, **options)
     emit(report, as_json, render_export)
+    sys.exit(0 if report.complete else 1)
 
 
 @click.command("erase")

@@ -33,7 +33,13 @@ from ..transfer import Progress
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["CSV_COLUMNS", "DEFAULT_EXPORT_BATCH_RECORDS", "ExportReport", "export"]
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_EXPORT_BATCH_RECORDS",
+    "MAX_DAMAGED_EXAMPLES",
+    "ExportReport",
+    "export",
+]
 
 #: Results written at a time (one gzip member of the archive).
 DEFAULT_EXPORT_BATCH_RECORDS = 1000
@@ -79,6 +85,16 @@ class ExportReport:
     by_state: dict[str, int] = field(default_factory=dict)
     filters: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Records the source could not read at all (an archive's damaged lines): not
+    #: exported, and not known to match the filters or not.
+    damaged: int = 0
+    #: Where the first of them are, and why (at most ``MAX_DAMAGED_EXAMPLES``).
+    damaged_examples: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every record of the source was either exported or filtered out."""
+        return self.damaged == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,10 +102,17 @@ class ExportReport:
             "path": self.path,
             "format": self.format,
             "exported": self.exported,
+            "complete": self.complete,
+            "damaged": self.damaged,
+            "damaged_examples": self.damaged_examples,
             "by_state": self.by_state,
             "filters": self.filters,
             "seconds": round(self.seconds, 3),
         }
+
+
+#: Damaged records an export names in its report (it counts them all).
+MAX_DAMAGED_EXAMPLES = 10
 
 
 def export(
@@ -134,7 +157,8 @@ def export(
             # Counted first, for a progress bar with an ETA (a terminal only).
             total = sum(1 for _ in _unique(select(store, query, batch_size=batch_size)))
             progress(Progress(Kind.TASK, 0, total))
-        batches = _batches(_unique(select(store, query, batch_size=batch_size)), batch_size)
+        selected = select(store, query, batch_size=batch_size, damaged=True)
+        batches = _batches(_unique(_set_aside_damaged(selected, report)), batch_size)
         writer = _write_archive if chosen == "jsonl" else _write_csv
         by_state: dict[str, int] = {}
 
@@ -178,6 +202,18 @@ def _format(path: Path, given: str | None) -> ExportFormat:
         f"cannot tell the format from {path.name!r}: end the path with .jsonl.gz (an archive "
         "migrate restores) or .csv, or pass --format jsonl|csv"
     )
+
+
+def _set_aside_damaged(records: Iterable[Record], report: ExportReport) -> Iterator[Record]:
+    """The records that can be exported; the damaged ones counted in *report*, never
+    dropped silently (the export then exits 1 and says where they are)."""
+    for record in records:
+        if not record.damaged:
+            yield record
+            continue
+        report.damaged += 1
+        if len(report.damaged_examples) < MAX_DAMAGED_EXAMPLES:
+            report.damaged_examples.append(record.error or record.id)
 
 
 def _unique(records: Iterable[Record]) -> Iterator[Record]:

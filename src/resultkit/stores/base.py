@@ -551,11 +551,14 @@ class Store(ABC):
         """Create the recommended indexes that are missing; return their names."""
         return []
 
-    def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
-        """Every result *query* selects, in the store's own order, streamed."""
+    def select_records(
+        self, query: Query, batch_size: int, *, damaged: bool = False
+    ) -> Iterator[Record]:
+        """Every result *query* selects, in the store's own order, streamed; with
+        *damaged*, also the records this store could not read (``Record.damaged``)."""
         from ..query import stream_matches
 
-        yield from stream_matches(self, query, batch_size)
+        yield from stream_matches(self, query, batch_size, damaged=damaged)
 
     # ------------------------------------------------------------- helpers
     def pages(self, kind: Kind, batch_size: int, cursor: Any = None) -> Iterator[Page]:

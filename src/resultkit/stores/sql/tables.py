@@ -233,12 +233,16 @@ class TableStore(Store):
             return super().find_page(query, position, limit)  # groups: streamed
         return find.sql_find_page(self, query, position, limit)
 
-    def select_records(self, query: Query, batch_size: int) -> Iterator[Record]:
+    def select_records(
+        self, query: Query, batch_size: int, *, damaged: bool = False
+    ) -> Iterator[Record]:
+        # A row is always read (an unreadable payload is a record with an error,
+        # never a damaged one), so *damaged* changes nothing here.
         if Kind.TASK in query.kinds:
             yield from find.sql_select(self, query, batch_size)
         if Kind.GROUP in query.kinds:
             groups = replace(query, kinds=frozenset({Kind.GROUP}))
-            yield from super().select_records(groups, batch_size)
+            yield from super().select_records(groups, batch_size, damaged=damaged)
 
     def failure_groups(self, query: Query) -> list[FailureGroup] | None:
         if query.kinds != frozenset({Kind.TASK}):
