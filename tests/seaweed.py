@@ -171,6 +171,9 @@ def start_seaweed(folder: Path, s3_port: int | None = None) -> Seaweed:
         f"-s3.port.grpc={s3 + 10000}",
         f"-s3.config={config}",
         "-metricsPort=0",
+        # Fixed default ports otherwise (8181, 9101): two servers on one machine would clash.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
         "-volume.max=16",
     ]
