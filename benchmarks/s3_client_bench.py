@@ -87,7 +87,9 @@ def obstore_ops(env: dict[str, str], bucket: str) -> tuple[Callable[..., Any], C
     return put, get
 
 
-def rate(put: Callable[..., Any], get: Callable[..., Any], size: int, count: int) -> tuple[float, float]:
+def rate(
+    put: Callable[..., Any], get: Callable[..., Any], size: int, count: int
+) -> tuple[float, float]:
     body = os.urandom(size)
     keys = [f"bench/{uuid.uuid4().hex}" for _ in range(count)]
     started = time.perf_counter()

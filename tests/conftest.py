@@ -591,7 +591,7 @@ class S3Bucket:
     def client(self) -> Any:
         return self.server.client()
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         """Every object key in the bucket."""
         paginator = self.client.get_paginator("list_objects_v2")
         return [
@@ -611,7 +611,7 @@ def drop_bucket(bucket: S3Bucket) -> None:
     if bucket.server.process.poll() is not None:
         return
     client = bucket.client
-    for key in bucket.keys():
+    for key in bucket.object_keys():
         client.delete_object(Bucket=bucket.name, Key=key)
     uploads = client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
     for upload in uploads:

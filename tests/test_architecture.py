@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "checkpoint",
         "boundary",
         "cluster",
+        "offload",
     ),
     ("stores", "backends"),
     ("transfer", "progress", "checks"),

@@ -16,7 +16,7 @@ def test_bucket_of_its_own_stores_and_returns_an_object(s3_bucket: Any) -> None:
     # Then it reads back whole, and it is the only key
     body = client.get_object(Bucket=s3_bucket.name, Key="a/b")["Body"].read()
     assert body == b"x" * 300_000
-    assert s3_bucket.keys() == ["a/b"]
+    assert s3_bucket.object_keys() == ["a/b"]
 
 
 def test_wrong_credentials_are_refused(s3_bucket: Any) -> None:

@@ -39,6 +39,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy.orm.exc import StaleDataError
 
+from .. import offload
 from .._celery_compat import (
     bytes_table,
     ensure_retryable,
@@ -124,6 +125,8 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         self.poll_interval = poll_interval_s(conf)
         group_schema = (conf.database_table_schemas or {}).get("group")
         self.chords = ChordLedger(sa.MetaData(), group_schema)
+        #: ``resultkit_offload``: result columns above the threshold live in object storage.
+        self.offloader = offload.Offloader.from_conf(conf)
 
     # ------------------------------------------------------------- engine
     @property
@@ -171,7 +174,9 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """SQLAlchemy's retryable errors, and the driver's own on the direct store path."""
-        if super().exception_safe_to_retry(exc) or isinstance(exc, _RETRYABLE):
+        if super().exception_safe_to_retry(exc) or isinstance(
+            exc, (*_RETRYABLE, offload.ObjectStoreUnavailable)
+        ):
             return True
         dbapi = self.engine.dialect.loaded_dbapi
         retryable = tuple(
@@ -207,6 +212,7 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
 
     def _decode_stored(self, payload: Any) -> Any:
         """A result column's value as the installed Celery reads it."""
+        payload = offload.resolve(payload)
         if self.pickles_results:
             # Celery 5.4-5.6 unpickle the column, whatever the app's serializer.
             return None if payload is None else pickle.loads(payload)
@@ -228,7 +234,11 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         meta["date_done"] = meta.get("date_done") or datetime.now(timezone.utc)
         columns = self._columns
         values = row_values(task_id, meta, columns, self._encode_once)
-        return {column.name: value for column, value in zip(columns, values, strict=True)}
+        row = {column.name: value for column, value in zip(columns, values, strict=True)}
+        if self.offloader is not None:
+            # The object first: a row only ever references a written object.
+            row["result"] = self.offloader.offload(task_id, row.get("result"))
+        return row
 
     @functools.cached_property
     def _columns(self) -> tuple[Column, ...]:
@@ -540,7 +550,25 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     def _forget(self, task_id: str) -> None:
         table = self.task_table
         with self.engine.begin() as conn:
+            stored = conn.execute(
+                sa.select(table.c.result).where(table.c.task_id == task_id)
+            ).scalar()
             conn.execute(sa.delete(table).where(table.c.task_id == task_id))
+        # The row goes first: a failure here leaves an orphan that cleanup sweeps,
+        # never a reference without its object.
+        offload.delete_referenced(stored)
+
+    def offload_references(self, task_ids: list[str]) -> list[bytes]:
+        """The offload references stored for *task_ids* (inline results are left out)."""
+        table = self.task_table
+        marker = sa.func.substr(table.c.result, 1, len(offload.MARKER))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.result).where(
+                    table.c.task_id.in_(task_ids), marker == offload.MARKER
+                )
+            )
+            return [bytes(row[0]) for row in rows]
 
     # ------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -568,3 +596,9 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         if lifetime is not None:
             with self.engine.connect() as conn:
                 self.chords.purge(conn, plan.cutoff(lifetime))
+        if self.offloader is not None:
+            # The objects of the rows just deleted (and of any forget that failed
+            # half-way): no row references them any more.
+            offload.sweep_orphans(
+                self.offloader.store, self.offload_references, grace_s=offload.ORPHAN_GRACE_S
+            )
