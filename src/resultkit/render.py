@@ -243,6 +243,12 @@ def render_cleanup(report: CleanupReport, console: Console) -> None:
     if report.unreadable:
         line += f" ({report.unreadable:,} unreadable results kept)"
     console.print(line + f" in {report.seconds:.1f} s")
+    if report.offload:
+        verb = "would delete" if report.dry_run else "deleted"
+        console.print(
+            f"offloaded objects in {report.offload}: {verb} {report.offload_deleted:,} "
+            f"orphans, kept {report.offload_kept:,}"
+        )
     if report.by_state:
         table = Table("state", "results", box=None)
         for state, count in report.by_state.items():

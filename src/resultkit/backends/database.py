@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from celery import states
@@ -92,6 +92,11 @@ def poll_interval_s(conf: Any) -> float:
             f"(default {DEFAULT_POLL_INTERVAL_S})"
         ) from None
     return float(value)
+
+
+class _Doomed(NamedTuple):
+    task_id: str
+    reference: offload.Reference
 
 
 class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc]
@@ -572,8 +577,10 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
 
     # ------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
-        """Delete results past their lifetime, in bounded batches (the retention policy)."""
+        """Delete results past their lifetime, in bounded batches (the retention policy);
+        with ``resultkit_offload``, their objects after them."""
         plan = PurgePlan(self.retention, time.time(), batch_size=5000)
+        doomed = self._expired_references(plan) if self.offloader is not None else []
         for table, status, name in (
             (
                 self.task_table,
@@ -596,9 +603,35 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         if lifetime is not None:
             with self.engine.connect() as conn:
                 self.chords.purge(conn, plan.cutoff(lifetime))
-        if self.offloader is not None:
-            # The objects of the rows just deleted (and of any forget that failed
-            # half-way): no row references them any more.
-            offload.sweep_orphans(
-                self.offloader.store, self.offload_references, grace_s=offload.ORPHAN_GRACE_S
-            )
+        if doomed:
+            # The rows went first; an object goes once no row references it (a row
+            # stored again meanwhile references a new object, never this one).
+            alive = {
+                ref.url
+                for ref in map(
+                    offload.parse_reference,
+                    self.offload_references(sorted({ref.task_id for ref in doomed})),
+                )
+                if ref is not None
+            }
+            for ref in doomed:
+                if ref.reference.url not in alive:
+                    offload.delete_referenced(ref.reference.encode())
+
+    def _expired_references(self, plan: PurgePlan) -> list[_Doomed]:
+        """The offload references of the task rows that the purge is about to delete."""
+        from ..stores.sql.purge import sql_expired
+
+        table = self.task_table
+        name = table.c.name if "name" in table.c else None
+        marker = sa.func.substr(table.c.result, 1, len(offload.MARKER))
+        query = sa.select(table.c.task_id, table.c.result).where(
+            sql_expired(plan, table.c.date_done, table.c.status, name), marker == offload.MARKER
+        )
+        doomed = []
+        with self.engine.connect() as conn:
+            for task_id, payload in conn.execute(query):
+                reference = offload.parse_reference(bytes(payload))
+                if reference is not None:
+                    doomed.append(_Doomed(task_id, reference))
+        return doomed

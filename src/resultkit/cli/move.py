@@ -183,6 +183,21 @@ def migrate_command(
     help="Results per delete (each its own short transaction).",
 )
 @click.option(
+    "--offload",
+    metavar="URL",
+    help="Sweep orphaned offloaded objects under this s3:// or file:// prefix "
+    "(default: the app's resultkit_offload).",
+)
+@click.option(
+    "--orphan-grace",
+    metavar="DURATION",
+    callback=duration_value,
+    default="1h",
+    show_default=True,
+    help="Offloaded objects younger than this are never swept (their reference may be "
+    "about to be written).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Show what would go, by state and task; delete nothing."
 )
 @json_option
