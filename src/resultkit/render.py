@@ -166,6 +166,12 @@ def render_stats(report: StatsReport, console: Console) -> None:
         states.add_row("(unreadable)", f"{report.unreadable:,}")
     states.add_row(Text("total", style="bold"), Text(f"{report.total:,}", style="bold"))
     console.print(states)
+    offloaded = details.get("offloaded")
+    if offloaded:
+        console.print(
+            f"offloaded: {offloaded['objects']:,} objects, {offloaded['bytes']:,} bytes "
+            f"in {offloaded['url']}"
+        )
     if details.get("by_task"):
         tasks = Table("task", "results", box=None)
         for task, count in list(details["by_task"].items())[:15]:

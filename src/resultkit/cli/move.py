@@ -106,6 +106,12 @@ __all__ = ["cleanup_command", "cutover_group", "migrate_command"]
     "(re-)encrypted under the newest.",
 )
 @click.option(
+    "--inline-offloaded",
+    is_flag=True,
+    help="Write offloaded results inline in TARGET (their objects fetched), instead of "
+    "carrying their references as they are.",
+)
+@click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
     metavar="PATH",

@@ -121,6 +121,7 @@ def migrate(
     checkpoint: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     command: str | None = None,
+    inline_offloaded: bool = False,
 ) -> MigrationReport:
     """Copy the task and group results of *source* into *target*.
 
@@ -190,6 +191,9 @@ def migrate(
             sealing=sealing,
         ),
     )
+    # Offloaded results: their references are carried as they are (the same objects)
+    # where the target takes the source's bytes, unless they are to be written inline.
+    dst.inline_offloaded = inline_offloaded
     # Both ends answer (and the source exists) before anything is read or written.
     src.check_source()
     dst.ping()

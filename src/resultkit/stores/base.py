@@ -25,6 +25,7 @@ from ..codec import Codec, unreadable
 from ..durations import expiry_seconds
 from ..encryption import keyring_for
 from ..errors import SerializationError
+from ..offload import is_reference
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Payload, Record
 from ..summary import Summary
@@ -152,6 +153,8 @@ class Store(ABC):
     layout: ClassVar[str] = "store"
     #: The store keeps a lifetime per result (Redis TTL).
     native_ttl: ClassVar[bool] = False
+    #: Write offloaded results inline (fetched) rather than carry their references.
+    inline_offloaded: bool = False
     #: Each result is one blob in Celery's meta form, which can be copied as is.
     meta_blobs: ClassVar[bool] = False
     #: Records can be deleted (archives are append-only).
@@ -501,6 +504,8 @@ class Store(ABC):
         was not decoded on purpose: pickle is copied, never unpickled.
         """
         if not self.meta_blobs or record.raw is None or self.codec.transcodes(record):
+            return None
+        if self.inline_offloaded and is_reference(record.raw):
             return None
         if record.peek() is None and record.serializer != "pickle":
             return None
