@@ -161,3 +161,57 @@ def test_migrate_redis_to_postgres_reads_through_references(
     reader.conf.result_backend = postgres_db.url
     assert reader.AsyncResult("p-1").get(timeout=10) == BIG
     assert parse_reference(redis_db.client.get("celery-task-meta-p-1")) is not None
+
+
+def test_doctor_checks_the_bucket_and_warns_without_a_lifecycle_rule(
+    cli: Any, tmp_path: Path, redis_db: Any, s3_bucket: Any
+) -> None:
+    # Given an app that offloads to a bucket with no lifecycle rule
+    write_app_module(
+        tmp_path, "docapp", "resultkit-redis+" + redis_db.url, {"url": s3_bucket.url()}
+    )
+    # When the doctor runs
+    done = cli("doctor", "-A", "docapp", "--json", env=s3_bucket.env)
+    # Then the bucket works (endpoint and credentials named), the missing rule is a warning
+    bucket = done.check("offload.bucket")
+    assert bucket["status"] == "pass", bucket
+    assert s3_bucket.server.endpoint in bucket["message"]
+    assert "credentials from env" in bucket["message"]
+    lifecycle = done.check("offload.lifecycle")
+    assert lifecycle["status"] == "warn"
+    assert "lifecycle rule" in lifecycle["fix"]
+    # ...and the probe object was deleted
+    assert s3_bucket.object_keys() == []
+
+
+def test_doctor_fails_the_bucket_check_with_wrong_credentials_and_says_the_fix(
+    cli: Any, tmp_path: Path, redis_db: Any, s3_bucket: Any
+) -> None:
+    write_app_module(
+        tmp_path, "docapp2", "resultkit-redis+" + redis_db.url, {"url": s3_bucket.url()}
+    )
+    env = {**s3_bucket.env, "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+    done = cli("doctor", "-A", "docapp2", "--json", env=env)
+    assert done.code == 1
+    bucket = done.check("offload.bucket")
+    assert bucket["status"] == "fail"
+    assert "refused" in bucket["message"]
+    assert "AWS_ACCESS_KEY_ID" in bucket["fix"]
+    assert "wrong-secret" not in done.output
+
+
+def test_doctor_fails_the_bucket_check_when_the_object_store_is_down(
+    cli: Any, tmp_path: Path, redis_db: Any, s3_bucket: Any
+) -> None:
+    from tests.conftest import free_port
+
+    write_app_module(
+        tmp_path, "docapp3", "resultkit-redis+" + redis_db.url, {"url": s3_bucket.url()}
+    )
+    env = {**s3_bucket.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    done = cli("doctor", "-A", "docapp3", "--json", "--timeout", "20", env=env)
+    assert done.code == 1
+    bucket = done.check("offload.bucket")
+    assert bucket["status"] == "fail"
+    assert "cannot be reached" in bucket["message"]
+    assert "AWS_ENDPOINT_URL" in bucket["fix"]
