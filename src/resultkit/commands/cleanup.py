@@ -135,6 +135,8 @@ def cleanup(
         archive_url = (
             str(archive) if "://" in str(archive) else f"jsonl://{Path(archive).resolve()}"
         )
+        if archive_url.startswith("s3://"):
+            archive_url = "jsonl+" + archive_url  # the archive format, in object storage
         archive_store = open_store(archive_url, target.app)
         report.archive = archive_url
     by_state: Counter[str] = Counter()
