@@ -185,3 +185,61 @@ def test_resultkit_cleanup_command_on_postgres_deletes_rows_then_objects(
     assert done.json["deleted"] == 3
     assert done.json["offload_deleted"] == 3
     assert s3_bucket.object_keys() == []
+
+
+def test_redis_cluster_offloads_reads_joins_and_forgets(
+    redis_cluster: Any, cluster_prefix: str, s3_bucket: Any
+) -> None:
+    # Given resultkit-redis on a Redis Cluster with offload
+    from celery.result import GroupResult
+
+    app = make_app(
+        redis_cluster.backend_url,
+        s3_bucket.url(),
+        result_backend_transport_options={"global_keyprefix": cluster_prefix},
+    )
+    ids = [f"c-{n}" for n in range(6)]  # spread over the masters' slots
+    for task_id in ids:
+        app.backend.store_result(task_id, BIG + task_id, "SUCCESS")
+    # Then every key holds a reference, and get() and a join across slots read the values
+    client = redis_cluster.client()
+    for task_id in ids:
+        assert client.get(f"{cluster_prefix}celery-task-meta-{task_id}").startswith(MARKER)
+    assert app.AsyncResult("c-0").get(timeout=10) == BIG + "c-0"
+    group = GroupResult("g-1", [app.AsyncResult(i) for i in ids], app=app)
+    assert group.join(timeout=10) == [BIG + i for i in ids]
+    # When they are forgotten, Then the bucket is empty
+    for task_id in ids:
+        app.AsyncResult(task_id).forget()
+    assert s3_bucket.object_keys() == []
+
+
+def test_resultkit_dual_offloads_through_new_and_keeps_old_inline(
+    request: Any, s3_bucket: Any
+) -> None:
+    # Given resultkit-dual writing resultkit-redis (new) and resultkit-db (old)
+    redis_db = request.getfixturevalue("redis_db")
+    postgres_db = request.getfixturevalue("postgres_db")
+    app = Celery("dual", set_as_current=False)
+    app.conf.update(
+        result_backend="resultkit-dual://",
+        resultkit_dual_write={
+            "new": "resultkit-redis+" + redis_db.url,
+            "old": "resultkit-" + postgres_db.url,
+        },
+        resultkit_offload={"url": s3_bucket.url(), "threshold": "64KB"},
+    )
+    # When a large result is stored
+    app.backend.store_result("d-1", BIG, "SUCCESS")
+    # Then new holds a reference to the one object, old the payload inline
+    assert redis_db.client.get("celery-task-meta-d-1").startswith(MARKER)
+    with postgres_db.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        old = conn.scalar(sa.text("SELECT result FROM celery_taskmeta WHERE task_id = 'd-1'"))
+    assert not bytes(old).startswith(MARKER)
+    assert len(s3_bucket.object_keys()) == 1
+    assert app.AsyncResult("d-1").get(timeout=10) == BIG
+    # When it is forgotten, Then the object goes with new's reference
+    app.AsyncResult("d-1").forget()
+    assert s3_bucket.object_keys() == []
