@@ -215,3 +215,56 @@ def test_doctor_fails_the_bucket_check_when_the_object_store_is_down(
     assert bucket["status"] == "fail"
     assert "cannot be reached" in bucket["message"]
     assert "AWS_ENDPOINT_URL" in bucket["fix"]
+
+
+@pytest.mark.parametrize("target_kind", ["redis", "postgres"])
+def test_migrate_offloads_while_copying_and_verifies_through_celery(
+    cli: Any, request: Any, s3_bucket: Any, target_kind: str
+) -> None:
+    # Given inline results in a plain Celery Redis backend, one large and one small
+    with redis_database() as source:
+        writer = Celery("writer", set_as_current=False)
+        writer.conf.update(result_backend=source.url, result_extended=True)
+        writer.backend.store_result("o-big", BIG, "SUCCESS")
+        writer.backend.store_result("o-small", "tiny", "SUCCESS")
+        target = (
+            request.getfixturevalue("redis_db").url
+            if target_kind == "redis"
+            else request.getfixturevalue("postgres_db").url
+        )
+        # When they are migrated with --offload, verified
+        done = cli(
+            "migrate", source.url, target, "--offload", s3_bucket.url("moved"),
+            "--offload-threshold", "64KB", "--verify", "--json", env=s3_bucket.env,
+        )  # fmt: skip
+        # Then both verify, the large one is the only object, referenced by the target
+        assert done.code == 0, done.output
+        assert done.json["copied"] == 2
+        assert done.json["verified"] == 2
+        assert done.json["mismatched"] == 0
+        (key,) = s3_bucket.object_keys()
+        assert key.startswith("moved/o-big.")
+    # ...and resultkit's backend reads both
+    reader = make_app(
+        ("resultkit-redis+" if target_kind == "redis" else "resultkit-") + target,
+        s3_bucket.url("moved"),
+    )
+    assert reader.AsyncResult("o-big").get(timeout=10) == BIG
+    assert reader.AsyncResult("o-small").get(timeout=10) == "tiny"
+
+
+def test_migrate_verifies_carried_references(cli: Any, s3_bucket: Any) -> None:
+    with redis_database() as source, redis_database() as target:
+        app = make_app("resultkit-redis+" + source.url, s3_bucket.url())
+        app.backend.store_result("v-1", BIG, "SUCCESS")
+        done = cli("migrate", source.url, target.url, "--verify", "--json", env=s3_bucket.env)
+        assert done.code == 0, done.output
+        assert done.json["verified"] == 1
+        assert done.json["mismatched"] == 0
+
+
+def test_migrate_refuses_a_bad_offload_option_in_one_line(cli: Any, redis_db: Any) -> None:
+    done = cli("migrate", redis_db.url, redis_db.url + "1", "--offload", "s3://x")
+    assert done.code == 2, done.output
+    assert "--offload 's3://x'" in done.stderr
+    assert "Traceback" not in done.output

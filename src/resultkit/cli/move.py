@@ -112,6 +112,19 @@ __all__ = ["cleanup_command", "cutover_group", "migrate_command"]
     "carrying their references as they are.",
 )
 @click.option(
+    "--offload",
+    metavar="URL",
+    help="Offload task results above --offload-threshold to this s3:// or file:// prefix "
+    "while copying (the target keeps references).",
+)
+@click.option(
+    "--offload-threshold",
+    metavar="SIZE",
+    default="256KB",
+    show_default=True,
+    help="With --offload: results larger than this (stored bytes) are offloaded.",
+)
+@click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
     metavar="PATH",

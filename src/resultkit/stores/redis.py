@@ -20,6 +20,7 @@ from typing import Any
 
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
+from ..offload import is_reference
 from ..purge import PurgePlan
 from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
@@ -250,11 +251,14 @@ class RedisStore(Store):
     def payload_for(self, record: Record) -> bytes:
         """The bytes to store for *record*: its own blob when nothing changes."""
         raw = self.reusable_raw(record)
-        if raw is not None:
-            return raw
-        if record.meta is None:
-            raise ValueError(record.error or "the record has no readable payload")
-        return self.codec.encoder_for(record)(self.meta_for(record))
+        if raw is None:
+            if record.meta is None:
+                raise ValueError(record.error or "the record has no readable payload")
+            raw = self.codec.encoder_for(record)(self.meta_for(record))
+        if self.offloader is not None and record.kind is Kind.TASK and not is_reference(raw):
+            # The object first: the key is written after it, by the caller.
+            raw = self.offloader.offload(record.id, raw)
+        return raw
 
     @staticmethod
     def meta_for(record: Record) -> dict[str, Any]:
