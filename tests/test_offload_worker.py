@@ -162,12 +162,27 @@ def test_worker_results_above_the_threshold_round_trip_through_object_storage(
     assert not any(key.startswith(f"results/{large.id}") for key in remaining)
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize(
+    ("kind", "always_retry"), [("redis", False), ("postgres", False), ("redis", True)]
+)
 def test_object_server_down_fails_the_store_and_leaves_no_dangling_reference(
-    kind: str, request: Any, tmp_path: Path, amqp_url: str, own_seaweed: Any, keys: list[str]
+    kind: str,
+    always_retry: bool,
+    request: Any,
+    tmp_path: Path,
+    amqp_url: str,
+    own_seaweed: Any,
+    keys: list[str],
 ) -> None:
     # Given a worker offloading to a server that is killed after the first large result
-    module = write_app(tmp_path, amqp_url, backend_url(kind, request), own_seaweed.url())
+    # (with result_backend_always_retry: the store is retried, then BackendStoreError)
+    module = write_app(
+        tmp_path,
+        amqp_url,
+        backend_url(kind, request),
+        own_seaweed.url(),
+        always_retry=always_retry,
+    )
     app = load(tmp_path, module)
     encryption.configure(keys, conf=app.conf)
     env = {**own_seaweed.env, "APP_KEYS": ",".join(keys)}
@@ -179,9 +194,10 @@ def test_object_server_down_fails_the_store_and_leaves_no_dangling_reference(
         # When a large result is stored while the object server is down
         second = app.send_task("big.blob", args=[2, 200_000])
         # Then the failure surfaces as the backend's error, naming the object store
-        with pytest.raises(Exception, match="object store") as caught:
+        with pytest.raises(Exception, match=r"object store|failed to store result") as caught:
             second.get(timeout=90)
-        assert type(caught.value).__name__ in ("ObjectStoreUnavailable", "BackendStoreError")
+        expected = "BackendStoreError" if always_retry else "ObjectStoreUnavailable"
+        assert type(caught.value).__name__ == expected
         # ...and what the backend holds for it is not a reference (no object behind it)
         payload = stored(kind, request, second.id)
         assert payload is None or not payload.startswith(MARKER)
