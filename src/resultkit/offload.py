@@ -63,6 +63,8 @@ __all__ = [
 #: Celery's compression marker and the encryption envelope all start otherwise).
 MARKER = b"\x00resultkit-offload\x00"
 REFERENCE_VERSION = 1
+#: A reference is never longer (its URL is a prefix, a task id and 13 characters).
+REFERENCE_MAX_BYTES = 8192
 DEFAULT_THRESHOLD_BYTES = 256 * 1024
 #: Objects above this go up in parts (multipart upload: completed whole, or aborted).
 MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024

@@ -210,12 +210,7 @@ def _sweep(url: str, app: Celery, prefix: str, grace_s: float, dry_run: bool) ->
     objects = object_store(prefix)
     store = open_store(url, app)
     try:
-
-        def references(task_ids: list[str]) -> list[bytes]:
-            found = store.read_many(Kind.TASK, task_ids)
-            return [r.raw for r in found.values() if isinstance(r.raw, bytes)]
-
-        return sweep_orphans(objects, references, grace_s=grace_s, dry_run=dry_run)
+        return sweep_orphans(objects, store.stored_references, grace_s=grace_s, dry_run=dry_run)
     except BackendError as exc:
         raise CleanupError(
             f"{what_failed(exc)}. The results were cleaned up; the sweep of {prefix} "

@@ -460,6 +460,12 @@ class Store(ABC):
             cache[key] = backend
         return cache[key]
 
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The offload references stored for these task ids (inline results left out),
+        for the orphan sweep; stores override it to read no payload."""
+        found = self.read_many(Kind.TASK, ids)
+        return [r.raw for r in found.values() if isinstance(r.raw, bytes) and is_reference(r.raw)]
+
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
-from ..offload import is_reference
+from ..offload import REFERENCE_MAX_BYTES, is_reference
 from ..purge import PurgePlan
 from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
@@ -438,6 +438,13 @@ class RedisStore(Store):
         keys = [self.key(kind, r.id) for r, _ in items]
         stamps = [int(at * 1000) for _, at in items]
         return int(self.client.eval(_EXPIRE_MISSING_SCRIPT, len(keys), *keys, *stamps))
+
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The first bytes of each key, enough for a reference: no payload is read whole."""
+        pipe = self.client.pipeline(transaction=False)
+        for result_id in ids:
+            pipe.getrange(self.key(Kind.TASK, result_id), 0, REFERENCE_MAX_BYTES - 1)
+        return [bytes(head) for head in pipe.execute() if head and is_reference(head)]
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         if not ids:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import defer
 from ..._celery_compat import decode_stored_result, pickle_group, unpickle_group
 from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
 from ...errors import SerializationError
+from ...offload import MARKER
 from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
 from .layout import Column, celery_table_names, columns_of, pickled, row_values
@@ -304,6 +305,18 @@ class SqlStore(TableStore):
         if rows:
             named = {rid: dict(zip(names, row, strict=True)) for rid, row in rows.items()}
             upsert_rows(conn, table, self._id_column(kind, table), named, on_conflict, outcome)
+
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The result columns of *ids* that hold offload references (SQL reads no other)."""
+        table = self.table(Kind.TASK)
+        if table is None or not ids:
+            return []
+        head = sa.func.substr(table.c.result, 1, len(MARKER))
+        query = sa.select(table.c.result).where(
+            self._id_column(Kind.TASK, table).in_(list(ids)), head == MARKER
+        )
+        with self.engine.connect() as conn:
+            return [bytes(value) for value in conn.scalars(query)]
 
     @property
     def _copy(self) -> CopyWriter | None:
