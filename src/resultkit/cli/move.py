@@ -187,7 +187,8 @@ def migrate_command(
 @click.option(
     "--archive",
     metavar="PATH",
-    help="Write every result to this gzip'd JSON-lines archive before deleting it.",
+    help="Write every result to this gzip'd JSON-lines archive (a path, or "
+    "s3://bucket/key.jsonl.gz) before deleting it.",
 )
 @click.option(
     "--fix-missing-ttl",
