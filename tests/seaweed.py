@@ -221,6 +221,11 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.dir or Path(tempfile.mkdtemp(prefix="resultkit-seaweed-"))
     server = start_seaweed(folder, s3_port=args.port)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # stopped as by Ctrl-C: weed goes too
     for name, value in server.env().items():
         print(f"export {name}={value}")
     print(f"# SeaweedFS S3 on {server.endpoint}, data in {folder}; Ctrl-C stops it", flush=True)
