@@ -168,8 +168,45 @@ plain_int(PyObject *o)
 
 static PyObject *prep(PyObject *o, Prep *p);
 
+/*
+ * Levels the written form will nest on this thread, as the untag walk counts
+ * them when it is read: each dict and list is one, a tuple two (its tagged
+ * mapping and list), and a value handed to fallback four at most (the tagged
+ * mapping, the decoder's call back into the walk, its "v" and a pair list).
+ * The reading call itself is one more, so the written form may hold
+ * RK_MAX_DEPTH - 1: prepare refuses what untag would refuse (docs/security.md).
+ * It is one counter for the nested prepare calls that fallback makes.
+ */
+static _Thread_local int prep_depth;
+#define RK_FALLBACK_LEVELS 4
+
+/* Enter *levels* more: 0, or -1 with a RecursionError when the form gets too deep. */
+static int
+enter_prep(int levels)
+{
+    if (prep_depth + levels > RK_MAX_DEPTH - 1) {
+        PyErr_Format(PyExc_RecursionError,
+                     "the result nests more than %d levels deep", RK_MAX_DEPTH);
+        return -1;
+    }
+    prep_depth += levels;
+    return 0;
+}
+
+/* A value that is not plain data: fallback tags it, its contents prepared again. */
 static PyObject *
 fallback(PyObject *o, Prep *p)
+{
+    if (enter_prep(RK_FALLBACK_LEVELS) < 0)
+        return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(p->fallback, o, p->binary, NULL);
+    prep_depth -= RK_FALLBACK_LEVELS;
+    return r;
+}
+
+/* A scalar that is written as a marked string by fallback: no level. */
+static PyObject *
+fallback_scalar(PyObject *o, Prep *p)
 {
     return PyObject_CallFunctionObjArgs(p->fallback, o, p->binary, NULL);
 }
@@ -296,22 +333,28 @@ prep(PyObject *o, Prep *p)
             Py_INCREF(o);
             return o;
         }
-        return fallback(o, p);
+        return fallback_scalar(o, p);
     }
     if (t == &PyFloat_Type) {
         if (isfinite(PyFloat_AS_DOUBLE(o))) {
             Py_INCREF(o);
             return o;
         }
-        return fallback(o, p);
+        return fallback_scalar(o, p);
     }
     if (t == &PyDict_Type || t == &PyList_Type || t == &PyTuple_Type) {
-        if (Py_EnterRecursiveCall(" while serializing a result"))
+        int levels = t == &PyTuple_Type ? 2 : 1;
+        if (enter_prep(levels) < 0)
             return NULL;
+        if (Py_EnterRecursiveCall(" while serializing a result")) {
+            prep_depth -= levels;
+            return NULL;
+        }
         PyObject *r = t == &PyDict_Type ? prep_dict(o, p)
                       : t == &PyList_Type ? prep_list(o, p)
                                           : prep_tuple(o, p);
         Py_LeaveRecursiveCall();
+        prep_depth -= levels;
         return r;
     }
     if (PyDateTime_CheckExact(o))

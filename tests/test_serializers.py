@@ -482,6 +482,92 @@ def test_deep_nesting_fails_cleanly_both_ways() -> None:
             serializers.msgpack_loads(data)
 
 
+@dataclasses.dataclass
+class Box:
+    inside: Any
+
+
+def _wrap(kind: str, value: Any) -> Any:
+    """*value* inside one container of *kind*."""
+    if kind == "list":
+        return [value]
+    if kind == "dict":
+        return {"k": value}
+    if kind == "tuple":
+        return (value,)
+    if kind == "int-keys":
+        return {1: value}
+    return Box(value)
+
+
+def _nest(kind: str, levels: int) -> Any:
+    value: Any = "~x"
+    for _ in range(levels):
+        value = _wrap(kind, value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("kind", "deepest"),
+    # The reading call is a level; a list or mapping one; a tuple two; a tagged mapping
+    # or dataclass five (its mapping, the decoder's call back, "v" and a pair list).
+    [("list", 127), ("dict", 127), ("tuple", 63), ("int-keys", 25), ("dataclass", 31)],
+)
+@pytest.mark.parametrize("dumps", ["json", "msgpack"])
+def test_the_writers_refuse_what_the_readers_would_refuse(
+    kind: str, deepest: int, dumps: str, walks: str
+) -> None:
+    write = serializers.json_dumps if dumps == "json" else serializers.msgpack_dumps
+    read = serializers.json_loads if dumps == "json" else serializers.msgpack_loads
+    serializers.register_type(Box)
+    written = write(_nest(kind, deepest))
+    assert same(read(written), _nest(kind, deepest))
+    with pytest.raises(SerializationError, match="nested too deeply to serialize"):
+        write(_nest(kind, deepest + 1))
+    # The refusal leaves the walk's count where it was: the same depth is written again.
+    assert write(_nest(kind, deepest)) == written
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(["list", "dict", "tuple", "int-keys", "dataclass"]),
+        min_size=20,
+        max_size=140,
+    )
+)
+def test_whatever_is_written_is_read_back(shape: list[str]) -> None:
+    """Both walks refuse the same values, and anything written reads back (docs/security.md)."""
+    serializers.register_type(Box)
+    value: Any = "~x"
+    for kind in shape:
+        value = _wrap(kind, value)
+    outcomes = []
+    for walk in ("c", "python"):
+        with _walk(walk):
+            try:
+                written = serializers.json_dumps(value)
+            except SerializationError:
+                outcomes.append("refused")
+                continue
+            assert same(serializers.json_loads(written), value)
+            outcomes.append(written)
+    assert outcomes[0] == outcomes[1]
+
+
+@contextlib.contextmanager
+def _walk(name: str) -> Any:
+    if name == "c":
+        yield
+        return
+    saved = serializers._prepare, serializers._untag_walk
+    serializers._prepare, serializers._untag_walk = serializers._prepare_py, serializers._untag_py
+    try:
+        yield
+    finally:
+        serializers._prepare, serializers._untag_walk = saved
+
+
 # ------------------------------------------------------------------ errors
 
 

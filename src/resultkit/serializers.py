@@ -168,21 +168,54 @@ def _tag(obj: Any, binary: bool) -> Any:
             return obj
         return "~float:" + ("nan" if obj != obj else ("inf" if obj > 0 else "-inf"))
     if kind is dict:
-        if TAG in obj or not all(type(key) is str for key in obj):
-            pairs = [[_tag(k, binary), _at(v, binary, _key(k))] for k, v in obj.items()]
-            return {TAG: "dict", "v": pairs}
-        return {k: _at(v, binary, _key(k)) for k, v in obj.items()}
+        with _ONE_LEVEL:
+            if TAG in obj or not all(type(key) is str for key in obj):
+                with _FALLBACK_LEVELS:
+                    return _tag_object(obj, binary)
+            return {k: _at(v, binary, _key(k)) for k, v in obj.items()}
     if kind is list:
-        return [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]
+        with _ONE_LEVEL:
+            return [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]
     if kind is tuple:
-        return {TAG: "tuple", "v": [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]}
+        with _TUPLE_LEVELS:
+            return {TAG: "tuple", "v": [_at(item, binary, f"[{i}]") for i, item in enumerate(obj)]}
     if kind is dt.datetime or kind is dt.date or kind is dt.time:
         return f"~{kind.__name__}:{obj.isoformat()}"
     if kind is Decimal:
         return f"~decimal:{obj}"
     if kind is uuid.UUID:
         return f"~uuid:{obj}"
-    return _tag_object(obj, binary)
+    with _FALLBACK_LEVELS:
+        return _tag_object(obj, binary)
+
+
+#: Levels the written form nests on this thread, counted as the decoding walk counts
+#: them (the C walk's prep_depth): a dict or list one, a tuple two, a value tagged
+#: by _tag_object four at most (its mapping, the decoder's call back, "v" and a pair
+#: list).  The reading call is one more, so a form may hold MAX_DEPTH - 1: the
+#: writers refuse what the readers would refuse.
+_TAGGING = threading.local()
+
+
+class _Levels:
+    """``with _Levels(n):`` enters *n* levels of the written form (reentrant)."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, levels: int) -> None:
+        self.levels = levels
+
+    def __enter__(self) -> None:
+        depth = getattr(_TAGGING, "depth", 0) + self.levels
+        if depth > MAX_DEPTH - 1:
+            raise RecursionError(f"the result nests more than {MAX_DEPTH} levels deep")
+        _TAGGING.depth = depth
+
+    def __exit__(self, *exc: object) -> None:
+        _TAGGING.depth -= self.levels
+
+
+_ONE_LEVEL, _TUPLE_LEVELS, _FALLBACK_LEVELS = _Levels(1), _Levels(2), _Levels(4)
 
 
 Child = Callable[[Any, bool, str], Any]
@@ -201,6 +234,9 @@ def _tag_object(obj: Any, binary: bool, child: Child | None = None) -> Any:
         return {TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
     if isinstance(obj, enum.Enum):
         return {TAG: "enum", "type": _type_name(kind), "v": child(obj.value, binary, ".value")}
+    if kind is dict:  # a mapping with the tag's key, or keys that are not text
+        pairs = [[child(k, binary, "{}"), child(v, binary, _key(k))] for k, v in obj.items()]
+        return {TAG: "dict", "v": pairs}
     shape = _FIELDS.get(kind) or _fields_of(kind)
     if shape is not None:
         tag, names = shape
@@ -214,9 +250,12 @@ def _tag_object(obj: Any, binary: bool, child: Child | None = None) -> Any:
         if isinstance(obj, moment):
             return f"~{moment.__name__}:{obj.isoformat()}"
     base: type[Any]
-    for base in (dict, list, tuple, str, int, float, Decimal):
+    for base in (dict, list, tuple):
         if isinstance(obj, base):
-            return _tag(base(obj), binary)
+            return child(base(obj), binary, "")
+    for base in (str, int, float, Decimal):
+        if isinstance(obj, base):
+            return _tag(base(obj), binary)  # a scalar: no level, and never back here
     raise _Unsupported(obj)
 
 
@@ -533,7 +572,10 @@ def tag(obj: Any, *, binary: bool = False) -> Any:
             raise _unsupported(exc) from None
         raise  # pragma: no cover - both walks accept the same values
     except RecursionError:
-        raise SerializationError("the result is nested too deeply to serialize") from None
+        raise SerializationError(
+            f"the result is nested too deeply to serialize (more than {MAX_DEPTH} levels: "
+            "resultkit's serializers read no deeper)"
+        ) from None
 
 
 def _unsupported(exc: _Unsupported) -> SerializationError:

@@ -202,6 +202,10 @@ class ClusterResultConsumer(ResultConsumer):  # type: ignore[misc]
         return pubsub.wait(MAX_WAIT_S if timeout is None else min(timeout, MAX_WAIT_S))
 
 
+#: Celery's RedisBackend refuses string values longer than Redis takes (512 MB).
+_MAX_VALUE_CHARS = 512 * 1024 * 1024
+
+
 class _Refused(Exception):
     """The cluster refused the credentials (not a connection error: never retried)."""
 
@@ -303,8 +307,17 @@ class ResultkitRedisClusterBackend(ResultkitRedisBackend):
         return super().ensure(guarded, args, **policy)
 
     def set(self, key: bytes, value: Any, expires: int | None = None, **retry_policy: Any) -> Any:
+        if isinstance(value, str) and len(value) > _MAX_VALUE_CHARS:
+            raise BackendStoreError("value too large for Redis backend")
+        # Once without Celery's retry loop, as reads do (its set-up costs a twentieth of
+        # a store); a store that fails goes through it from the start. Repeating the
+        # SET and PUBLISH is what the loop itself does on a retry.
         try:
-            return super().set(key, value, expires=expires, **retry_policy)
+            return self._set(key, value, expires)
+        except Exception:  # any failure: the retry loop below decides
+            pass
+        try:
+            return self.ensure(self._set, (key, value, expires), **retry_policy)
         except _Refused as exc:
             raise BackendStoreError(str(exc)) from exc
         except self.connection_errors as exc:
