@@ -80,7 +80,7 @@ def test_redis_expiry_then_cleanup_leaves_no_object_and_keeps_referenced_ones(
     short.backend.store_result("gone-1", BIG, "SUCCESS")
     long.backend.store_result("kept-1", BIG, "SUCCESS")
     client = request.getfixturevalue("redis_db").client
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while client.exists("celery-task-meta-gone-1") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not client.exists("celery-task-meta-gone-1")
@@ -142,12 +142,20 @@ def test_cleanup_grace_keeps_young_orphans(request: Any, s3_bucket: Any, cli: An
 
 
 def test_resultkit_db_cleanup_deletes_expired_rows_objects(request: Any, s3_bucket: Any) -> None:
-    # Given resultkit-db with results that expire after a second, and a fresh one
-    app = make_app(backend_url("postgres", request), s3_bucket.url(), result_expires=1)
-    app.backend.store_result("old-1", BIG, "SUCCESS")
-    app.backend.store_result("old-2", BIG, "SUCCESS")
-    time.sleep(2.2)
-    app.backend.store_result("new-1", BIG, "SUCCESS")
+    # Given resultkit-db results living an hour, two of them stored two hours ago
+    import sqlalchemy as sa
+
+    app = make_app(backend_url("postgres", request), s3_bucket.url(), result_expires=3600)
+    for task_id in ("old-1", "old-2", "new-1"):
+        app.backend.store_result(task_id, BIG, "SUCCESS")
+    db = request.getfixturevalue("postgres_db")
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE celery_taskmeta SET date_done = date_done - interval '2 hours' "
+                "WHERE task_id IN ('old-1', 'old-2')"
+            )
+        )
     assert len(s3_bucket.object_keys()) == 3
     # When Celery's beat cleanup runs (backend.cleanup)
     app.backend.cleanup()
