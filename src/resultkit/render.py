@@ -178,6 +178,12 @@ def render_stats(report: StatsReport, console: Console) -> None:
         states.add_row("(unreadable)", f"{report.unreadable:,}")
     states.add_row(Text("total", style="bold"), Text(f"{report.total:,}", style="bold"))
     console.print(states)
+    offloaded = details.get("offloaded")
+    if offloaded:
+        console.print(
+            f"offloaded: {offloaded['objects']:,} objects, {offloaded['bytes']:,} bytes "
+            f"in {offloaded['url']}"
+        )
     if details.get("by_task"):
         tasks = Table("task", "results", box=None)
         for task, count in list(details["by_task"].items())[:15]:
@@ -255,6 +261,12 @@ def render_cleanup(report: CleanupReport, console: Console) -> None:
     if report.unreadable:
         line += f" ({report.unreadable:,} unreadable results kept)"
     console.print(line + f" in {report.seconds:.1f} s")
+    if report.offload:
+        verb = "would delete" if report.dry_run else "deleted"
+        console.print(
+            f"offloaded objects in {report.offload}: {verb} {report.offload_deleted:,} "
+            f"orphans, kept {report.offload_kept:,}"
+        )
     if report.by_state:
         table = Table("state", "results", box=None)
         for state, count in report.by_state.items():

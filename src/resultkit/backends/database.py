@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from celery import states
@@ -39,6 +39,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy.orm.exc import StaleDataError
 
+from .. import offload
 from .._celery_compat import (
     bytes_table,
     ensure_retryable,
@@ -93,6 +94,11 @@ def poll_interval_s(conf: Any) -> float:
     return float(value)
 
 
+class _Doomed(NamedTuple):
+    task_id: str
+    reference: offload.Reference
+
+
 class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc]
     """Celery's SQL result backend with a pooled engine, upserts and fast waiting."""
 
@@ -124,6 +130,8 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         self.poll_interval = poll_interval_s(conf)
         group_schema = (conf.database_table_schemas or {}).get("group")
         self.chords = ChordLedger(sa.MetaData(), group_schema)
+        #: ``resultkit_offload``: result columns above the threshold live in object storage.
+        self.offloader = offload.Offloader.from_conf(conf)
 
     # ------------------------------------------------------------- engine
     @property
@@ -171,7 +179,9 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """SQLAlchemy's retryable errors, and the driver's own on the direct store path."""
-        if super().exception_safe_to_retry(exc) or isinstance(exc, _RETRYABLE):
+        if super().exception_safe_to_retry(exc) or isinstance(
+            exc, (*_RETRYABLE, offload.ObjectStoreUnavailable)
+        ):
             return True
         dbapi = self.engine.dialect.loaded_dbapi
         retryable = tuple(
@@ -207,6 +217,7 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
 
     def _decode_stored(self, payload: Any) -> Any:
         """A result column's value as the installed Celery reads it."""
+        payload = offload.resolve(payload)
         if self.pickles_results:
             # Celery 5.4-5.6 unpickle the column, whatever the app's serializer.
             return None if payload is None else pickle.loads(payload)
@@ -228,7 +239,11 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         meta["date_done"] = meta.get("date_done") or datetime.now(timezone.utc)
         columns = self._columns
         values = row_values(task_id, meta, columns, self._encode_once)
-        return {column.name: value for column, value in zip(columns, values, strict=True)}
+        row = {column.name: value for column, value in zip(columns, values, strict=True)}
+        if self.offloader is not None:
+            # The object first: a row only ever references a written object.
+            row["result"] = self.offloader.offload(task_id, row.get("result"))
+        return row
 
     @functools.cached_property
     def _columns(self) -> tuple[Column, ...]:
@@ -540,12 +555,32 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
     def _forget(self, task_id: str) -> None:
         table = self.task_table
         with self.engine.begin() as conn:
+            stored = conn.execute(
+                sa.select(table.c.result).where(table.c.task_id == task_id)
+            ).scalar()
             conn.execute(sa.delete(table).where(table.c.task_id == task_id))
+        # The row goes first: a failure here leaves an orphan that cleanup sweeps,
+        # never a reference without its object.
+        offload.delete_referenced(stored)
+
+    def offload_references(self, task_ids: list[str]) -> list[bytes]:
+        """The offload references stored for *task_ids* (inline results are left out)."""
+        table = self.task_table
+        marker = sa.func.substr(table.c.result, 1, len(offload.MARKER))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.result).where(
+                    table.c.task_id.in_(task_ids), marker == offload.MARKER
+                )
+            )
+            return [bytes(row[0]) for row in rows]
 
     # ------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
-        """Delete results past their lifetime, in bounded batches (the retention policy)."""
+        """Delete results past their lifetime, in bounded batches (the retention policy);
+        with ``resultkit_offload``, their objects after them."""
         plan = PurgePlan(self.retention, time.time(), batch_size=5000)
+        doomed = self._expired_references(plan) if self.offloader is not None else []
         for table, status, name in (
             (
                 self.task_table,
@@ -568,3 +603,35 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         if lifetime is not None:
             with self.engine.connect() as conn:
                 self.chords.purge(conn, plan.cutoff(lifetime))
+        if doomed:
+            # The rows went first; an object goes once no row references it (a row
+            # stored again meanwhile references a new object, never this one).
+            alive = {
+                ref.url
+                for ref in map(
+                    offload.parse_reference,
+                    self.offload_references(sorted({ref.task_id for ref in doomed})),
+                )
+                if ref is not None
+            }
+            for ref in doomed:
+                if ref.reference.url not in alive:
+                    offload.delete_referenced(ref.reference.encode())
+
+    def _expired_references(self, plan: PurgePlan) -> list[_Doomed]:
+        """The offload references of the task rows that the purge is about to delete."""
+        from ..stores.sql.purge import sql_expired
+
+        table = self.task_table
+        name = table.c.name if "name" in table.c else None
+        marker = sa.func.substr(table.c.result, 1, len(offload.MARKER))
+        query = sa.select(table.c.task_id, table.c.result).where(
+            sql_expired(plan, table.c.date_done, table.c.status, name), marker == offload.MARKER
+        )
+        doomed = []
+        with self.engine.connect() as conn:
+            for task_id, payload in conn.execute(query):
+                reference = offload.parse_reference(bytes(payload))
+                if reference is not None:
+                    doomed.append(_Doomed(task_id, reference))
+        return doomed

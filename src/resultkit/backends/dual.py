@@ -17,6 +17,9 @@ fails.  Writes to ``old`` follow (unless switched off); a failing ``old`` is
 logged and counted (:attr:`ResultkitDualBackend.old_failures`) and never fails
 a task.  Reads come from ``new``; a result ``new`` does not have is read from
 ``old``, so history stays visible before (or without) a bulk copy.
+
+With ``resultkit_offload`` and a resultkit backend as ``new``, ``new``
+offloads large results; ``old`` keeps them inline (it is on its way out).
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ class ResultkitDualBackend(BaseBackend):  # type: ignore[misc]
         settings = dual_write_settings(app.conf.get("resultkit_dual_write"))
         self.new = self._build(str(settings["new"]))
         self.old = self._build(str(settings["old"]))
+        if getattr(self.old, "offloader", None) is not None:
+            # One copy of each large payload in object storage, owned by ``new``: two
+            # backends offloading under one prefix would delete each other's objects.
+            self.old.offloader = None
         self.new_url, self.old_url = str(settings["new"]), str(settings["old"])
         self.write_old = bool(settings.get("write_old", True))
         self.read_old = bool(settings.get("read_old", True))

@@ -6,7 +6,8 @@ selects :mod:`resultkit.backends.rediscluster`).  It is Celery's
 :class:`~celery.backends.redis.RedisBackend` in every respect but one: each
 result key gets the TTL that ``resultkit_retention`` gives its task name and
 state, instead of one ``result_expires`` for everything.  Group and chord keys
-get the policy's default lifetime.
+get the policy's default lifetime.  With ``resultkit_offload``, results above
+the threshold live in object storage behind a reference (docs/offload.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from celery.backends.redis import RedisBackend, SentinelBackend
 
 from ..retention import RetentionPolicy
+from ._offload import OffloadKeyValueMixin
 
 __all__ = ["ResultkitRedisBackend", "ResultkitSentinelBackend"]
 
@@ -65,7 +67,7 @@ class _RetentionMixin:
         return self.set(key, value, expires=_redis_ttl(lifetime))  # type: ignore[attr-defined]
 
 
-class ResultkitRedisBackend(_RetentionMixin, RedisBackend):  # type: ignore[misc]
+class ResultkitRedisBackend(OffloadKeyValueMixin, _RetentionMixin, RedisBackend):  # type: ignore[misc]
     """Celery's RedisBackend with per-task, per-state result lifetimes.
 
     ``resultkit-redis+rediscluster://...`` gives the Redis Cluster flavour,
@@ -86,11 +88,13 @@ class ResultkitRedisBackend(_RetentionMixin, RedisBackend):  # type: ignore[misc
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_retention()
+        self._init_offload()
 
 
-class ResultkitSentinelBackend(_RetentionMixin, SentinelBackend):  # type: ignore[misc]
+class ResultkitSentinelBackend(OffloadKeyValueMixin, _RetentionMixin, SentinelBackend):  # type: ignore[misc]
     """Celery's SentinelBackend with per-task, per-state result lifetimes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_retention()
+        self._init_offload()

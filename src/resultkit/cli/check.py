@@ -51,14 +51,22 @@ def doctor_command(
     metavar="FILE",
     help="Retention policy for 'past lifetime' (default: the app's resultkit_retention).",
 )
+@click.option(
+    "--offload",
+    metavar="URL",
+    help="Count the offloaded objects under this s3:// or file:// prefix "
+    "(default: the app's resultkit_offload).",
+)
 @json_option
 @handle_errors
-def stats_command(url: str | None, app: str | None, as_json: bool, policy: str | None) -> None:
+def stats_command(
+    url: str | None, app: str | None, as_json: bool, policy: str | None, offload: str | None
+) -> None:
     """What is stored: totals by state and task, ages, sizes, keys without TTL."""
     from ..commands import stats
     from ..render import render_stats
 
-    report = stats(url, app=app_from_context(app), policy=policy)
+    report = stats(url, app=app_from_context(app), policy=policy, offload=offload)
     emit(report, as_json, render_stats)
 
 
@@ -185,6 +193,18 @@ def config_group() -> None:
     "--retention",
     metavar="DURATION",
     help="Add a retention policy: failures 30d, everything else DURATION.",
+)
+@click.option(
+    "--offload",
+    metavar="URL",
+    help="Store results above --offload-threshold in s3://bucket/prefix or file:///path.",
+)
+@click.option(
+    "--offload-threshold",
+    metavar="SIZE",
+    default="256KB",
+    show_default=True,
+    help="Results larger than this (stored bytes) are offloaded.",
 )
 @click.option(
     "--folder",

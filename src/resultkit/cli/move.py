@@ -106,6 +106,25 @@ __all__ = ["cleanup_command", "cutover_group", "migrate_command"]
     "(re-)encrypted under the newest.",
 )
 @click.option(
+    "--inline-offloaded",
+    is_flag=True,
+    help="Write offloaded results inline in TARGET (their objects fetched), instead of "
+    "carrying their references as they are.",
+)
+@click.option(
+    "--offload",
+    metavar="URL",
+    help="Offload task results above --offload-threshold to this s3:// or file:// prefix "
+    "while copying (the target keeps references).",
+)
+@click.option(
+    "--offload-threshold",
+    metavar="SIZE",
+    default="256KB",
+    show_default=True,
+    help="With --offload: results larger than this (stored bytes) are offloaded.",
+)
+@click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
     metavar="PATH",
@@ -168,7 +187,8 @@ def migrate_command(
 @click.option(
     "--archive",
     metavar="PATH",
-    help="Write every result to this gzip'd JSON-lines archive before deleting it.",
+    help="Write every result to this gzip'd JSON-lines archive (a path, or "
+    "s3://bucket/key.jsonl.gz) before deleting it.",
 )
 @click.option(
     "--fix-missing-ttl",
@@ -181,6 +201,21 @@ def migrate_command(
     default=5000,
     show_default=True,
     help="Results per delete (each its own short transaction).",
+)
+@click.option(
+    "--offload",
+    metavar="URL",
+    help="Sweep orphaned offloaded objects under this s3:// or file:// prefix "
+    "(default: the app's resultkit_offload).",
+)
+@click.option(
+    "--orphan-grace",
+    metavar="DURATION",
+    callback=duration_value,
+    default="1h",
+    show_default=True,
+    help="Offloaded objects younger than this are never swept (their reference may be "
+    "about to be written).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Show what would go, by state and task; delete nothing."

@@ -13,7 +13,15 @@ from ..apps import resolve_target
 from ..boundary import from_outside, what_failed
 from ..checks.audit import check_settings
 from ..durations import parse_duration
-from ..errors import BackendError, CleanupError, UsageError
+from ..errors import BackendError, CleanupError, ConfigurationError, UsageError
+from ..offload import (
+    ORPHAN_GRACE_S,
+    SETTING,
+    check_url,
+    object_store,
+    offload_settings,
+    sweep_orphans,
+)
 from ..purge import BeforeDelete, PurgePlan
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..retention import RetentionPolicy, describe
@@ -49,6 +57,11 @@ class CleanupReport:
     seconds: float = 0.0
     longest_transaction_s: float = 0.0
     batches: int = 0
+    #: ``resultkit_offload``: the object prefix swept, and the orphans deleted (or that
+    #: would be) and the objects kept.
+    offload: str | None = None
+    offload_deleted: int = 0
+    offload_kept: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +80,9 @@ class CleanupReport:
             "seconds": round(self.seconds, 3),
             "longest_transaction_s": round(self.longest_transaction_s, 4),
             "batches": self.batches,
+            "offload": self.offload,
+            "offload_deleted": self.offload_deleted,
+            "offload_kept": self.offload_kept,
         }
 
 
@@ -81,6 +97,8 @@ def cleanup(
     batch_size: int = DEFAULT_CLEANUP_BATCH_ROWS,
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    offload: str | None = None,
+    orphan_grace: str | float = ORPHAN_GRACE_S,
 ) -> CleanupReport:
     """Delete the task and group results past their lifetime.
 
@@ -92,6 +110,13 @@ def cleanup(
     it is deleted, and one that cannot be archived is kept.  With
     *fix_missing_ttl* (Redis), kept keys that have no TTL get the one the
     policy gives them.
+
+    With offloaded results (the app's ``resultkit_offload``, or *offload*, an
+    ``s3://`` or ``file://`` prefix), objects that no stored result references
+    any more and that are older than *orphan_grace* (default an hour) are
+    deleted after the results: those of the results just deleted, of Redis
+    keys that expired, of a forget that failed half-way.  An object whose
+    reference still exists is never deleted.
     """
     started = time.monotonic()
     if older_than is not None and policy is not None:
@@ -110,6 +135,8 @@ def cleanup(
         archive_url = (
             str(archive) if "://" in str(archive) else f"jsonl://{Path(archive).resolve()}"
         )
+        if archive_url.startswith("s3://"):
+            archive_url = "jsonl+" + archive_url  # the archive format, in object storage
         archive_store = open_store(archive_url, target.app)
         report.archive = archive_url
     by_state: Counter[str] = Counter()
@@ -155,12 +182,42 @@ def cleanup(
         store.close()
         if archive_store is not None:
             archive_store.close()
+    offload_url = offload or _offload_url(target.app)
+    if offload_url is not None:
+        report.offload = offload_url
+        report.offload_deleted, report.offload_kept = _sweep(
+            target.url, target.app, offload_url, parse_duration(orphan_grace), dry_run
+        )
     report.by_state = dict(sorted(by_state.items()))
     report.by_task = dict(by_task.most_common())
     if dry_run:
         report.would_delete = sum(by_state.values())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _offload_url(app: Celery) -> str | None:
+    settings = offload_settings(app.conf)
+    return None if settings is None else settings.url
+
+
+def _sweep(url: str, app: Celery, prefix: str, grace_s: float, dry_run: bool) -> tuple[int, int]:
+    """Delete the orphaned objects under *prefix*; ``(deleted, kept)``."""
+    try:
+        check_url(prefix)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc).replace(SETTING, "--offload")) from None
+    objects = object_store(prefix)
+    store = open_store(url, app)
+    try:
+        return sweep_orphans(objects, store.stored_references, grace_s=grace_s, dry_run=dry_run)
+    except BackendError as exc:
+        raise CleanupError(
+            f"{what_failed(exc)}. The results were cleaned up; the sweep of {prefix} "
+            "stopped part-way: run the same command again to finish"
+        ) from exc
+    finally:
+        store.close()
 
 
 def _policy(

@@ -256,13 +256,17 @@ def config_new(
     serializer: str = "json",
     expires: str = "1d",
     retention: str | None = None,
+    offload: str | None = None,
+    offload_threshold: str = "256KB",
     force: bool = False,
 ) -> list[Path]:
     """Write ``celeryconfig.py`` and ``.env.example`` for *backend*; return their paths.
 
     *retention* (a duration) adds a ``resultkit_retention`` policy: failures kept
     30 days, everything else *retention*; on Redis it selects ``resultkit-redis``
-    so the policy applies at write time.
+    so the policy applies at write time.  *offload* (``s3://bucket/prefix`` or
+    ``file:///path``) adds ``resultkit_offload`` with *offload_threshold*, and
+    selects resultkit's backend on Redis.
     """
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
@@ -272,14 +276,16 @@ def config_new(
             "run code in every client)"
         )
     seconds = parse_duration(expires)
+    if offload is not None:
+        _check_offload(backend, offload, offload_threshold)
     folder = Path(folder)
     config, env = folder / "celeryconfig.py", folder / ".env.example"
     for path in (config, env):
         if path.exists() and not force:
             raise UsageError(f"{path} exists: pass --force to replace it")
     redis_like = backend in ("redis", "rediss", "sentinel")
-    scheme = "resultkit-redis+" if retention and redis_like else ""
-    alias = "resultkit-redis: per-task lifetimes" if scheme else "Celery's Redis backend"
+    scheme = "resultkit-redis+" if (retention or offload) and redis_like else ""
+    alias = "resultkit-redis: per-task lifetimes, offload" if scheme else "Celery's Redis backend"
     text = _HEADER.format(backend=backend) + _BROKER
     text += _BACKEND_BLOCKS[backend].format(scheme=scheme, alias=alias)
     if backend != "rpc":
@@ -300,11 +306,43 @@ def config_new(
             f'    "default": {retention!r},\n'
             "}\n"
         )
+    if offload is not None:
+        text += (
+            "\n# Results above the threshold (after compression and encryption) live in object\n"
+            "# storage, the backend keeps a small reference (docs/offload.md). Endpoint, region\n"
+            "# and credentials come from the AWS environment (AWS_ENDPOINT_URL, AWS_PROFILE...).\n"
+            "resultkit_offload = {\n"
+            f'    "url": _env("RESULT_OFFLOAD_URL", {offload!r}),\n'
+            f'    "threshold": {offload_threshold!r},\n'
+            "}\n"
+        )
     with translating(str(folder), "write the configuration"):
         folder.mkdir(parents=True, exist_ok=True)
         config.write_text(text)
-        env.write_text(_ENV_HEADER + _ENV[backend])
+        env.write_text(
+            _ENV_HEADER
+            + _ENV[backend]
+            + (f"RESULT_OFFLOAD_URL={offload}\nAWS_ENDPOINT_URL=\nAWS_REGION=\n" if offload else "")
+        )
     return [config, env]
+
+
+def _check_offload(backend: str, url: str, threshold: str) -> None:
+    from ..errors import ConfigurationError
+    from ..offload import check_url, parse_size
+
+    if backend == "rpc":
+        raise UsageError("--offload needs a backend that stores results; rpc:// stores none")
+    try:
+        check_url(url)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc).replace("resultkit_offload url", "--offload")) from None
+    try:
+        parse_size(threshold)
+    except ValueError:
+        raise UsageError(
+            f"--offload-threshold {threshold!r} is not a size: write bytes or 256KB, 5MB"
+        ) from None
 
 
 @dataclass

@@ -21,8 +21,10 @@ from ..checks.probes import (
     check_url,
     cleanup,
 )
+from ..checks.probes.offload import check_offload
 from ..encryption import uses_encryption
 from ..errors import ConfigurationError
+from ..offload import offload_settings
 from ..report import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -97,6 +99,7 @@ def doctor(
             run_bounded(lambda: cleanup(probe), max(0.5, probe.deadline.remaining()))
     elif probe is not None:
         probe.close()
+    report.checks.extend(_offload_checks(target.app, probe))
     report.checks.extend(audit(AuditContext.from_app(target.app, probe.url if probe else None)))
     report.checks = [_redacted(c, target.redactor.redact) for c in report.checks]
     report.seconds = time.monotonic() - started
@@ -166,6 +169,29 @@ def _run_step(
     except Exception as exc:
         return [probe.fail(step_id, exc)], False
     return results, not any(r.status is Status.FAIL for r in results)
+
+
+def _offload_checks(app: Any, probe: Probe | None) -> list[CheckResult]:
+    """The object storage of ``resultkit_offload`` (a wrong setting is the audit's to report)."""
+    try:
+        settings = offload_settings(app.conf)
+    except ConfigurationError:
+        return []
+    if settings is None:
+        return []
+    seconds = max(1.0, probe.deadline.remaining()) if probe is not None else DEFAULT_TIMEOUT_S
+    try:
+        return run_bounded(lambda: check_offload(settings.url), seconds)
+    except StepTimeout:
+        return [
+            CheckResult.failed(
+                "offload.bucket",
+                f"no answer from the object store for {settings.url} within {seconds:g} s",
+                "check AWS_ENDPOINT_URL and that the object store runs, or allow more time "
+                "with --timeout",
+                reason="timeout",
+            )
+        ]
 
 
 def _skip_reason(report: DoctorReport) -> str:

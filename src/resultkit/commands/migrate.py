@@ -21,7 +21,8 @@ from ..checks.audit import check_settings
 from ..choices import require_compression
 from ..codec import ENCRYPTED, require_serializer
 from ..encryption import KeyRing, keyring_for, sealing_for
-from ..errors import MigrationError, ResultkitError, UsageError
+from ..errors import ConfigurationError, MigrationError, ResultkitError, UsageError
+from ..offload import Offloader, OffloadSettings, check_url, parse_size
 from ..records import MAX_BATCH_RECORDS, Filters
 from ..stores import Codec, OnConflict, StoreSettings, open_store, store_class
 from ..transfer import Progress, SourceFailed, Tally, Transfer, TransferOptions, stop_on_ctrl_c
@@ -121,6 +122,9 @@ def migrate(
     checkpoint: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     command: str | None = None,
+    inline_offloaded: bool = False,
+    offload: str | None = None,
+    offload_threshold: str | int = "256KB",
 ) -> MigrationReport:
     """Copy the task and group results of *source* into *target*.
 
@@ -190,6 +194,12 @@ def migrate(
             sealing=sealing,
         ),
     )
+    # Offloaded results: their references are carried as they are (the same objects)
+    # where the target takes the source's bytes, unless they are to be written inline.
+    dst.inline_offloaded = inline_offloaded
+    if offload is not None:
+        # Task results above the threshold go to object storage as they are written.
+        dst.offloader = _offloader(offload, offload_threshold)
     # Both ends answer (and the source exists) before anything is read or written.
     src.check_source()
     dst.ping()
@@ -374,3 +384,18 @@ def _keys(conf: Any, env: str | None, option: str) -> KeyRing | None:
     if not os.environ.get(env, "").strip():
         raise UsageError(f"{option} {env}: that environment variable is not set or empty")
     return KeyRing.from_settings(None, env=env)  # the variable named, not the app's setting
+
+
+def _offloader(url: str, threshold: str | int) -> Offloader:
+    """The offloader of ``--offload URL --offload-threshold SIZE``; one line when wrong."""
+    try:
+        check_url(url)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc).replace("resultkit_offload url", "--offload")) from None
+    try:
+        size = parse_size(threshold)
+    except ValueError:
+        raise UsageError(
+            f"--offload-threshold {threshold!r} is not a size: write bytes or 256KB, 5MB"
+        ) from None
+    return Offloader(OffloadSettings(url.rstrip("/"), size))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..apps import resolve_target
 from ..checks.audit import check_settings
 from ..encryption import keyring_for, undecryptable
+from ..offload import object_store, offload_settings
 from ..purge import PurgePlan
 from ..records import Kind
 from ..retention import RetentionPolicy
@@ -50,11 +51,15 @@ def stats(
     *,
     app: Celery | str | None = None,
     policy: str | Path | RetentionPolicy | None = None,
+    offload: str | None = None,
 ) -> StatsReport:
     """Describe the results stored at *url* (or *app*'s backend, or the embedded default).
 
     ``past_lifetime`` counts results the retention *policy* (default: the app's
     ``resultkit_retention``, else ``result_expires``) says should be gone.
+    With offloaded results (the app's ``resultkit_offload``, or *offload*),
+    ``offloaded`` gives the prefix, its objects (one per offloaded result, plus
+    orphans not yet swept) and their bytes.
     """
     started = time.monotonic()
     target = resolve_target(url, app)
@@ -75,5 +80,15 @@ def stats(
     if summary.sealed:
         keys = keyring_for(target.app.conf)
         report.details["undecryptable"] = undecryptable(summary.sealed, keys)
+    prefix = offload
+    if prefix is None:
+        settings = offload_settings(target.app.conf)
+        prefix = None if settings is None else settings.url
+    if prefix is not None:
+        objects = size = 0
+        for _name, _modified, length in object_store(prefix).list():
+            objects += 1
+            size += length
+        report.details["offloaded"] = {"url": prefix, "objects": objects, "bytes": size}
     report.seconds = time.monotonic() - started
     return report

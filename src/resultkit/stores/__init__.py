@@ -8,6 +8,7 @@
 ``django+<SQLAlchemy URL>``                   :class:`DjangoStore`
 ``file:///folder``                            :class:`FilesystemStore`
 ``jsonl:///path/archive.jsonl.gz``            :class:`ArchiveStore`
+``jsonl+s3://bucket/key.jsonl.gz``            :class:`S3ArchiveStore` (the same format in S3)
 ==========================================  =========================
 """
 
@@ -93,5 +94,8 @@ def store_class(url: str | BackendURL) -> type[Store]:
             "rediss://, sentinel://, rediscluster://, db+..., django+..., file:// and jsonl://"
         )
     module, name = found
+    if location.scheme == "jsonl+s3":
+        # An archive in object storage: the archive's format, another medium.
+        module, name = ".archive_s3", "S3ArchiveStore"
     cls: type[Store] = getattr(import_module(module, __name__), name)
     return cls

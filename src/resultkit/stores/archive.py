@@ -278,13 +278,26 @@ class ArchiveStore(Store):
                 "with gzip first"
             )
 
+    def _exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def _reader(self) -> BinaryIO:
+        """The archive's bytes, to read (and seek in)."""
+        return open(self.path, "rb")
+
+    def _truncate(self, offset: int) -> None:
+        """Cut the archive at *offset* (a partial last member)."""
+        with open(self.path, "r+b") as handle:
+            handle.truncate(offset)
+            os.fsync(handle.fileno())
+
     def _items(self, start: int = 0) -> Iterator[_Item]:
         """The lines of the archive and its damage, from the *start*-th item on."""
-        if not os.path.exists(self.path):
+        if not self._exists():
             return
         at = bisect.bisect_right(self._points, start, key=lambda p: p.item) - 1
         point = self._points[at] if at >= 0 else _SeekPoint(0, 0, 0)
-        with open(self.path, "rb") as handle:
+        with self._reader() as handle:
             walker = _Walker(handle, point, self._points)
             skip = start - point.item
             for item in walker.items():
@@ -405,9 +418,7 @@ class ArchiveStore(Store):
                 if record is not None and not record.damaged:
                     index[(record.kind, record.id)] = record.date_done
             if cut is not None:
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(cut.offset)
-                    os.fsync(handle.fileno())
+                self._truncate(cut.offset)
                 self._points = [p for p in self._points if p.offset < cut.offset]
             self._index = index
         return self._index

@@ -24,7 +24,8 @@ from ..boundary import guarded
 from ..codec import Codec, unreadable
 from ..durations import expiry_seconds
 from ..encryption import keyring_for
-from ..errors import SerializationError
+from ..errors import ResultkitError, SerializationError
+from ..offload import Offloader, is_reference, resolve
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Payload, Record
 from ..summary import Summary
@@ -188,6 +189,10 @@ class Store(ABC):
     layout: ClassVar[str] = "store"
     #: The store keeps a lifetime per result (Redis TTL).
     native_ttl: ClassVar[bool] = False
+    #: Write offloaded results inline (fetched) rather than carry their references.
+    inline_offloaded: bool = False
+    #: Offload task results above its threshold while writing (``migrate --offload``).
+    offloader: Offloader | None = None
     #: Each result is one blob in Celery's meta form, which can be copied as is.
     meta_blobs: ClassVar[bool] = False
     #: Records can be deleted (archives are append-only).
@@ -217,7 +222,7 @@ class Store(ABC):
             hint=settings.serializer, keys=keyring_for(dict(settings.celery))
         )
         #: Celery's backends for this store, by (serializer, extended).
-        self._celery_backends: dict[tuple[str, bool], Any] = {}
+        self._celery_backends: dict[tuple[str, bool, bool], Any] = {}
 
     @functools.cached_property
     def celery_app(self) -> Celery:
@@ -466,13 +471,19 @@ class Store(ABC):
         from ..compression import split_compression
 
         serializer = serializer or self.codec.hint
+        offloaded = is_reference(payload)
+        if offloaded:
+            try:
+                payload = resolve(payload)
+            except ResultkitError:
+                payload = None
         if isinstance(payload, (bytes, bytearray, memoryview)):
             try:
                 body, _ = split_compression(bytes(payload))
                 serializer = sniff_serializer(body, self.codec.hint)
             except SerializationError:
                 pass
-        key = (serializer, extended)
+        key = (serializer, extended, offloaded)
         cache = self._celery_backends
         if key not in cache:
             settings = {
@@ -482,8 +493,20 @@ class Store(ABC):
                 "result_extended": extended,
                 **self.celery_reader_settings,
             }
-            cache[key] = app_for_url(self.url, **settings).backend
+            backend = app_for_url(self.url, **settings).backend
+            if offloaded:
+                # Celery's own class, given the bytes it would have stored inline: the
+                # object behind each reference (what resultkit's backends read).
+                decode = backend.decode
+                backend.decode = lambda stored: decode(resolve(stored))
+            cache[key] = backend
         return cache[key]
+
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The offload references stored for these task ids (inline results left out),
+        for the orphan sweep; stores override it to read no payload."""
+        found = self.read_many(Kind.TASK, ids)
+        return [r.raw for r in found.values() if isinstance(r.raw, bytes) and is_reference(r.raw)]
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections."""
@@ -615,6 +638,8 @@ class Store(ABC):
         was not decoded on purpose: pickle is copied, never unpickled.
         """
         if not self.meta_blobs or record.raw is None or self.codec.transcodes(record):
+            return None
+        if self.inline_offloaded and is_reference(record.raw):
             return None
         if record.peek() is None and record.serializer != "pickle":
             return None

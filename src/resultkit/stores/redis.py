@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..codec import JSON_FAMILY, json_at_once
 from ..encryption import key_id_of
 from ..errors import UsageError
+from ..offload import REFERENCE_MAX_BYTES, is_reference
 from ..purge import PurgePlan
 from ..records import Kind, Payload, Record, as_datetime
 from ..summary import Summary
@@ -268,11 +269,14 @@ class RedisStore(Store):
     def payload_for(self, record: Record) -> bytes:
         """The bytes to store for *record*: its own blob when nothing changes."""
         raw = self.reusable_raw(record)
-        if raw is not None:
-            return raw
-        if record.meta is None:
-            raise ValueError(record.error or "the record has no readable payload")
-        return self.codec.encoder_for(record)(self.meta_for(record))
+        if raw is None:
+            if record.meta is None:
+                raise ValueError(record.error or "the record has no readable payload")
+            raw = self.codec.encoder_for(record)(self.meta_for(record))
+        if self.offloader is not None and record.kind is Kind.TASK and not is_reference(raw):
+            # The object first: the key is written after it, by the caller.
+            raw = self.offloader.offload(record.id, raw)
+        return raw
 
     @staticmethod
     def meta_for(record: Record) -> dict[str, Any]:
@@ -452,6 +456,13 @@ class RedisStore(Store):
         keys = [self.key(kind, r.id) for r, _ in items]
         stamps = [int(at * 1000) for _, at in items]
         return int(self.client.eval(_EXPIRE_MISSING_SCRIPT, len(keys), *keys, *stamps))
+
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The first bytes of each key, enough for a reference: no payload is read whole."""
+        pipe = self.client.pipeline(transaction=False)
+        for result_id in ids:
+            pipe.getrange(self.key(Kind.TASK, result_id), 0, REFERENCE_MAX_BYTES - 1)
+        return [bytes(head) for head in pipe.execute() if head and is_reference(head)]
 
     def delete_many(self, kind: Kind, ids: Sequence[str]) -> int:
         if not ids:

@@ -25,7 +25,7 @@ from .backends import (
     UrlPasswords,
 )
 from .base import AuditContext, Rule, known_settings
-from .lifetimes import PollInterval, RedisExpiry, Retention, SqlCleanup
+from .lifetimes import Offload, PollInterval, RedisExpiry, Retention, SqlCleanup
 from .serialization import Encryption, PickleAccepted, ResultCompression, SerializerAccepted
 from .settings import Conflicts, SettingTypes, UnknownSetting
 
@@ -40,6 +40,7 @@ RULES: Sequence[Rule] = (
     Retention(),
     DualWrite(),
     PollInterval(),
+    Offload(),
     ReplicaWait(),
     UrlPasswords(),
     RedisExpiry(),

@@ -19,6 +19,7 @@ RESULTKIT_SETTINGS = frozenset(
         "resultkit_encryption_serializer",
         "resultkit_encryption_compression",
         "resultkit_poll_interval",
+        "resultkit_offload",
         "resultkit_redis_wait_replicas",
         "resultkit_redis_wait_timeout",
     }

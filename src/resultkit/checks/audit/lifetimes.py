@@ -139,3 +139,36 @@ class PollInterval(Rule):
         except ConfigurationError as exc:
             return CheckResult.failed(self.id, str(exc), "write a number of seconds, e.g. 0.05")
         return CheckResult.passed(self.id, f"get() polls every {seconds:g} s at most")
+
+
+class Offload(Rule):
+    """``resultkit_offload``, validated as the backends read it."""
+
+    id = "config.offload"
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.get("resultkit_offload") is not None
+
+    def evaluate(self, ctx: AuditContext) -> CheckResult:
+        from ...offload import offload_settings
+
+        try:
+            settings = offload_settings(ctx.conf)
+        except ConfigurationError as exc:
+            return CheckResult.failed(
+                self.id,
+                str(exc),
+                'write resultkit_offload = {"url": "s3://bucket/prefix", "threshold": "256KB"}',
+            )
+        assert settings is not None
+        if ctx.url is not None and not ctx.url.alias.startswith("resultkit-"):
+            return CheckResult.warned(
+                self.id,
+                f"resultkit_offload is set but {ctx.url.alias}:// does not offload: only "
+                "resultkit's backends do",
+                "use resultkit-redis+redis://..., resultkit-db+... or resultkit-dual://",
+            )
+        return CheckResult.passed(
+            self.id,
+            f"results above {settings.threshold:,} bytes are stored in {settings.url}",
+        )

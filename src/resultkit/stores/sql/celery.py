@@ -22,6 +22,7 @@ from sqlalchemy.orm import defer
 from ..._celery_compat import decode_stored_result, pickle_group, unpickle_group
 from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
 from ...errors import SerializationError
+from ...offload import MARKER
 from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
 from .layout import Column, celery_table_names, columns_of, pickled, row_values
@@ -233,6 +234,10 @@ class SqlStore(TableStore):
         columns = self.columns(record.kind, table)
         row = row_values(record.id, meta, columns, encode, encode_result)
         if record.kind is Kind.TASK:
+            if self.offloader is not None:
+                # The object first: the row is written after it, by the caller.
+                at = next(i for i, column in enumerate(columns) if column.name == "result")
+                row[at] = self.offloader.offload(record.id, row[at])
             self._check_sizes(row, table)
         return tuple(row)
 
@@ -279,8 +284,8 @@ class SqlStore(TableStore):
         if not records:
             return WriteResult()
         self.ensure_tables()
-        if self._copier is not None and on_conflict is OnConflict.SKIP:
-            outcome = self._copier.write_new(records, prepared)
+        if self._copy is not None and on_conflict is OnConflict.SKIP:
+            outcome = self._copy.write_new(records, prepared)
             if outcome is not None:
                 return outcome
         return write_by_kind(self.engine, records, on_conflict, self._upsert)
@@ -293,8 +298,8 @@ class SqlStore(TableStore):
         on_conflict: OnConflict,
         outcome: WriteResult,
     ) -> None:
-        if self._copier is not None:
-            self._copier.upsert(conn, kind, batch, on_conflict, outcome)
+        if self._copy is not None:
+            self._copy.upsert(conn, kind, batch, on_conflict, outcome)
             return
         table = self.table(kind)
         assert table is not None
@@ -304,10 +309,28 @@ class SqlStore(TableStore):
             named = {rid: dict(zip(names, row, strict=True)) for rid, row in rows.items()}
             upsert_rows(conn, table, self._id_column(kind, table), named, on_conflict, outcome)
 
+    def stored_references(self, ids: Sequence[str]) -> list[bytes]:
+        """The result columns of *ids* that hold offload references (SQL reads no other)."""
+        table = self.table(Kind.TASK)
+        if table is None or not ids:
+            return []
+        head = sa.func.substr(table.c.result, 1, len(MARKER))
+        query = sa.select(table.c.result).where(
+            self._id_column(Kind.TASK, table).in_(list(ids)), head == MARKER
+        )
+        with self.engine.connect() as conn:
+            return [bytes(value) for value in conn.scalars(query)]
+
+    @property
+    def _copy(self) -> CopyWriter | None:
+        """The binary COPY writer, unless results are offloaded while written: COPY
+        makes its rows from the stored JSON (in C), without :meth:`row`."""
+        return self._copier if self.offloader is None else None
+
     @property
     def concurrent_writes(self) -> bool:
         """PostgreSQL: one batch's COPY streams while the one before commits."""
-        return self._copier is not None
+        return self._copy is not None
 
     def prepare(self, records: Sequence[Record], on_conflict: OnConflict) -> object | None:
         """PostgreSQL: the batch's binary COPY rows and their ids, made ahead.
@@ -317,10 +340,10 @@ class SqlStore(TableStore):
         migration into tables without these records (``skip``), and tables of
         types that binary COPY writes; anything else is made when written.
         """
-        if not records or on_conflict is not OnConflict.SKIP or self._copier is None:
+        if not records or on_conflict is not OnConflict.SKIP or self._copy is None:
             return None
         self.ensure_tables()
-        return self._copier.prepare(records)
+        return self._copy.prepare(records)
 
     def celery_read_many(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Read through Celery's DatabaseBackend: its session, its model, its decoding."""
