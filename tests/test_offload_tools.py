@@ -268,3 +268,55 @@ def test_migrate_refuses_a_bad_offload_option_in_one_line(cli: Any, redis_db: An
     assert done.code == 2, done.output
     assert "--offload 's3://x'" in done.stderr
     assert "Traceback" not in done.output
+
+
+def test_erase_deletes_the_offloaded_payloads_and_archives_them_inline(
+    cli: Any, redis_db: Any, s3_bucket: Any, tmp_path: Path
+) -> None:
+    # Given offloaded results of user 42 and of user 7 in resultkit-redis
+    app = make_app("resultkit-redis+" + redis_db.url, s3_bucket.url())
+    for task_id, user in (("u42-0", 42), ("u42-1", 42), ("u7-2", 7)):
+        app.backend.store_result(task_id, {"user": user, "blob": BIG}, "SUCCESS")
+    assert len(s3_bucket.object_keys()) == 3
+    kept_object = parse_reference(redis_db.client.get("celery-task-meta-u7-2"))
+    assert kept_object is not None
+    # When user 42's results are erased, archived first
+    archive = tmp_path / "user-42.jsonl.gz"
+    done = cli(
+        "erase", redis_db.url, "--id", "u42-", "--yes", "--archive", str(archive),
+        "--json", env=s3_bucket.env,
+    )  # fmt: skip
+    # Then their references and their objects are gone, user 7's are kept ...
+    assert done.code == 0, done.output
+    assert (done.json["deleted"], done.json["objects_deleted"]) == (2, 2)
+    assert [f"s3://{s3_bucket.name}/{key}" for key in s3_bucket.object_keys()] == [kept_object.url]
+    assert redis_db.client.get("celery-task-meta-u7-2") is not None
+    # ... and the archive holds the payloads themselves, which Celery's own backend reads
+    with redis_database() as restored:
+        back = cli("migrate", f"jsonl://{archive}", restored.url, "--json", env=s3_bucket.env)
+        assert back.code == 0, back.output
+        assert not restored.client.get("celery-task-meta-u42-0").startswith(MARKER)
+        reader = Celery("reader", set_as_current=False)
+        reader.conf.result_backend = restored.url
+        assert reader.AsyncResult("u42-0").get(timeout=10) == {"user": 42, "blob": BIG}
+
+
+def test_an_export_of_offloaded_results_holds_the_payloads(
+    cli: Any, redis_db: Any, s3_bucket: Any, tmp_path: Path
+) -> None:
+    # Given an offloaded result
+    app = make_app("resultkit-redis+" + redis_db.url, s3_bucket.url())
+    app.backend.store_result("x-1", BIG, "SUCCESS")
+    # When it is exported, and the bucket emptied afterwards
+    path = tmp_path / "backup.jsonl.gz"
+    done = cli("export", redis_db.url, "--to", str(path), "--json", env=s3_bucket.env)
+    assert done.code == 0, done.output
+    for key in s3_bucket.object_keys():
+        s3_bucket.client.delete_object(Bucket=s3_bucket.name, Key=key)
+    # Then the export alone restores it, readable by Celery's own backend
+    with redis_database() as restored:
+        back = cli("migrate", f"jsonl://{path}", restored.url, "--json")
+        assert back.code == 0, back.output
+        reader = Celery("reader", set_as_current=False)
+        reader.conf.result_backend = restored.url
+        assert reader.AsyncResult("x-1").get(timeout=10) == BIG

@@ -382,6 +382,8 @@ def render_erase(report: EraseReport, console: Console) -> None:
             line += f", archived {report.archived:,} to {report.archive}"
         if report.changed:
             line += f" ({report.changed:,} changed or gone meanwhile, left as they were)"
+        if report.objects_deleted:
+            line += f"; {report.objects_deleted:,} offloaded payloads deleted from object storage"
     console.print(line + f" in {report.seconds:.1f} s")
     if report.audit_log:
         console.print(f"audit line appended to {report.audit_log}", style="dim")

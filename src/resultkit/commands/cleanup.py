@@ -138,6 +138,8 @@ def cleanup(
         if archive_url.startswith("s3://"):
             archive_url = "jsonl+" + archive_url  # the archive format, in object storage
         archive_store = open_store(archive_url, target.app)
+        # The archive outlives the objects the orphan sweep deletes: payloads inline.
+        archive_store.inline_offloaded = True
         report.archive = archive_url
     by_state: Counter[str] = Counter()
     by_task: Counter[str] = Counter()

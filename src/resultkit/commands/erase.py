@@ -36,6 +36,7 @@ from ..boundary import from_outside, translating, what_failed
 from ..codec import Codec
 from ..encryption import keyring_for
 from ..errors import BackendError, EraseError, UsageError
+from ..offload import delete_referenced, is_reference
 from ..query import Query, select
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..stores import OnConflict, Store, StoreSettings, open_store
@@ -65,6 +66,9 @@ class EraseReport:
     archived: int = 0
     #: Matched, but changed or gone before it could be deleted: left as it is.
     changed: int = 0
+    #: Offloaded payloads (``resultkit_offload``) deleted from object storage with
+    #: the references the erasure deleted.
+    objects_deleted: int = 0
     by_task: dict[str, int] = field(default_factory=dict)
     by_state: dict[str, int] = field(default_factory=dict)
     archive: str | None = None
@@ -80,6 +84,7 @@ class EraseReport:
             "deleted": self.deleted,
             "archived": self.archived,
             "changed": self.changed,
+            "objects_deleted": self.objects_deleted,
             "by_task": self.by_task,
             "by_state": self.by_state,
             "archive": self.archive,
@@ -160,6 +165,8 @@ def erase(
             if archive_url.startswith("jsonl://"):
                 _create_private(archive_url[len("jsonl://") :])
             archive_store = open_store(archive_url, target.app)
+            # The archive outlives the objects this erasure deletes: payloads inline.
+            archive_store.inline_offloaded = True
             report.archive = mask_url(archive_url)
         total = None
         if progress is not None and not dry_run:
@@ -233,6 +240,8 @@ def _erase_batch(
             chosen = [r for r in pending if r.id in taken]
         deleted = store.delete_unchanged(Kind.TASK, chosen) if chosen else 0
         report.deleted += deleted
+        if deleted:
+            report.objects_deleted += _delete_objects(store, chosen)
         if deleted >= len(pending):
             pending = []
             break
@@ -244,6 +253,25 @@ def _erase_batch(
             break
     report.changed += len(pending)
     report.archived += len(archived)
+
+
+def _delete_objects(store: Store, records: list[Record]) -> int:
+    """Delete the offloaded payloads of *records* whose references are no longer
+    stored (deleted now, or replaced by a newer store): nothing references them.
+
+    Each store of an offloaded result writes an object of its own (a random
+    suffix), so an object is never shared with a newer result of the same id.
+    """
+    offloaded = [r for r in records if isinstance(r.raw, bytes) and is_reference(r.raw)]
+    if not offloaded:
+        return 0
+    now = store.read_many(Kind.TASK, [r.id for r in offloaded])
+    deleted = 0
+    for record in offloaded:
+        current = now.get(record.id)
+        if current is None or current.raw != record.raw:
+            deleted += delete_referenced(record.raw)
+    return deleted
 
 
 def _archive(archive: Store, records: list[Record], where: str) -> set[str]:

@@ -272,6 +272,9 @@ def _write_archive(
     app: Any,
 ) -> None:
     archive = open_store(f"jsonl://{temp}", app)
+    # An export stands on its own: offloaded payloads are written inline, never as
+    # references to objects that cleanup or erase may delete later.
+    archive.inline_offloaded = True
     try:
         for batch in batches:
             outcome = archive.write_many(batch, OnConflict.OVERWRITE)
