@@ -251,3 +251,30 @@ def test_resultkit_dual_offloads_through_new_and_keeps_old_inline(
     # When it is forgotten, Then the object goes with new's reference
     app.AsyncResult("d-1").forget()
     assert s3_bucket.object_keys() == []
+
+
+def test_cleanup_archives_offloaded_payloads_inline_before_sweeping_their_objects(
+    request: Any, s3_bucket: Any, cli: Any, tmp_path: Path
+) -> None:
+    from tests.conftest import redis_database
+
+    # Given offloaded results in resultkit-redis
+    app = make_app(backend_url("redis", request), s3_bucket.url())
+    for n in range(2):
+        app.backend.store_result(f"a-{n}", BIG, "SUCCESS")
+    # When cleanup archives and deletes them, and sweeps their objects at once
+    archive = tmp_path / "old.jsonl.gz"
+    done = cli(
+        "cleanup", store_url("redis", request), "--older-than", "0s", "--archive", str(archive),
+        "--offload", s3_bucket.url(), "--orphan-grace", "0s", "--json", env=s3_bucket.env,
+    )  # fmt: skip
+    assert done.code == 0, done.output
+    assert (done.json["archived"], done.json["deleted"]) == (2, 2)
+    assert s3_bucket.object_keys() == []
+    # Then the archive alone restores them, readable by Celery's own backend
+    with redis_database() as restored:
+        back = cli("migrate", f"jsonl://{archive}", restored.url, "--json")
+        assert back.code == 0, back.output
+        reader = Celery("reader", set_as_current=False)
+        reader.conf.result_backend = restored.url
+        assert reader.AsyncResult("a-1").get(timeout=10) == BIG
