@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.cluster import free_cluster_ports as free_ports  # port + 10000 free too
 
 #: The one identity the server knows (the tests pass it through the standard AWS variables).
 ACCESS_KEY = "resultkit-test"
@@ -41,27 +42,6 @@ def weed_binary() -> str | None:
     if here.exists():
         return str(here)
     return shutil.which("weed")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_ports(count: int) -> list[int]:
-    """*count* free loopback ports whose gRPC twins (port + 10000) are free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 55000 and port not in ports and _port_free(port + 10000):
-            ports.append(port)
-    return ports
 
 
 @dataclass

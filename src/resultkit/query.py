@@ -343,6 +343,29 @@ def select(
         yield from store.select_records(resolved, batch_size, damaged=damaged)
 
 
+def once_each(records: Iterable[Record]) -> Iterator[Record]:
+    """Each record of *records* once (a Redis SCAN may return a key twice while keys
+    are written): what a command that acts on every selected result walks."""
+    seen: set[tuple[Kind, str]] = set()
+    for record in records:
+        key = (record.kind, record.id)
+        if key not in seen:
+            seen.add(key)
+            yield record
+
+
+def batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """*records* in lists of *size* (the last one shorter)."""
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 # ---------------------------------------------------------------- cursors
 def encode_cursor(query: Query, layout: str, position: Mapping[str, Any]) -> str:
     """The opaque cursor for *position* (a store's own JSON-able state) in *query*."""

@@ -22,7 +22,7 @@ import getpass
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +37,7 @@ from ..codec import Codec
 from ..encryption import keyring_for
 from ..errors import BackendError, EraseError, UsageError
 from ..offload import delete_referenced, is_reference
-from ..query import Query, select
+from ..query import Query, batched, once_each, select
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..stores import OnConflict, Store, StoreSettings, open_store
 from ..transfer import Progress
@@ -171,7 +171,7 @@ def erase(
         total = None
         if progress is not None and not dry_run:
             # Counted first, for a progress bar with an ETA (a dry run is its own count).
-            total = sum(1 for _ in _unique(select(store, query, batch_size=batch_size)))
+            total = sum(1 for _ in once_each(select(store, query, batch_size=batch_size)))
             progress(Progress(Kind.TASK, 0, total))
         _run(store, query, archive_store, report, batch_size, progress, total)
     except BaseException as exc:
@@ -204,7 +204,7 @@ def _run(
     progress: Callable[[Progress], None] | None,
     total: int | None = None,
 ) -> None:
-    for batch in _batches(_unique(select(store, query, batch_size=batch_size)), batch_size):
+    for batch in batched(once_each(select(store, query, batch_size=batch_size)), batch_size):
         report.matched += len(batch)
         for record in batch:
             task = record.name or "?"
@@ -285,26 +285,6 @@ def _archive(archive: Store, records: list[Record], where: str) -> set[str]:
             "command again"
         ) from exc
     return set(outcome.written) | set(outcome.skipped)
-
-
-def _unique(records: Iterable[Record]) -> Iterator[Record]:
-    """Each result once (a Redis SCAN may return a key twice while keys are written)."""
-    seen: set[str] = set()
-    for record in records:
-        if record.id not in seen:
-            seen.add(record.id)
-            yield record
-
-
-def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # ------------------------------------------------------------------ the audit log

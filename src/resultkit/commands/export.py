@@ -25,7 +25,7 @@ import orjson
 from ..apps import resolve_target
 from ..boundary import translating
 from ..errors import SerializationError, UsageError
-from ..query import Query, select
+from ..query import Query, batched, once_each, select
 from ..records import MAX_BATCH_RECORDS, Kind, Record
 from ..stores import OnConflict, open_store
 from ..transfer import Progress
@@ -155,10 +155,10 @@ def export(
         total = None
         if progress is not None:
             # Counted first, for a progress bar with an ETA (a terminal only).
-            total = sum(1 for _ in _unique(select(store, query, batch_size=batch_size)))
+            total = sum(1 for _ in once_each(select(store, query, batch_size=batch_size)))
             progress(Progress(Kind.TASK, 0, total))
         selected = select(store, query, batch_size=batch_size, damaged=True)
-        batches = _batches(_unique(_set_aside_damaged(selected, report)), batch_size)
+        batches = batched(once_each(_set_aside_damaged(selected, report)), batch_size)
         writer = _write_archive if chosen == "jsonl" else _write_csv
         by_state: dict[str, int] = {}
 
@@ -214,27 +214,6 @@ def _set_aside_damaged(records: Iterable[Record], report: ExportReport) -> Itera
         report.damaged += 1
         if len(report.damaged_examples) < MAX_DAMAGED_EXAMPLES:
             report.damaged_examples.append(record.error or record.id)
-
-
-def _unique(records: Iterable[Record]) -> Iterator[Record]:
-    """Each result once (a Redis SCAN may return a key twice while keys are written)."""
-    seen: set[tuple[Kind, str]] = set()
-    for record in records:
-        key = (record.kind, record.id)
-        if key not in seen:
-            seen.add(key)
-            yield record
-
-
-def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _atomically(path: Path, write: Callable[[Path], None]) -> None:
