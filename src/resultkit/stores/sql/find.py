@@ -562,13 +562,18 @@ def read_one(store: TableStore, kind: Kind, table: sa.Table, result_id: str) -> 
     kept read connection."""
     column = table.c[store.id_columns[kind]]
 
+    def build() -> sa.Select[Any]:
+        return sa.select(table).where(column == sa.bindparam("rk_id", None, type_=column.type))
+
     def read() -> list[dict[str, Any]]:
         with reading(store) as conn:
             return run(
                 store,
                 conn,
                 ("one", kind, table.name, table.schema),
-                lambda: sa.select(table).where(column == sa.bindparam("rk_id", None, type_=column.type)),
+                lambda: sa.select(table).where(
+                    column == sa.bindparam("rk_id", None, type_=column.type)
+                ),
                 {"rk_id": result_id},
             )
 
