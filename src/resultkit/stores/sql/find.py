@@ -16,6 +16,7 @@ key-value store) come after every dated row, newest first, as in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -497,7 +498,7 @@ def _find_page(
     sql = _sql_of(store, query)
     if sql is None:
         return ResultPage([], None, 0)
-    found: list[tuple[Record, dict[str, Any]]] = []
+    found: list[tuple[Record | None, dict[str, Any]]] = []
     scanned = 0
     newest = not query.oldest_first
     batch = limit + 1 if sql.residual is None else max(PREFILTER_BATCH_ROWS, limit + 1)
@@ -516,11 +517,14 @@ def _find_page(
                     store,
                     conn,
                     key,
-                    lambda s=shape, a=since: _batch(sql, _phase(sql, newest, s), batch, a, newest),
+                    functools.partial(_batch, sql, shape, batch, since, newest),
                     values,
                 )
                 scanned += len(rows)
                 for row in rows:
+                    if sql.residual is None and len(found) == limit:
+                        found.append((None, row))  # only says a next page exists
+                        break
                     record = store._record(Kind.TASK, row)
                     if sql.residual is None or sql.residual.matches(record):
                         found.append((record, row))
@@ -531,7 +535,7 @@ def _find_page(
                 after = rows[-1]
             if len(found) > limit:
                 break
-    records = [record for record, _ in found[:limit]]
+    records = [record for record, _ in found[:limit] if record is not None]
     cursor = None
     if len(found) > limit:
         last = found[limit - 1][1]
@@ -540,11 +544,12 @@ def _find_page(
 
 
 def _batch(
-    sql: SqlQuery, statement: sa.Select[Any], batch: int, after: str | None, newest: bool
+    sql: SqlQuery, shape: str, batch: int, after: str | None, newest: bool
 ) -> sa.Select[Any]:
-    """*statement*, *batch* rows of it, continued after the previous batch's last row
-    (*after*: whether that row was "dated" or "undated"; None for the first batch)."""
-    stmt = statement.limit(batch)
+    """The statement of phase *shape*, *batch* rows of it, continued after the previous
+    batch's last row (*after*: whether that row was "dated" or "undated"; None for the
+    first batch)."""
+    stmt = _phase(sql, newest, shape).limit(batch)
     if after is None:
         return stmt
     date, rid = sql.date, sql.row_id
