@@ -11,6 +11,7 @@ Celery's own model definitions.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import threading
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,12 @@ from .tables import TableStore
 __all__ = ["SqlStore", "celery_table_names"]
 
 _UNSERIALIZED = Payload(None)
+
+
+@functools.lru_cache(maxsize=8)
+def _json_form(hint: str) -> Payload:
+    """The form of a result read as JSON: made once, not for each row."""
+    return Payload(None, hint)
 
 
 def _json_column(value: Any) -> Any:
@@ -221,7 +228,7 @@ class SqlStore(TableStore):
             if result is not None:
                 tree = _json_column(result) if quick else NOT_READ
                 if tree is not NOT_READ:
-                    task["result"], form = tree, Payload(None, self.codec.hint)
+                    task["result"], form = tree, _json_form(self.codec.hint)
                 else:
                     task["result"], form = self._decode_column(result)
                     if self.legacy and form.serializer == "pickle":
