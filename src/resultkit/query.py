@@ -258,8 +258,14 @@ class Query(Filters):
 
     def fingerprint(self) -> str:
         """A short digest of the query: a cursor is valid only for the query that made it."""
-        text = json.dumps(self.describe(), sort_keys=True, default=str)
-        return hashlib.sha1(text.encode()).hexdigest()[:12]
+        return _fingerprint(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(query: Query) -> str:
+    # Made for every page (its cursor, and the one it was given): once per query.
+    text = json.dumps(query.describe(), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Codec", "IndexPlan", "OnConflict", "Page", "Store", "StoreSettings", "WriteResult"]
 
+#: A store names its URL in every report (show, each page): masked once per URL.
+_masked = functools.lru_cache(maxsize=64)(mask_url)
+
 
 #: Task results read to judge whether a store holds ``result_extended``'s fields.
 EXTENDED_SAMPLE_RECORDS = 100
@@ -234,7 +237,7 @@ class Store(ABC):
     # ----------------------------------------------------------- properties
     @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        return _masked(self.url)
 
     @property
     def expires_s(self) -> float | None:

@@ -11,16 +11,27 @@ Celery's own model definitions.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
 from ..._celery_compat import decode_stored_result, pickle_group, unpickle_group
-from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
+from ...codec import (
+    JSON_FAMILY,
+    JSON_OPENERS,
+    NOT_READ,
+    PickleRefused,
+    json_at_once,
+    long_digits,
+    unreadable,
+)
 from ...errors import SerializationError
 from ...offload import MARKER
 from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
@@ -31,6 +42,26 @@ from .statements import IN_CHUNK_ROWS, create_missing, rows_of, upsert_rows, wri
 from .tables import TableStore
 
 __all__ = ["SqlStore", "celery_table_names"]
+
+_UNSERIALIZED = Payload(None)
+
+
+@functools.lru_cache(maxsize=8)
+def _json_form(hint: str) -> Payload:
+    """The form of a result read as JSON: made once, not for each row."""
+    return Payload(None, hint)
+
+
+def _json_column(value: Any) -> Any:
+    """A column's bytes read as a JSON object or array when orjson reads them
+    exactly (what :func:`json_at_once` does, without its checks of the hint);
+    :data:`NOT_READ` for anything else."""
+    if type(value) is not bytes or value[:1] not in JSON_OPENERS or long_digits(value):
+        return NOT_READ
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return NOT_READ
 
 
 def _pickle_group(value: Any) -> bytes:
@@ -177,31 +208,49 @@ class SqlStore(TableStore):
             meta = {"result": value, "date_done": as_datetime(mapping["date_done"])}
             return Record(Kind.GROUP, group_id, form.holding(meta), position=position)
         task_id = mapping["task_id"]
-        form = Payload(None)
+        form = _UNSERIALIZED
+        done = mapping["date_done"]
         task: dict[str, Any] = {
             "task_id": task_id,
             "status": mapping["status"],
             "traceback": mapping["traceback"],
-            "date_done": as_datetime(mapping["date_done"]),
+            "date_done": (
+                done.replace(tzinfo=timezone.utc)
+                if type(done) is datetime and done.tzinfo is None
+                else as_datetime(done)
+            ),
             "children": None,
         }
+        # A page of find decodes three columns of fifty rows: JSON, the common
+        # case, is read here at once; anything else through _decode_column.
+        quick = self.codec.hint in JSON_FAMILY
         try:
             result = mapping["result"]
             if result is not None:
-                task["result"], form = self._decode_column(result)
-                if self.legacy and form.serializer == "pickle":
-                    # The old PickleType column pickled every result, whatever the
-                    # app's serializer; the result itself was never "a pickle result".
-                    form = form._replace(serializer=self.codec.hint)
+                tree = _json_column(result) if quick else NOT_READ
+                if tree is not NOT_READ:
+                    task["result"], form = tree, _json_form(self.codec.hint)
+                else:
+                    task["result"], form = self._decode_column(result)
+                    if self.legacy and form.serializer == "pickle":
+                        # The old PickleType column pickled every result, whatever the
+                        # app's serializer; the result itself was never "a pickle result".
+                        form = form._replace(serializer=self.codec.hint)
             else:
                 task["result"] = None
-            if mapping.get("children") is not None:
-                task["children"] = self._decode_column(mapping["children"])[0]
+            children = mapping.get("children")
+            if children is not None:
+                tree = _json_column(children) if quick else NOT_READ
+                task["children"] = (
+                    tree if tree is not NOT_READ else self._decode_column(children)[0]
+                )
             if "name" in mapping:
+                get = mapping.get
                 for name in EXTENDED_FIELDS:
-                    value = mapping.get(name)
-                    if name in ("args", "kwargs") and value is not None:
-                        value = self._decode_column(value)[0]
+                    value = get(name)
+                    if value is not None and (name == "args" or name == "kwargs"):
+                        tree = _json_column(value) if quick else NOT_READ
+                        value = tree if tree is not NOT_READ else self._decode_column(value)[0]
                     task[name] = value
         except SerializationError as exc:
             return Record(Kind.TASK, task_id, unreadable(exc, form), position=position)

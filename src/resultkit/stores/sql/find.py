@@ -16,7 +16,9 @@ key-value store) come after every dated row, newest first, as in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -40,7 +42,16 @@ from ..base import IndexPlan
 if TYPE_CHECKING:
     from .tables import TableStore
 
-__all__ = ["SqlQuery", "sql_failure_groups", "sql_find_page", "sql_select"]
+__all__ = [
+    "Ready",
+    "SqlQuery",
+    "read_one",
+    "ready",
+    "run",
+    "sql_failure_groups",
+    "sql_find_page",
+    "sql_select",
+]
 
 T = TypeVar("T")
 
@@ -243,6 +254,147 @@ def reading(store: TableStore) -> Iterator[sa.Connection]:
         lock.release()
 
 
+#: Statements a store keeps ready to run (one per query, phase and batch shape);
+#: past this many, it starts afresh.
+MAX_READY_STATEMENTS = 256
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A statement built and compiled once, run again with other values."""
+
+    statement: sa.Select[Any]
+    #: The names of the columns it selects, in order.
+    columns: tuple[str, ...]
+    #: Its SQL in the driver's own form, when neither its parameters nor its rows
+    #: need SQLAlchemy's type processing on this dialect (PostgreSQL through
+    #: psycopg): it then runs on the driver's cursor. None: through SQLAlchemy.
+    text: str | None = None
+    #: The values the statement holds (its filters), by parameter name.
+    fixed: Mapping[str, Any] | None = None
+    #: The parameters in the order of a positional paramstyle (None: by name).
+    order: tuple[str, ...] | None = None
+
+
+def ready(
+    store: TableStore, key: Any, build: Callable[[], sa.Select[Any]], raw: Any = None
+) -> Ready:
+    """The statement of *key*, built by *build* and compiled the first time only
+    (*raw*: the driver's connection, which writes literals in the server's form)."""
+    cache = store.ready_statements
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= MAX_READY_STATEMENTS:
+            cache.clear()
+        found = cache[key] = _prepare(store, build(), raw)
+    return found
+
+
+def _prepare(store: TableStore, statement: sa.Select[Any], raw: Any) -> Ready:
+    dialect = store.engine.dialect
+    columns = tuple(column.name for column in statement.selected_columns)
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    binds = compiled.binds.values()
+    processed = any(
+        bind.type.dialect_impl(dialect).bind_processor(dialect) is not None for bind in binds
+    ) or any(
+        column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+        for column in statement.selected_columns
+    )
+    if processed:
+        return Ready(statement, columns)
+    order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+    text, fixed = str(compiled), dict(compiled.params)
+    if dialect.driver == "psycopg" and order is None:
+        text, fixed = _inlined(text, fixed, raw)
+    return Ready(statement, columns, text, fixed, order)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _inlined(text: str, fixed: dict[str, Any], raw: Any) -> tuple[str, dict[str, Any]]:
+    """*text* with the query's own values written in as literals by psycopg (the
+    cursor's stay parameters): PostgreSQL then plans with the values, as for the
+    statement a person writes, and runs a page in about half the time."""
+    import psycopg.sql
+
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("rk_"):
+            return match.group(0)
+        # Still a pyformat statement: its percent signs are doubled.
+        return psycopg.sql.Literal(fixed[name]).as_string(raw).replace("%", "%%")
+
+    return _PLACEHOLDER.sub(literal, text), {k: v for k, v in fixed.items() if k.startswith("rk_")}
+
+
+def run(
+    store: TableStore,
+    conn: sa.Connection,
+    key: Any,
+    build: Callable[[], sa.Select[Any]],
+    values: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """The rows of the statement of *key* (see :func:`ready`) with *values* bound,
+    each as a dict of its columns (far cheaper to read than SQLAlchemy's rows)."""
+    raw = conn.connection.dbapi_connection
+    prepared = ready(store, key, build, raw)
+    if prepared.text is None or prepared.fixed is None:
+        result = conn.execute(prepared.statement, dict(values))
+        columns = tuple(result.keys())
+        return [dict(zip(columns, row, strict=True)) for row in result.all()]
+    merged = {**prepared.fixed, **values}
+    params: Any = merged
+    if prepared.order is not None:
+        params = tuple(merged[name] for name in prepared.order)
+    assert raw is not None, "a connection in use has its driver's connection"
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(prepared.text, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    except Exception as exc:
+        raise _wrapped(store, conn, raw, prepared.text, params, exc) from exc
+    columns = prepared.columns  # as many as each row has: the statement selects them
+    return [dict(zip(columns, row)) for row in rows]  # noqa: B905 (zip's check costs per row)
+
+
+def _wrapped(
+    store: TableStore, conn: sa.Connection, raw: Any, text: str, params: Any, exc: Exception
+) -> Exception:
+    """*exc* of the driver as SQLAlchemy raises it (what the callers translate), the
+    connection invalidated when the driver lost it."""
+    dialect = store.engine.dialect
+    base = dialect.loaded_dbapi.Error
+    if not isinstance(exc, base):
+        return exc
+    lost = dialect.is_disconnect(exc, raw, None)
+    if lost:
+        conn.invalidate(exc)
+    wrapped: Exception = sa.exc.DBAPIError.instance(
+        text, params, exc, base, connection_invalidated=lost, dialect=dialect
+    )
+    return wrapped
+
+
+def _sql_of(store: TableStore, query: Query) -> SqlQuery | None:
+    """:meth:`SqlQuery.of`, made once per query and store (a missing table is asked again)."""
+    key = ("sql", query)
+    cache = store.ready_queries
+    found = cache.get(key)
+    if found is None:
+        found = SqlQuery.of(store, query)
+        if found is None:
+            return None
+        if len(cache) >= MAX_READY_STATEMENTS:
+            cache.clear()
+        cache[key] = found
+    return found
+
+
 def retried(store: TableStore, read: Callable[[], T]) -> T:
     """*read*, tried once more on a fresh connection when the kept one was found
     dead (a server restarted, an idle connection closed by a proxy)."""
@@ -285,34 +437,52 @@ def _position(position: Mapping[str, Any] | None) -> tuple[datetime | None, Any,
     return parsed, row_id, parsed is None
 
 
-def _phases(
-    sql: SqlQuery, newest: bool, position: Mapping[str, Any] | None
-) -> Iterator[sa.Select[Any]]:
-    """The statements of the rest of a page walk, in order: dated rows, then undated
-    ones (newest first), or the other way round; each after the cursor."""
-    done, row_id, undated = _position(position)
+#: The names the cursor's values are bound to in a page's statements.
+_AT_DONE, _AT_ID = "rk_at_done", "rk_at_id"
+_AFTER_DONE, _AFTER_ID = "rk_after_done", "rk_after_id"
+
+
+def _shapes(newest: bool, position: Mapping[str, Any] | None) -> list[str]:
+    """The phases of the rest of a page walk, in order: dated rows, then undated
+    ones (newest first), or the other way round; "... after" ones start after
+    the cursor (see :func:`_phase`)."""
+    done, _, undated = _position(position)
+    if undated:
+        return ["undated after"] if newest else ["undated after", "dated"]
+    if done is not None:
+        return ["dated after", "undated"] if newest else ["dated after"]
+    return ["dated", "undated"] if newest else ["undated", "dated"]
+
+
+def _phase(sql: SqlQuery, newest: bool, shape: str) -> sa.Select[Any]:
+    """The statement of one phase of :func:`_shapes`, the cursor's values bound by
+    name (:func:`_position_values`): the same statement for every page."""
     date, rid = sql.date, sql.row_id
+    at_done = sa.bindparam(_AT_DONE, None, type_=date.type)
+    at_id = sa.bindparam(_AT_ID, None, type_=rid.type)
+    after = shape.endswith(" after")
+    if shape.startswith("undated"):
+        nulls = sql.select().where(date.is_(None))
+        if newest:
+            nulls = nulls.order_by(rid.desc())
+            return nulls.where(rid < at_id) if after else nulls
+        nulls = nulls.order_by(rid.asc())
+        return nulls.where(rid > at_id) if after else nulls
     dated = sql.select().where(date.is_not(None))
     if newest:
         dated = dated.order_by(date.desc(), rid.desc())
-        if done is not None:
-            dated = dated.where(sa.or_(date < done, sa.and_(date == done, rid < row_id)))
-        nulls = sql.select().where(date.is_(None)).order_by(rid.desc())
-        if undated:
-            nulls = nulls.where(rid < row_id)
-        else:
-            yield dated
-        yield nulls
-        return
-    nulls = sql.select().where(date.is_(None)).order_by(rid.asc())
+        if after:
+            dated = dated.where(sa.or_(date < at_done, sa.and_(date == at_done, rid < at_id)))
+        return dated
     dated = dated.order_by(date.asc(), rid.asc())
-    if undated:
-        nulls = nulls.where(rid > row_id)
-    elif done is not None:
-        dated = dated.where(sa.or_(date > done, sa.and_(date == done, rid > row_id)))
-    if undated or done is None:
-        yield nulls
-    yield dated
+    if after:
+        dated = dated.where(sa.or_(date > at_done, sa.and_(date == at_done, rid > at_id)))
+    return dated
+
+
+def _position_values(position: Mapping[str, Any] | None) -> dict[str, Any]:
+    done, row_id, _ = _position(position)
+    return {_AT_DONE: done, _AT_ID: row_id}
 
 
 def sql_find_page(
@@ -325,24 +495,36 @@ def sql_find_page(
 def _find_page(
     store: TableStore, query: Query, position: Mapping[str, Any] | None, limit: int
 ) -> ResultPage:
-    sql = SqlQuery.of(store, query)
+    sql = _sql_of(store, query)
     if sql is None:
         return ResultPage([], None, 0)
-    found: list[tuple[Record, dict[str, Any]]] = []
+    found: list[tuple[Record | None, dict[str, Any]]] = []
     scanned = 0
+    newest = not query.oldest_first
     batch = limit + 1 if sql.residual is None else max(PREFILTER_BATCH_ROWS, limit + 1)
+    at = _position_values(position)
     with reading(store) as conn:
-        for statement in _phases(sql, not query.oldest_first, position):
+        for shape in _shapes(newest, position):
             after: Any = None
             while len(found) <= limit:
-                stmt = statement.limit(batch)
+                values = dict(at)
+                since: str | None = None
                 if after is not None:
-                    stmt = _after(stmt, sql, after, not query.oldest_first)
-                result = conn.execute(stmt)
-                columns = tuple(result.keys())
-                rows = [dict(zip(columns, row, strict=True)) for row in result.all()]
+                    values[_AFTER_DONE], values[_AFTER_ID] = after["date_done"], after["id"]
+                    since = "dated" if after["date_done"] is not None else "undated"
+                key = ("page", query, newest, shape, since, batch)
+                rows = run(
+                    store,
+                    conn,
+                    key,
+                    functools.partial(_batch, sql, shape, batch, since, newest),
+                    values,
+                )
                 scanned += len(rows)
                 for row in rows:
+                    if sql.residual is None and len(found) == limit:
+                        found.append((None, row))  # only says a next page exists
+                        break
                     record = store._record(Kind.TASK, row)
                     if sql.residual is None or sql.residual.matches(record):
                         found.append((record, row))
@@ -353,7 +535,7 @@ def _find_page(
                 after = rows[-1]
             if len(found) > limit:
                 break
-    records = [record for record, _ in found[:limit]]
+    records = [record for record, _ in found[:limit] if record is not None]
     cursor = None
     if len(found) > limit:
         last = found[limit - 1][1]
@@ -361,15 +543,47 @@ def _find_page(
     return ResultPage(records, cursor, scanned)
 
 
-def _after(stmt: sa.Select[Any], sql: SqlQuery, row: Mapping[str, Any], newest: bool) -> Any:
-    """*stmt* continued after *row* (the last of the previous batch of the same phase)."""
+def _batch(
+    sql: SqlQuery, shape: str, batch: int, after: str | None, newest: bool
+) -> sa.Select[Any]:
+    """The statement of phase *shape*, *batch* rows of it, continued after the previous
+    batch's last row (*after*: whether that row was "dated" or "undated"; None for the
+    first batch)."""
+    stmt = _phase(sql, newest, shape).limit(batch)
+    if after is None:
+        return stmt
     date, rid = sql.date, sql.row_id
-    done, row_id = row["date_done"], row["id"]
-    if done is None:
+    done = sa.bindparam(_AFTER_DONE, None, type_=date.type)
+    row_id = sa.bindparam(_AFTER_ID, None, type_=rid.type)
+    if after == "undated":
         return stmt.where(rid < row_id if newest else rid > row_id)
     if newest:
         return stmt.where(sa.or_(date < done, sa.and_(date == done, rid < row_id)))
     return stmt.where(sa.or_(date > done, sa.and_(date == done, rid > row_id)))
+
+
+def read_one(store: TableStore, kind: Kind, table: sa.Table, result_id: str) -> Record | None:
+    """The record of *result_id* (``show``'s read), by a statement kept ready, on the
+    kept read connection."""
+    column = table.c[store.id_columns[kind]]
+
+    def build() -> sa.Select[Any]:
+        return sa.select(table).where(column == sa.bindparam("rk_id", None, type_=column.type))
+
+    def read() -> list[dict[str, Any]]:
+        with reading(store) as conn:
+            return run(
+                store,
+                conn,
+                ("one", kind, table.name, table.schema),
+                lambda: sa.select(table).where(
+                    column == sa.bindparam("rk_id", None, type_=column.type)
+                ),
+                {"rk_id": result_id},
+            )
+
+    rows = retried(store, read)
+    return store._record(kind, rows[0]) if rows else None
 
 
 def sql_select(store: TableStore, query: Query, batch_size: int) -> Iterator[Record]:
@@ -553,7 +767,8 @@ def explain(store: TableStore, query: Query, limit: int) -> list[str]:
     sql = SqlQuery.of(store, query)
     if sql is None:
         return ["the task table does not exist: there is nothing to find"]
-    statement = next(iter(_phases(sql, not query.oldest_first, None))).limit(limit + 1)
+    newest = not query.oldest_first
+    statement = _phase(sql, newest, _shapes(newest, None)[0]).limit(limit + 1)
     dialect = store.engine.dialect
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     prefix = {"sqlite": "EXPLAIN QUERY PLAN "}.get(dialect.name, "EXPLAIN ")

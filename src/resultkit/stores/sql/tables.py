@@ -58,6 +58,16 @@ class TableStore(Store):
     def reader_lock(self) -> threading.Lock:
         return threading.Lock()
 
+    @functools.cached_property
+    def ready_statements(self) -> dict[Any, find.Ready]:
+        """Statements built and compiled once (see find.ready)."""
+        return {}
+
+    @functools.cached_property
+    def ready_queries(self) -> dict[Any, find.SqlQuery]:
+        """Queries made into SQL once (see find._sql_of)."""
+        return {}
+
     @abstractmethod
     def table(self, kind: Kind) -> sa.Table | None:
         """The table of *kind*, or None when it does not exist (yet)."""
@@ -106,6 +116,9 @@ class TableStore(Store):
         table = self.table(kind)
         if table is None or not ids:
             return {}
+        if len(ids) == 1:  # show's read: a statement kept ready, on the kept connection
+            record = find.read_one(self, kind, table, ids[0])
+            return {} if record is None else {record.id: record}
         column = self._id_column(kind, table)
         return read_ids(self.engine, table, column, ids, lambda r: self._row_record(kind, r))
 
