@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("stores", "backends"),
     ("transfer", "progress", "checks"),
     ("commands", "beat"),
-    ("render", "plot"),
+    ("render", "plot", "web"),
     ("cli",),
 ]
 

@@ -1,0 +1,355 @@
+"""``resultkit serve``: the JSON API, the pages and /metrics of a real uvicorn server.
+
+Each test starts ``resultkit serve`` (the real CLI, uvicorn inside) in a
+subprocess on a free port and talks to it over HTTP with httpx.  The results
+are written by Celery's own backends (``tests/find_writer.py``, and the hostile
+writer below, in subprocesses).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import BIN, ROOT, free_port, run, store_url_for
+from tests.test_find import ALL, write_dataset
+
+pytestmark = pytest.mark.timeout(300)
+
+HOSTILE = "<script>alert(1)</script>"
+
+#: Writes results whose task name, args, result and traceback hold markup.
+HOSTILE_WRITER = f"""
+import sys
+from celery import Celery
+from tests.find_writer import fail, request
+
+app = Celery("hostile", set_as_current=False)
+app.conf.update(broker_url="memory://", result_backend=sys.argv[1], result_extended=True)
+h = {HOSTILE!r}
+app.backend.mark_as_done(
+    "ok-" + h, {{"html": h}},
+    request=request(app, "ok-" + h, "evil." + h, args=[h], kwargs={{"k": h}}, worker="celery@" + h),
+)
+fail(app.backend, request(app, "bad", "evil." + h, args=[h]), ValueError(h))
+"""
+
+
+@dataclass
+class Server:
+    """A running ``resultkit serve``."""
+
+    base: str
+    process: subprocess.Popen[str]
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(self.base + path, timeout=60, **kwargs)
+
+
+def start_server(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
+    """Start ``resultkit serve ARGS`` on a free port; wait until it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "resultkit"), "serve", *args, "--host", host, "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"resultkit serve ended: {process.stdout.read()}")  # type: ignore[union-attr]
+        try:
+            httpx.get(base + "/openapi.json", timeout=2)
+            return Server(base, process)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("resultkit serve did not answer within 60 s")
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start servers; each is stopped after the test."""
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
+        server = start_server(*args, env=env, host=host)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+
+
+@pytest.fixture(params=("sqlite", "redis", "postgres"))
+def written_url(request: Any, tmp_path: Path) -> str:
+    """A store of each kind holding the find dataset, written through Celery."""
+    url = store_url_for(request.param, request, tmp_path / "store")
+    write_dataset(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(sqlite_db: Any) -> str:
+    write_dataset(sqlite_db.url)
+    return str(sqlite_db.url)
+
+
+def every_page(server: Server, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results of every page of /api/results, following the cursors."""
+    rows: list[dict[str, Any]] = []
+    cursor: dict[str, str] = {}
+    for _ in range(200):
+        response = server.get("/api/results", params={**params, **cursor})
+        assert response.status_code == 200, response.text
+        document = response.json()
+        rows.extend(document["results"])
+        if document["cursor"] is None:
+            return rows
+        cursor = {"cursor": document["cursor"]}
+    raise AssertionError("no last page")
+
+
+# ------------------------------------------------------------------ JSON API
+
+
+def test_api_lists_filters_shows_and_counts_on_every_store(serve: Any, written_url: str) -> None:
+    # Given a server over a store written by Celery
+    server = serve(written_url)
+    # When every page of 3 is read, then each result comes once
+    rows = every_page(server, {"limit": 3})
+    assert sorted(row["task_id"] for row in rows) == sorted(ALL)
+    # Filters are the CLI's, with the same names; repeated ones are ORed
+    failed = every_page(server, {"state": ["FAILURE", "RETRY"], "limit": 50})
+    assert {r["task_id"] for r in failed} == {"w1-fail", "w2-c2", "w3-weekly", "w3-retry"}
+    chosen = every_page(server, {"state": "FAILURE", "task": "reports.*", "kwarg": "user_id=42"})
+    assert [r["task_id"] for r in chosen] == ["w3-weekly"]
+    # One result is what show reports; its children carry their states
+    shown = server.get("/api/results/w1-fail").json()
+    assert shown["status"] == "FAILURE"
+    assert shown["exception"] == {"type": "ValueError", "message": "report 2 failed"}
+    root = server.get("/api/results/w2-root").json()
+    assert {c["task_id"]: c["status"] for c in root["children"]} == {
+        "w2-c1": "SUCCESS",
+        "w2-c2": "FAILURE",
+    }
+    # Failures are grouped, stats counted
+    groups = server.get("/api/failures").json()
+    assert groups["total"] == 3
+    assert {(g["name"], g["exception"]) for g in groups["groups"]} == {
+        ("reports.daily", "ValueError"),
+        ("reports.weekly", "ValueError"),
+        ("flows.step", "KeyError"),
+    }
+    stats = server.get("/api/stats").json()
+    assert stats["by_state"] == {"FAILURE": 3, "RETRY": 1, "SUCCESS": 6}
+
+
+def test_api_answers_bad_input_with_one_line_and_never_500(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url)
+    cases = {
+        "/api/results?state=BOGUS": 400,
+        "/api/results?since=yesterday": 400,
+        "/api/results?limit=0": 400,
+        "/api/results?limit=x": 400,
+        "/api/results?cursor=not-a-cursor": 400,
+        "/api/results?nonsense=1": 400,
+        "/api/results?kwarg=novalue": 400,
+        "/api/results?since=2026-01-02&until=2026-01-01": 400,
+        "/api/results?worker=a&worker=b": 400,
+        "/api/results/no-such-id": 404,
+        "/api/nowhere": 404,
+    }
+    for path, status in cases.items():
+        response = server.get(path)
+        assert response.status_code == status, (path, response.text)
+        error = response.json()["error"]
+        assert "\n" not in error, error
+        assert "Traceback" not in error, error
+    # A cursor of another query is refused, not followed
+    cursor = server.get("/api/results", params={"limit": 1}).json()["cursor"]
+    other = server.get("/api/results", params={"limit": 1, "state": "FAILURE", "cursor": cursor})
+    assert other.status_code == 400
+
+
+def test_openapi_document_names_every_filter(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url)
+    document = server.get("/openapi.json").json()
+    names = {p["name"] for p in document["paths"]["/api/results"]["get"]["parameters"]}
+    assert {"state", "task", "since", "until", "worker", "queue", "group", "parent"} <= names
+    assert {"exception", "arg", "kwarg", "limit", "cursor"} <= names
+
+
+def test_secrets_are_masked_in_every_answer(serve: Any, postgres_db: Any) -> None:
+    # Given a store URL with a password in it (trust auth accepts any password)
+    write_dataset(postgres_db.url)
+    url = postgres_db.url.replace("://postgres@", "://postgres:hunter2secret@")
+    assert "hunter2secret" in url, url
+    server = serve(url)
+    for path in ("/api/results", "/api/results/w1-fail", "/api/stats", "/", "/health"):
+        body = server.get(path).text
+        assert "hunter2secret" not in body, path
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_metrics_in_prometheus_format_from_a_cached_scan(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, "--cache-seconds", "3600")
+    text = server.get("/metrics").text
+    assert 'resultkit_results{state="FAILURE"} 3.0' in text
+    assert 'resultkit_results_by_task{task="reports.daily"} 3.0' in text
+    assert "resultkit_oldest_result_age_seconds" in text
+    assert "resultkit_scrape_duration_seconds" in text
+    # When more results are written, a scrape within the cache time still says 3
+    subprocess.run(
+        [sys.executable, "-c", HOSTILE_WRITER, sqlite_url],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+        timeout=60,
+    )
+    again = server.get("/metrics").text
+    assert 'resultkit_results{state="FAILURE"} 3.0' in again
+
+
+def test_metrics_scan_again_after_the_cache_time(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, "--cache-seconds", "0")
+    assert 'resultkit_results{state="FAILURE"} 3.0' in server.get("/metrics").text
+    subprocess.run(
+        [sys.executable, "-c", HOSTILE_WRITER, sqlite_url],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+        timeout=60,
+    )
+    assert 'resultkit_results{state="FAILURE"} 4.0' in server.get("/metrics").text
+
+
+# ------------------------------------------------------------------ pages
+
+
+def test_pages_list_filter_page_and_open_a_result(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url)
+    # The list holds the filters in its URL (deep links), and a next-page link
+    page = server.get("/", params={"state": "FAILURE", "limit": 2})
+    assert page.status_code == 200
+    assert 'value="FAILURE"' in page.text
+    found = re.search(r'href="(/\?[^"]*cursor=[^"]*)" id="next"', page.text)
+    assert found, page.text
+    next_url = found.group(1).replace("&amp;", "&")
+    second = server.get(next_url)
+    assert second.status_code == 200
+    listed = set(re.findall(r'href="/results/([^"]+)"', page.text + second.text))
+    assert listed == {"w1-fail", "w2-c2", "w3-weekly"}
+    assert "last page" in second.text
+    # A result page: exception, traceback, extended fields, group members with states
+    result = server.get("/results/w1-fail").text
+    assert "report 2 failed" in result
+    assert 'id="traceback"' in result
+    assert "q-reports" in result
+    root = server.get("/results/w2-root").text
+    assert 'href="/results/w2-c1"' in root
+    assert "SUCCESS" in root
+    assert "FAILURE" in root
+    # Failures and health pages
+    assert "reports.weekly" in server.get("/failures").text
+    health = server.get("/health").text
+    assert "<svg" in health
+    assert "reports.daily" in health
+    # A bad filter on a page is a 400 page with one line
+    bad = server.get("/", params={"state": "BOGUS"})
+    assert bad.status_code == 400
+    assert "no such state" in bad.text
+    assert server.get("/results/nope").status_code == 404
+
+
+def test_hostile_strings_render_as_text_on_every_page(serve: Any, sqlite_db: Any) -> None:
+    # Given results whose task name, args, result, worker and traceback hold a script tag
+    subprocess.run(
+        [sys.executable, "-c", HOSTILE_WRITER, sqlite_db.url],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+        timeout=60,
+    )
+    server = serve(sqlite_db.url)
+    hostile_id = "ok-" + HOSTILE
+    pages = [
+        server.get("/"),
+        server.get("/", params={"task": "evil.*"}),
+        server.get("/results/" + hostile_id),
+        server.get("/results/bad"),
+        server.get("/failures"),
+        server.get("/health"),
+        server.get("/", params={"task": HOSTILE + "["}),
+    ]
+    assert pages[2].status_code == 200, pages[2].text
+    for page in pages:
+        assert "<script" not in page.text.lower(), page.url
+    assert "&lt;script&gt;" in pages[2].text
+    assert "&lt;script&gt;" in pages[3].text
+    assert "&lt;script&gt;" in pages[4].text
+
+
+# ------------------------------------------------------------------ security
+
+
+def test_binding_beyond_loopback_without_auth_is_refused(sqlite_url: str) -> None:
+    result = run(
+        "resultkit",
+        "serve",
+        sqlite_url,
+        "--host",
+        "0.0.0.0",
+        env={"RESULTKIT_SERVE_TOKEN": "", "RESULTKIT_SERVE_USER": ""},
+    )
+    assert result.code == 2
+    assert "RESULTKIT_SERVE_TOKEN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_token_is_required_when_configured(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, host="0.0.0.0", env={"RESULTKIT_SERVE_TOKEN": "s3cret-token"})
+    assert server.get("/api/results").status_code == 401
+    assert server.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = server.get("/api/results", headers={"Authorization": "Bearer s3cret-token"})
+    assert ok.status_code == 200
+
+
+def test_basic_auth_when_user_and_password_are_configured(serve: Any, sqlite_url: str) -> None:
+    env = {"RESULTKIT_SERVE_USER": "ops", "RESULTKIT_SERVE_PASSWORD": "pw-123"}
+    server = serve(sqlite_url, host="0.0.0.0", env=env)
+    refused = server.get("/")
+    assert refused.status_code == 401
+    assert "Basic" in refused.headers["www-authenticate"]
+    assert server.get("/", auth=("ops", "nope")).status_code == 401
+    assert server.get("/", auth=("ops", "pw-123")).status_code == 200
+
+
+def test_writes_are_refused_without_allow_writes(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url)
+    for path in ("/api/export", "/api/erase", "/api/retry"):
+        response = server.post(path)
+        assert response.status_code == 403, path
+        assert "--allow-writes" in response.json()["error"]
+    # And nothing was erased
+    assert len(every_page(server, {"limit": 50})) == len(ALL)
