@@ -8,6 +8,10 @@ writer below, in subprocesses).
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import json
 import os
 import re
 import subprocess
@@ -353,3 +357,92 @@ def test_writes_are_refused_without_allow_writes(serve: Any, sqlite_url: str) ->
         assert "--allow-writes" in response.json()["error"]
     # And nothing was erased
     assert len(every_page(server, {"limit": 50})) == len(ALL)
+
+
+# ------------------------------------------------------------------ writes
+
+
+def session(server: Server) -> tuple[httpx.Client, str]:
+    """A client holding the CSRF cookie of the list page, and the token its forms carry."""
+    client = httpx.Client(base_url=server.base, timeout=60)
+    page = client.get("/")
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return client, found.group(1)
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_writes_need_the_csrf_token_of_the_cookie(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, "--allow-writes")
+    client, token = session(server)
+    # No cookie at all (another site's form), or a wrong token: refused
+    bare = server.post("/api/erase", data={"state": "FAILURE", "csrf": token, "confirm": "yes"})
+    assert bare.status_code == 403
+    assert "CSRF" in bare.json()["error"]
+    wrong = client.post("/api/erase", data={"state": "FAILURE", "csrf": "x", "confirm": "yes"})
+    assert wrong.status_code == 403
+    # Nothing was erased
+    assert len(every_page(server, {"state": "FAILURE"})) == 3
+    # The token in a header does as well as the form field
+    counted = client.post("/api/erase", data={"state": "FAILURE"}, headers={"X-CSRF-Token": token})
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["matched"] == 3
+
+
+def test_export_downloads_the_filtered_results(serve: Any, sqlite_url: str, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.log"
+    server = serve(sqlite_url, "--allow-writes", "--audit-log", str(audit))
+    client, token = session(server)
+    # When the failures are exported as CSV, then the download holds those three
+    response = client.post("/api/export", data={"state": "FAILURE", "format": "csv", "csrf": token})
+    assert response.status_code == 200, response.text
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {row["task_id"] for row in rows} == {"w1-fail", "w2-c2", "w3-weekly"}
+    # As an archive: gzip'd JSON lines that the jsonl store reads back
+    archive = client.post("/api/export", data={"task": "reports.*", "csrf": token})
+    assert archive.status_code == 200
+    (tmp_path / "out.jsonl.gz").write_bytes(archive.content)
+    lines = gzip.decompress(archive.content).decode().splitlines()
+    assert len(lines) == 4
+    # And each export is in the audit log, with its filters and count, no data
+    entries = audit_lines(audit)
+    assert [e["event"] for e in entries] == ["export", "export"]
+    assert entries[0]["exported"] == 3
+    assert entries[0]["filters"]["state"] == ["FAILURE"]
+    assert "w1-fail" not in audit.read_text()
+
+
+def test_erase_counts_first_then_erases_on_confirmation(
+    serve: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.log"
+    server = serve(sqlite_url, "--allow-writes", "--audit-log", str(audit))
+    client, token = session(server)
+    # When the erase form is sent, then the count is shown and nothing is deleted
+    asked = client.post("/erase", data={"state": "FAILURE", "csrf": token})
+    assert asked.status_code == 200, asked.text
+    assert "Erase 3 results?" in asked.text
+    assert len(every_page(server, {"state": "FAILURE"})) == 3
+    # When confirmed, then exactly those are gone, and the rest is there
+    done = client.post("/erase", data={"state": "FAILURE", "csrf": token, "confirm": "yes"})
+    assert done.status_code == 200, done.text
+    assert "3 of 3 results erased" in done.text
+    assert every_page(server, {"state": "FAILURE"}) == []
+    assert len(every_page(server, {})) == len(ALL) - 3
+    # And the audit log holds the count and the erasure
+    entries = audit_lines(audit)
+    assert [(e["event"], e["dry_run"], e["deleted"]) for e in entries] == [
+        ("erase", True, 0),
+        ("erase", False, 3),
+    ]
+
+
+def test_an_empty_filter_is_not_erased_from_the_web(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, "--allow-writes")
+    client, token = session(server)
+    refused = client.post("/api/erase", data={"csrf": token, "confirm": "yes"})
+    assert refused.status_code == 400
+    assert len(every_page(server, {})) == len(ALL)

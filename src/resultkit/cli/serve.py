@@ -27,6 +27,13 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Reuse a whole-store scan (health page, /metrics) for this long.",
 )
+@click.option(
+    "--audit-log",
+    default="resultkit-audit.log",
+    show_default=True,
+    metavar="PATH",
+    help="Append one line per write (export, erase) to this file.",
+)
 @handle_errors
 def serve_command(
     url: str | None,
@@ -35,6 +42,7 @@ def serve_command(
     port: int,
     allow_writes: bool,
     cache_seconds: float,
+    audit_log: str,
 ) -> None:
     """Serve a results browser, a JSON API (/openapi.json) and Prometheus metrics
     (/metrics) over the store.
@@ -57,6 +65,7 @@ def serve_command(
         allow_writes=allow_writes,
         auth=auth,
         cache_seconds=cache_seconds,
+        audit_log=audit_log,
     )
     import uvicorn
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDriver, UsageError
@@ -92,17 +93,25 @@ def create_app(
     allow_writes: bool = False,
     auth: ServeAuth | None = None,
     cache_seconds: float = DEFAULT_CACHE_S,
+    audit_log: str | Path | None = None,
 ) -> Starlette:
     """The ASGI application over a store: a URL (``redis://...``), a Celery app or the
     ``-A`` string naming one, or None for the embedded SQLite default.
 
     *auth* set: every request must carry it.  *allow_writes* off: export, erase
-    and retry answer 403.  Whole-store scans are reused for *cache_seconds*.
+    and retry answer 403; on, each write needs the CSRF token of the page's
+    cookie (form field ``csrf`` or header ``X-CSRF-Token``) and appends a line
+    to *audit_log* (default ``resultkit-audit.log`` in the current folder).
+    Whole-store scans are reused for *cache_seconds*.
     """
     try:
         from .app import build_app
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingDriver(exc.name or "starlette", "web", "resultkit serve") from None
     return build_app(
-        store_url_or_app, allow_writes=allow_writes, auth=auth, cache_seconds=cache_seconds
+        store_url_or_app,
+        allow_writes=allow_writes,
+        auth=auth,
+        cache_seconds=cache_seconds,
+        audit_log=audit_log,
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,10 +28,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from ..errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
@@ -52,6 +62,11 @@ TEMPLATES = Path(__file__).with_name("templates")
 _PAGING = ("limit", "cursor")
 #: Flags: present and not "" / "0" / "false" means on.
 _FLAGS = ("groups", "oldest-first")
+#: Fields of a write's form that are not filters.
+_WRITE_FIELDS = ("csrf", "confirm", "format")
+#: The cookie holding the CSRF token, and the header a script sends it back in.
+CSRF_COOKIE = "resultkit_csrf"
+CSRF_HEADER = "x-csrf-token"
 
 
 class BadRequest(Exception):
@@ -253,6 +268,11 @@ class _Auth(BaseHTTPMiddleware):
         return PlainTextResponse("authentication required\n", 401, headers=headers)
 
 
+def _given(query: Query) -> dict[str, Any]:
+    """The filters given (the empty ones left out), as an audit line names them."""
+    return {k: v for k, v in query.describe().items() if v not in (None, [], "") and k != "order"}
+
+
 def _pretty(value: Any) -> str:
     """A stored value as indented JSON (anything JSON cannot hold as its text)."""
     option = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
@@ -265,6 +285,7 @@ def build_app(
     allow_writes: bool,
     auth: ServeAuth | None,
     cache_seconds: float,
+    audit_log: str | Path | None = None,
 ) -> Starlette:
     """See :func:`resultkit.web.create_app`."""
     from ..apps import load_app, resolve_target
@@ -307,8 +328,12 @@ def build_app(
     def as_json(document: Any, status: int = 200) -> Response:
         return Response(dumps_json(document), status, media_type="application/json")
 
-    def html(name: str, **context: Any) -> Response:
-        return HTMLResponse(env.get_template(name).render(**context))
+    def html(name: str, request: Request | None = None, **context: Any) -> Response:
+        token = (request.cookies.get(CSRF_COOKIE) if request else None) or secrets.token_urlsafe(32)
+        response = HTMLResponse(env.get_template(name).render(csrf=token, **context))
+        if request is not None and request.cookies.get(CSRF_COOKIE) != token:
+            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
 
     def guarded(
         handler: Callable[[Request], Response],
@@ -349,10 +374,116 @@ def build_app(
         document["oldest_date_done"] = oldest.isoformat() if oldest else None
         return as_json(document)
 
-    def write(request: Request) -> Response:
+    audit_path = Path(audit_log) if audit_log is not None else Path("resultkit-audit.log")
+
+    async def writing(request: Request) -> tuple[list[tuple[str, str]], dict[str, str]] | Response:
+        """The write's filters and its other fields, once writes are on and CSRF holds."""
         if not allow_writes:
             return error(request, 403, "writes are off: start resultkit serve with --allow-writes")
-        return error(request, 501, "writes from the web are not built yet: use the command line")
+        form = await request.form()
+        items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        items += list(request.query_params.multi_items())
+        extra = {k: v for k, v in items if k in _WRITE_FIELDS}
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        sent = request.headers.get(CSRF_HEADER) or extra.get("csrf", "")
+        if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
+            return error(
+                request,
+                403,
+                "CSRF token missing or wrong: reload the page and send the form again",
+            )
+        params = [(k, v) for k, v in items if k not in _WRITE_FIELDS and v.strip()]
+        return params, extra
+
+    def audit(event: str, request: Request, fields: dict[str, Any]) -> None:
+        from ..commands.erase import append_audit_entry
+
+        client = request.client.host if request.client else None
+        append_audit_entry(audit_path, event, {"via": "serve", "client": client, **fields})
+
+    async def write_export(request: Request) -> Response:
+        from ..commands import export
+
+        given = await writing(request)
+        if isinstance(given, Response):
+            return given
+        params, extra = given
+        try:
+            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
+        except BadRequest as exc:
+            return error(request, 400, str(exc))
+        kind = extra.get("format", "jsonl") or "jsonl"
+        if kind not in ("jsonl", "csv"):
+            return error(request, 400, f"format {kind!r}: choose jsonl or csv")
+        suffix = ".jsonl.gz" if kind == "jsonl" else ".csv"
+        folder = tempfile.mkdtemp(prefix="resultkit-export-")
+        path = Path(folder) / f"results{suffix}"
+        try:
+            report = await run_in_threadpool(
+                lambda: export(url, to=path, app=app, query=query, format=kind)  # type: ignore[arg-type]
+            )
+        except (UsageError, ConfigurationError) as exc:
+            return error(request, 400, str(exc))
+        except ResultkitError as exc:
+            return error(request, 503, str(exc))
+        audit(
+            "export",
+            request,
+            {
+                "store": backend,
+                "filters": _given(query),
+                "format": kind,
+                "exported": report.exported,
+            },
+        )
+
+        def remove() -> None:
+            path.unlink(missing_ok=True)
+            Path(folder).rmdir()
+
+        media = "application/gzip" if kind == "jsonl" else "text/csv"
+        return FileResponse(
+            path, media_type=media, filename=path.name, background=BackgroundTask(remove)
+        )
+
+    async def write_erase(request: Request) -> Response:
+        from ..commands import erase
+
+        given = await writing(request)
+        if isinstance(given, Response):
+            return given
+        params, extra = given
+        try:
+            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
+        except BadRequest as exc:
+            return error(request, 400, str(exc))
+        confirmed = extra.get("confirm") == "yes"
+        try:
+            report = await run_in_threadpool(
+                lambda: erase(
+                    url,
+                    query=query,
+                    app=app,
+                    dry_run=not confirmed,
+                    yes=confirmed,
+                    audit_log=audit_path,
+                )
+            )
+        except (UsageError, ConfigurationError) as exc:
+            return error(request, 400, str(exc))
+        except ResultkitError as exc:
+            return error(request, 503, str(exc))
+        if request.url.path.startswith("/api/"):
+            return as_json(report.as_dict())
+        return html(
+            "erase.html", request, report=report, params=params, back="/?" + urlencode(params)
+        )
+
+    async def write_retry(request: Request) -> Response:
+        given = await writing(request)
+        if isinstance(given, Response):
+            return given
+        return error(request, 501, "retry from the web is not built yet: use resultkit retry")
 
     def openapi(request: Request) -> Response:
         return as_json(openapi_document())
@@ -372,6 +503,7 @@ def build_app(
             form.setdefault(key, []).append(value)
         return html(
             "list.html",
+            request,
             report=report,
             form=form,
             next_url=next_url,
@@ -415,9 +547,10 @@ def build_app(
         Route("/api/results/{task_id:path}", guarded(api_result)),
         Route("/api/failures", guarded(api_failures)),
         Route("/api/stats", guarded(api_stats)),
-        Route("/api/export", guarded(write), methods=["POST"]),
-        Route("/api/erase", guarded(write), methods=["POST"]),
-        Route("/api/retry", guarded(write), methods=["POST"]),
+        Route("/api/export", write_export, methods=["POST"]),
+        Route("/api/erase", write_erase, methods=["POST"]),
+        Route("/api/retry", write_retry, methods=["POST"]),
+        Route("/erase", write_erase, methods=["POST"]),
         Route("/openapi.json", openapi),
         Route("/metrics", guarded(metrics)),
     ]
