@@ -27,6 +27,8 @@ import pytest
 
 from tests.conftest import BIN, ROOT, free_port, run, store_url_for
 from tests.test_find import ALL, write_dataset
+from tests.test_retry import FLAKY, failed_builds
+from tests.worker import celery_worker, load, write_app
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,12 +65,18 @@ class Server:
         return httpx.post(self.base + path, timeout=60, **kwargs)
 
 
-def start_server(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
-    """Start ``resultkit serve ARGS`` on a free port; wait until it answers."""
+def start_server(
+    *args: str,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    cwd: Path | None = None,
+) -> Server:
+    """Start ``resultkit serve ARGS`` (in *cwd*) on a free port; wait until it answers."""
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / "resultkit"), "serve", *args, "--host", host, "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(cwd or ROOT), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -92,8 +100,13 @@ def serve() -> Iterator[Any]:
     """Start servers; each is stopped after the test."""
     started: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
-        server = start_server(*args, env=env, host=host)
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        cwd: Path | None = None,
+    ) -> Server:
+        server = start_server(*args, env=env, host=host, cwd=cwd)
         started.append(server)
         return server
 
@@ -446,3 +459,47 @@ def test_an_empty_filter_is_not_erased_from_the_web(serve: Any, sqlite_url: str)
     refused = client.post("/api/erase", data={"csrf": token, "confirm": "yes"})
     assert refused.status_code == 400
     assert len(every_page(server, {})) == len(ALL)
+
+
+def test_retry_one_result_and_the_filtered_set_through_the_apps_broker(
+    serve: Any, amqp_url: str, redis_db: Any, tmp_path: Path
+) -> None:
+    # Given tasks that failed, stored with result_extended by a real worker
+    write_app(tmp_path, "proj", amqp_url, redis_db.url, tasks=FLAKY, result_extended=True)
+    app = load(tmp_path, "proj")
+    flag = tmp_path / "ready"
+    audit = tmp_path / "audit.log"
+    with celery_worker(tmp_path, "proj"):
+        first, second, third = failed_builds(app, flag, [1, 2, 3])
+        flag.write_text("")
+        server = serve("-A", "proj", "--allow-writes", "--audit-log", str(audit), cwd=tmp_path)
+        client, token = session(server)
+        # When one result is retried from its page's form
+        page = client.get(f"/results/{first.id}")
+        assert 'id="retry-one"' in page.text
+        one = client.post("/api/retry", data={"task_id": first.id, "csrf": token})
+        assert one.status_code == 200, one.text
+        new_id = one.json()["mapping"][first.id]
+        # Then the worker runs it again with the stored arguments
+        assert app.AsyncResult(new_id).get(timeout=60) == {"report": 1, "built": True}
+        # When the filtered set is asked for, it is listed first, sent only when confirmed
+        listed = client.post("/retry", data={"state": "FAILURE", "csrf": token})
+        assert listed.status_code == 200, listed.text
+        assert "Retry 3 tasks?" in listed.text
+        sent = client.post("/api/retry", data={"state": "FAILURE", "csrf": token, "confirm": "yes"})
+        assert sent.status_code == 200, sent.text
+        mapping = sent.json()["mapping"]
+        assert set(mapping) == {first.id, second.id, third.id}
+        for new in mapping.values():
+            assert app.AsyncResult(new).get(timeout=60)["built"] is True
+    # And each retry is in the audit log, counted
+    entries = [e for e in audit_lines(audit) if e["event"] == "retry"]
+    assert [(e["dry_run"], e["sent"]) for e in entries] == [(False, 1), (True, 0), (False, 3)]
+
+
+def test_retry_without_an_app_is_one_line(serve: Any, sqlite_url: str) -> None:
+    server = serve(sqlite_url, "--allow-writes")
+    client, token = session(server)
+    refused = client.post("/api/retry", data={"task_id": "w1-fail", "csrf": token})
+    assert refused.status_code == 400
+    assert "-A APP" in refused.json()["error"]

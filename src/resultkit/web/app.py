@@ -63,7 +63,7 @@ _PAGING = ("limit", "cursor")
 #: Flags: present and not "" / "0" / "false" means on.
 _FLAGS = ("groups", "oldest-first")
 #: Fields of a write's form that are not filters.
-_WRITE_FIELDS = ("csrf", "confirm", "format")
+_WRITE_FIELDS = ("csrf", "confirm", "format", "task_id")
 #: The cookie holding the CSRF token, and the header a script sends it back in.
 CSRF_COOKIE = "resultkit_csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -480,10 +480,50 @@ def build_app(
         )
 
     async def write_retry(request: Request) -> Response:
+        from ..commands import retry
+
         given = await writing(request)
         if isinstance(given, Response):
             return given
-        return error(request, 501, "retry from the web is not built yet: use resultkit retry")
+        params, extra = given
+        try:
+            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
+        except BadRequest as exc:
+            return error(request, 400, str(exc))
+        task_id = extra.get("task_id") or None
+        confirmed = extra.get("confirm") == "yes"
+        by_filter = task_id is None
+        try:
+            report = await run_in_threadpool(
+                lambda: retry(
+                    app,
+                    task_id=task_id,
+                    query=None if task_id else query,
+                    dry_run=by_filter and not confirmed,
+                    yes=by_filter and confirmed,
+                )
+            )
+        except (UsageError, ConfigurationError) as exc:
+            return error(request, 400, str(exc))
+        except ResultkitError as exc:
+            return error(request, 503, str(exc))
+        audit(
+            "retry",
+            request,
+            {
+                "store": backend,
+                "filters": {} if task_id else _given(query),
+                "by_id": task_id is not None,
+                "dry_run": report.dry_run,
+                "matched": len(report.tasks),
+                "sent": report.sent,
+            },
+        )
+        if request.url.path.startswith("/api/"):
+            return as_json(report.as_dict())
+        return html(
+            "retry.html", request, report=report, params=params, back="/?" + urlencode(params)
+        )
 
     def openapi(request: Request) -> Response:
         return as_json(openapi_document())
@@ -519,7 +559,7 @@ def build_app(
             return error(request, 404, f"no result with id {task_id!r} in {backend}")
         fields = dict(report.fields)
         main = {k: fields.pop(k, None) for k in ("status", "result", "traceback", "date_done")}
-        return html("result.html", report=report, main=main, fields=fields)
+        return html("result.html", request, report=report, main=main, fields=fields)
 
     def page_failures(request: Request) -> Response:
         params = [(k, v) for k, v in request.query_params.multi_items() if v.strip()]
@@ -551,6 +591,7 @@ def build_app(
         Route("/api/erase", write_erase, methods=["POST"]),
         Route("/api/retry", write_retry, methods=["POST"]),
         Route("/erase", write_erase, methods=["POST"]),
+        Route("/retry", write_retry, methods=["POST"]),
         Route("/openapi.json", openapi),
         Route("/metrics", guarded(metrics)),
     ]
