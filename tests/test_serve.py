@@ -70,11 +70,12 @@ def start_server(
     env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     cwd: Path | None = None,
+    program: tuple[str, ...] = ("resultkit",),
 ) -> Server:
     """Start ``resultkit serve ARGS`` (in *cwd*) on a free port; wait until it answers."""
     port = free_port()
     process = subprocess.Popen(
-        [str(BIN / "resultkit"), "serve", *args, "--host", host, "--port", str(port)],
+        [str(BIN / program[0]), *program[1:], "serve", *args, "--host", host, "--port", str(port)],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(cwd or ROOT), **(env or {})},
         stdout=subprocess.PIPE,
@@ -105,8 +106,9 @@ def serve() -> Iterator[Any]:
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         cwd: Path | None = None,
+        program: tuple[str, ...] = ("resultkit",),
     ) -> Server:
-        server = start_server(*args, env=env, host=host, cwd=cwd)
+        server = start_server(*args, env=env, host=host, cwd=cwd, program=program)
         started.append(server)
         return server
 
@@ -521,6 +523,18 @@ def test_retry_one_result_and_the_filtered_set_through_the_apps_broker(
     # And each retry is in the audit log, counted
     entries = [e for e in audit_lines(audit) if e["event"] == "retry"]
     assert [(e["dry_run"], e["sent"]) for e in entries] == [(False, 1), (True, 0), (False, 3)]
+
+
+def test_celery_results_serve_uses_the_apps_backend(
+    serve: Any, amqp_url: str, sqlite_db: Any, tmp_path: Path
+) -> None:
+    # Given an app whose result backend holds the dataset
+    write_dataset(sqlite_db.url)
+    write_app(tmp_path, "proj", amqp_url, sqlite_db.url, result_extended=True)
+    # When Celery's own command serves it
+    server = serve(cwd=tmp_path, program=("celery", "-A", "proj", "results"))
+    # Then the API answers from that backend
+    assert server.get("/api/stats").json()["total"] == len(ALL)
 
 
 def test_retry_without_an_app_is_one_line(serve: Any, sqlite_url: str) -> None:
