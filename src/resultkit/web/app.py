@@ -314,6 +314,8 @@ def build_app(
     env.filters["pretty"] = _pretty
     env.globals["backend"] = backend
     env.globals["allow_writes"] = allow_writes
+    # Retry sends through the app's broker: offered only when serving an app.
+    env.globals["can_retry"] = allow_writes and app is not None
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith("/api/")
