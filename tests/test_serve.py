@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import BIN, ROOT, free_port, run, store_url_for
-from tests.test_find import ALL, write_dataset
+from tests.test_find import ALL, STORES, write_dataset, written_in
 from tests.test_retry import FLAKY, failed_builds
 from tests.worker import celery_worker, load, write_app
 
@@ -121,12 +121,11 @@ def serve() -> Iterator[Any]:
             server.process.kill()
 
 
-@pytest.fixture(params=("sqlite", "redis", "postgres"))
+@pytest.fixture(params=STORES)
 def written_url(request: Any, tmp_path: Path) -> str:
-    """A store of each kind holding the find dataset, written through Celery."""
-    url = store_url_for(request.param, request, tmp_path / "store")
-    write_dataset(url)
-    return url
+    """A store of each kind holding the find dataset, written through Celery (an
+    archive: what the filesystem backend wrote, copied)."""
+    return written_in(request.param, request, tmp_path).url
 
 
 @pytest.fixture
@@ -328,15 +327,19 @@ def test_pages_list_filter_page_and_open_a_result(serve: Any, sqlite_url: str) -
     assert server.get("/results/nope").status_code == 404
 
 
-def test_hostile_strings_render_as_text_on_every_page(serve: Any, sqlite_db: Any) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres", "mysql"])
+def test_hostile_strings_render_as_text_on_every_page(
+    serve: Any, kind: str, request: Any, tmp_path: Path
+) -> None:
     # Given results whose task name, args, result, worker and traceback hold a script tag
+    url = store_url_for(kind, request, tmp_path / "store")
     subprocess.run(
-        [sys.executable, "-c", HOSTILE_WRITER, sqlite_db.url],
+        [sys.executable, "-c", HOSTILE_WRITER, url],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=True,
         timeout=60,
     )
-    server = serve(sqlite_db.url)
+    server = serve(url)
     hostile_id = "ok-" + HOSTILE
     pages = [
         server.get("/"),
