@@ -14,6 +14,9 @@ from ._lookup import exception_of, opened
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..apps import Target
+    from ..stores import Store
+
 from ..stores import Store
 
 __all__ = ["ShowReport", "describe_result", "show"]
@@ -77,6 +80,7 @@ def show(
     *,
     app: Celery | str | None = None,
     accept_pickle: bool = False,
+    reuse: tuple[Target, Store] | None = None,
 ) -> ShowReport:
     """Everything *url* (or *app*'s backend) stores about *task_id* (a task, or a group).
 
@@ -85,7 +89,7 @@ def show(
     with the key's id.  Pickle is decoded only with *accept_pickle*.
     """
     started = time.monotonic()
-    with opened(url, app, accept_pickle=accept_pickle) as (target, store):
+    with opened(url, app, accept_pickle=accept_pickle, reuse=reuse) as (target, store):
         report = describe_result(store, task_id, RetentionPolicy.resolve(target.app))
         report.backend = target.masked_url
     report.seconds = time.monotonic() - started

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,9 @@ from .openapi import FILTERS, openapi_document
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..apps import Target
     from ..commands.stats import StatsReport
+    from ..stores import Store
 
 __all__ = ["build_app"]
 
@@ -62,6 +65,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 _PAGING = ("limit", "cursor")
 #: Flags: present and not "" / "0" / "false" means on.
 _FLAGS = ("groups", "oldest-first")
+#: Open stores kept between requests.
+MAX_IDLE_STORES = 4
 #: Fields of a write's form that are not filters.
 _WRITE_FIELDS = ("csrf", "confirm", "format", "task_id")
 #: The cookie holding the CSRF token, and the header a script sends it back in.
@@ -158,6 +163,42 @@ class _Cached:
                 self._at = time.monotonic()
                 self.computed += 1
             return self._value
+
+
+class _StorePool:
+    """Stores kept open between requests: one per request at a time (a store is not
+    shared by two threads), at most *idle* kept when requests are done."""
+
+    def __init__(self, target: Target, idle: int = MAX_IDLE_STORES) -> None:
+        self.target = target
+        self._idle: list[Store] = []
+        self._keep = idle
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[tuple[Target, Store]]:
+        from ..commands._lookup import open_for_reading
+
+        with self._lock:
+            store = self._idle.pop() if self._idle else None
+        if store is None:
+            store = open_for_reading(self.target)
+        try:
+            yield self.target, store
+        except BaseException:
+            store.close()  # it may be broken (a connection lost): the next request opens anew
+            raise
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(store)
+                return
+        store.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for store in idle:
+            store.close()
 
 
 class _StoreCollector(Collector):
@@ -307,6 +348,7 @@ def build_app(
         return stats(url, app=app), _oldest(url, app)
 
     cache = _Cached(scan, cache_seconds)
+    pool = _StorePool(target)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StoreCollector(cache))
 
@@ -355,11 +397,14 @@ def build_app(
     # ------------------------------------------------------------ JSON API
     def api_results(request: Request) -> Response:
         query, limit, cursor = query_of(request.query_params.multi_items())
-        return as_json(find(url, app=app, query=query, limit=limit, cursor=cursor).as_dict())
+        with pool.borrowed() as reuse:
+            report = find(url, app=app, query=query, limit=limit, cursor=cursor, reuse=reuse)
+        return as_json(report.as_dict())
 
     def api_result(request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        report = show(task_id, url, app=app)
+        with pool.borrowed() as reuse:
+            report = show(task_id, url, app=app, reuse=reuse)
         if not report.found:
             return error(request, 404, f"no result with id {task_id!r} in {backend}")
         return as_json(report.as_dict())
@@ -368,7 +413,9 @@ def build_app(
         query, _, _ = query_of(
             (k, v) for k, v in request.query_params.multi_items() if k not in _PAGING
         )
-        return as_json(failures(url, app=app, query=query).as_dict())
+        with pool.borrowed() as reuse:
+            report = failures(url, app=app, query=query, reuse=reuse)
+        return as_json(report.as_dict())
 
     def api_stats(request: Request) -> Response:
         report, oldest = cache.get()
@@ -537,7 +584,8 @@ def build_app(
     def page_list(request: Request) -> Response:
         params = [(k, v) for k, v in request.query_params.multi_items() if v.strip()]
         query, limit, cursor = query_of(params)
-        report = find(url, app=app, query=query, limit=limit, cursor=cursor)
+        with pool.borrowed() as reuse:
+            report = find(url, app=app, query=query, limit=limit, cursor=cursor, reuse=reuse)
         kept = [(k, v) for k, v in params if k != "cursor"]
         next_url = "/?" + urlencode([*kept, ("cursor", report.cursor)]) if report.cursor else None
         form: dict[str, list[str]] = {}
@@ -556,7 +604,8 @@ def build_app(
 
     def page_result(request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        report = show(task_id, url, app=app)
+        with pool.borrowed() as reuse:
+            report = show(task_id, url, app=app, reuse=reuse)
         if not report.found:
             return error(request, 404, f"no result with id {task_id!r} in {backend}")
         fields = dict(report.fields)
@@ -566,7 +615,9 @@ def build_app(
     def page_failures(request: Request) -> Response:
         params = [(k, v) for k, v in request.query_params.multi_items() if v.strip()]
         query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
-        return html("failures.html", report=failures(url, app=app, query=query))
+        with pool.borrowed() as reuse:
+            report = failures(url, app=app, query=query, reuse=reuse)
+        return html("failures.html", report=report)
 
     def page_health(request: Request) -> Response:
         report, oldest = cache.get()
@@ -605,9 +656,16 @@ def build_app(
         return error(request, 500, f"internal error: {type(exc).__name__} (please report it)")
 
     middleware = [Middleware(_Auth, auth=auth)] if auth is not None and auth.configured else []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> Any:
+        yield
+        pool.close()
+
     web = Starlette(
         routes=routes,
         middleware=middleware,
+        lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found, Exception: internal},
     )
     web.state.cache = cache
