@@ -53,6 +53,9 @@ def failures(
     exception type: count, first and last seen, the latest one's id and message.
 
     Without a ``--state`` filter, failures are results in state FAILURE.
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
     query = query or Query.build()

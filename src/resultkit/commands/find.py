@@ -75,6 +75,9 @@ def find(
     would help; *create_indexes* creates those that are missing, and finds
     nothing (a separate, deliberate step: creating an index on a big table
     takes time and locks).
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
     query = query or Query.build()

@@ -87,6 +87,9 @@ def show(
     Encrypted results are opened with the app's ``resultkit_encryption_keys``
     (or ``RESULTKIT_ENCRYPTION_KEYS``); without the key they are shown sealed,
     with the key's id.  Pickle is decoded only with *accept_pickle*.
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
     with opened(url, app, accept_pickle=accept_pickle, reuse=reuse) as (target, store):
