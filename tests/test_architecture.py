@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("stores", "backends"),
     ("transfer", "progress", "checks"),
     ("commands", "beat"),
-    ("render", "plot"),
+    ("render", "plot", "web"),
     ("cli",),
 ]
 

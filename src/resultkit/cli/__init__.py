@@ -5,7 +5,7 @@ problems, 2 for usage errors (bad options, an app that cannot be loaded, a
 URL and ``-A`` given together).  The only package that talks to click:
 ``common`` (errors, options, console), ``check`` (doctor, stats, bench,
 config, key), ``move`` (migrate, cleanup, cutover), ``find`` (find, show,
-failures), ``actions`` (export, erase, retry) and ``filters`` (the filter
+failures), ``actions`` (export, erase, retry), ``serve`` and ``filters`` (the filter
 options they share).
 """
 
@@ -23,6 +23,7 @@ from .check import bench_command, config_group, doctor_command, key_group, stats
 from .common import CELERY_APP, die
 from .find import failures_command, find_command, show_command
 from .move import cleanup_command, cutover_group, migrate_command
+from .serve import serve_command
 
 # The `celery` command loads this module as its `results` plugin: from here every
 # `celery worker` whose app uses resultkit-encrypted refuses to start without keys.
@@ -45,6 +46,7 @@ COMMANDS: tuple[click.Command, ...] = (
     export_command,
     erase_command,
     retry_command,
+    serve_command,
 )
 
 _HELP = """Configure, check, bound, migrate and speed up Celery result backends.

@@ -17,22 +17,38 @@ from ..stores import Store, open_store
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["exception_of", "opened", "row_of"]
+__all__ = ["exception_of", "open_for_reading", "opened", "row_of"]
 
 
-@contextmanager
-def opened(
-    url: str | None, app: Celery | str | None, *, accept_pickle: bool = False
-) -> Iterator[tuple[Target, Store]]:
-    """The target and its store, able to open what the app's keys open; closed after."""
-    target = resolve_target(url, app)
+def open_for_reading(target: Target, *, accept_pickle: bool = False) -> Store:
+    """The target's store, able to open what the app's keys open (the caller closes it)."""
     conf = target.app.conf
     codec = Codec(
         hint=conf.result_serializer or "json",
         accept_pickle=accept_pickle,
         keys=keyring_for(conf),
     )
-    store = open_store(target.url, target.app, codec)
+    return open_store(target.url, target.app, codec)
+
+
+@contextmanager
+def opened(
+    url: str | None,
+    app: Celery | str | None,
+    *,
+    accept_pickle: bool = False,
+    reuse: tuple[Target, Store] | None = None,
+) -> Iterator[tuple[Target, Store]]:
+    """The target and its store, able to open what the app's keys open; closed after.
+
+    *reuse*: a target and its store already open (a server's): used as they
+    are, and left open.
+    """
+    if reuse is not None:
+        yield reuse
+        return
+    target = resolve_target(url, app)
+    store = open_for_reading(target, accept_pickle=accept_pickle)
     try:
         yield target, store
     finally:

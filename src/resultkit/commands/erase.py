@@ -46,7 +46,7 @@ from ..urls import mask_url
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["DEFAULT_ERASE_BATCH_RECORDS", "EraseReport", "erase"]
+__all__ = ["DEFAULT_ERASE_BATCH_RECORDS", "EraseReport", "append_audit_entry", "erase"]
 
 #: Results archived and deleted at a time (each batch one short transaction).
 DEFAULT_ERASE_BATCH_RECORDS = 500
@@ -340,6 +340,26 @@ def audit_line(report: EraseReport, failure: str | None = None) -> bytes:
     if failure is not None:
         entry["error"] = failure
     return orjson.dumps(entry) + b"\n"
+
+
+def append_audit_entry(path: str | Path, event: str, fields: dict[str, Any]) -> None:
+    """Append one audit line for another write (``event``: export, retry...): who,
+    when, where, then *fields* (filters and counts, never result data)."""
+    entry: dict[str, Any] = {
+        "event": event,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "who": _who(),
+        "host": socket.gethostname(),
+        **fields,
+        "resultkit": __version__,
+    }
+    handle = _open_audit_log(path)
+    try:
+        with translating(str(path), "write the audit log"):
+            os.write(handle, orjson.dumps(entry, default=str) + b"\n")
+            os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _append_audit(handle: int, report: EraseReport, failure: str | None) -> None:

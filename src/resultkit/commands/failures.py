@@ -13,6 +13,9 @@ from ._lookup import exception_of, opened
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..apps import Target
+    from ..stores import Store
+
 __all__ = ["FailureGroup", "FailuresReport", "failures"]
 
 
@@ -44,17 +47,21 @@ def failures(
     app: Celery | str | None = None,
     query: Query | None = None,
     accept_pickle: bool = False,
+    reuse: tuple[Target, Store] | None = None,
 ) -> FailuresReport:
     """Failed task results at *url* (or *app*'s backend) grouped by task name and
     exception type: count, first and last seen, the latest one's id and message.
 
     Without a ``--state`` filter, failures are results in state FAILURE.
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
     query = query or Query.build()
     if not query.states:
         query = replace(query, states=frozenset({"FAILURE"}))
-    with opened(url, app, accept_pickle=accept_pickle) as (target, store):
+    with opened(url, app, accept_pickle=accept_pickle, reuse=reuse) as (target, store):
         report = FailuresReport(target.masked_url, dict(query.describe()))
         summary = store.failure_groups(query)
         if summary is None:

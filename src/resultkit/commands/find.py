@@ -13,6 +13,9 @@ from ._lookup import opened, row_of
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..apps import Target
+    from ..stores import Store
+
 __all__ = ["FindReport", "find"]
 
 
@@ -64,6 +67,7 @@ def find(
     accept_pickle: bool = False,
     explain: bool = False,
     create_indexes: bool = False,
+    reuse: tuple[Target, Store] | None = None,
 ) -> FindReport:
     """One page of the results *query* selects at *url* (or *app*'s backend), newest first.
 
@@ -71,10 +75,13 @@ def find(
     would help; *create_indexes* creates those that are missing, and finds
     nothing (a separate, deliberate step: creating an index on a big table
     takes time and locks).
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
     query = query or Query.build()
-    with opened(url, app, accept_pickle=accept_pickle) as (target, store):
+    with opened(url, app, accept_pickle=accept_pickle, reuse=reuse) as (target, store):
         report = FindReport(target.masked_url, dict(query.describe()))
         if create_indexes:
             report.created = store.create_indexes()

@@ -14,6 +14,9 @@ from ._lookup import exception_of, opened
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..apps import Target
+    from ..stores import Store
+
 from ..stores import Store
 
 __all__ = ["ShowReport", "describe_result", "show"]
@@ -77,15 +80,19 @@ def show(
     *,
     app: Celery | str | None = None,
     accept_pickle: bool = False,
+    reuse: tuple[Target, Store] | None = None,
 ) -> ShowReport:
     """Everything *url* (or *app*'s backend) stores about *task_id* (a task, or a group).
 
     Encrypted results are opened with the app's ``resultkit_encryption_keys``
     (or ``RESULTKIT_ENCRYPTION_KEYS``); without the key they are shown sealed,
     with the key's id.  Pickle is decoded only with *accept_pickle*.
+
+    *reuse*: a target and its store already open (``resultkit serve`` keeps
+    them), used and left open instead of opening the store anew.
     """
     started = time.monotonic()
-    with opened(url, app, accept_pickle=accept_pickle) as (target, store):
+    with opened(url, app, accept_pickle=accept_pickle, reuse=reuse) as (target, store):
         report = describe_result(store, task_id, RetentionPolicy.resolve(target.app))
         report.backend = target.masked_url
     report.seconds = time.monotonic() - started
