@@ -289,6 +289,40 @@ def test_metrics_scan_again_after_the_cache_time(serve: Any, sqlite_url: str) ->
     assert 'resultkit_results{state="FAILURE"} 4.0' in server.get("/metrics").text
 
 
+def scraped(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The samples of a Prometheus text: metric name -> labels -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[labels] = sample.value
+    return samples
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "sqlite", "django"])
+def test_sql_metrics_counted_natively_equal_the_stats_figures(
+    serve: Any, kind: str, request: Any, tmp_path: Path
+) -> None:
+    """SQL stores give /metrics from one GROUP BY: the same figures as ``stats``."""
+    url = written_in(kind, request, tmp_path).url
+    counted = run("resultkit", "stats", url, "--json")
+    assert counted.code == 0, counted.stderr
+    expected = json.loads(counted.stdout)
+    samples = scraped(serve(url, "--cache-seconds", "3600").get("/metrics").text)
+    by_state = {dict(k)["state"]: v for k, v in samples["resultkit_results"].items()}
+    assert by_state == expected["by_state"]
+    by_task = {dict(k)["task"]: v for k, v in samples["resultkit_results_by_task"].items()}
+    assert by_task == expected["by_task"]
+    assert samples["resultkit_results_total"][()] == expected["total"]
+    assert samples["resultkit_groups"][()] == expected["groups"]
+    assert samples["resultkit_bytes"][()] == expected["bytes"]
+    assert samples["resultkit_past_lifetime"][()] == expected["past_lifetime"]
+    age = samples["resultkit_oldest_result_age_seconds"][()]
+    assert 0 <= age < 3600  # the dataset was written just now
+
+
 # ------------------------------------------------------------------ pages
 
 

@@ -8,9 +8,11 @@ also replace the ones docs/serve.md shows (docs/images/serve-*.png).
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,15 @@ def _install_chromium() -> None:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """A headless Chromium under Selenium (installed first when missing)."""
+def downloads(tmp_path_factory: Any) -> Path:
+    """The folder Chromium downloads into."""
+    return Path(tmp_path_factory.mktemp("downloads"))
+
+
+@pytest.fixture(scope="session")
+def chromium(downloads: Path) -> Iterator[Any]:
+    """A headless Chromium under Selenium (installed first when missing), downloading
+    into *downloads* without asking."""
     if not (os.path.exists(DRIVER) and os.path.exists(BROWSER)):
         _install_chromium()
     missing = [p for p in (DRIVER, BROWSER) if not os.path.exists(p)]
@@ -72,8 +81,20 @@ def chromium() -> Iterator[Any]:
         "--window-size=1280,900",
     ):
         options.add_argument(argument)
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            "safebrowsing.enabled": False,
+        },
+    )
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.set_page_load_timeout(60)
+    # Headless Chromium downloads only where the DevTools protocol says
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     try:
         yield driver
     finally:
@@ -89,10 +110,22 @@ def shot(driver: Any, tmp_path: Path, name: str) -> None:
         shutil.copy(path, target / path.name)
 
 
-def test_a_user_filters_pages_opens_and_erases_in_chromium(
-    chromium: Any, serve: Any, sqlite_url: str, tmp_path: Path
+def downloaded(folder: Path, name: str, seconds: float = 60) -> Path:
+    """The file *name* once Chromium has finished downloading it into *folder*."""
+    path = folder / name
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and not list(folder.glob("*.crdownload")):
+            return path
+        time.sleep(0.2)
+    raise AssertionError(f"no {name} downloaded: {sorted(p.name for p in folder.iterdir())}")
+
+
+def test_a_user_filters_pages_exports_opens_and_erases_in_chromium(
+    chromium: Any, serve: Any, sqlite_url: str, tmp_path: Path, downloads: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     driver = chromium
     server = serve(sqlite_url, "--allow-writes", "--audit-log", str(tmp_path / "audit.log"))
@@ -116,6 +149,15 @@ def test_a_user_filters_pages_opens_and_erases_in_chromium(
     driver.find_element(By.ID, "next").click()
     second = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#results tbody a")]
     assert set(first + second) == {"w1-fail", "w2-c2", "w3-weekly"}
+    # When the filter's results are exported as CSV from the second page
+    for old in downloads.iterdir():
+        old.unlink()
+    Select(driver.find_element(By.CSS_SELECTOR, "#export-form select")).select_by_value("csv")
+    driver.find_element(By.CSS_SELECTOR, "#export-form button").click()
+    # Then the downloaded file holds exactly the filtered results (not the page's)
+    with downloaded(downloads, "results.csv").open(newline="") as handle:
+        exported = [row["task_id"] for row in csv.DictReader(handle)]
+    assert sorted(exported) == ["w1-fail", "w2-c2", "w3-weekly"]
     # When a result is opened, its exception and traceback are shown
     driver.find_element(By.LINK_TEXT, second[0]).click()
     assert driver.find_element(By.ID, "traceback").text.startswith("Traceback")

@@ -11,7 +11,7 @@ from typing import Any
 from .figures import percentiles
 from .purge import PurgePlan
 
-__all__ = ["AGE_BUCKETS", "Summary"]
+__all__ = ["AGE_BUCKETS", "StoreFigures", "Summary"]
 
 #: Age histogram buckets: (label, upper bound in seconds).
 AGE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -26,6 +26,21 @@ LARGEST_COUNT = 5
 
 
 _UNKNOWN = object()
+
+
+@dataclass
+class StoreFigures:
+    """The figures ``/metrics`` exports, counted natively by a store (one aggregate
+    query, no result read): the same numbers ``stats`` gives for them."""
+
+    by_state: Counter[str] = field(default_factory=Counter)
+    by_task: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    #: The date of the oldest dated result (UTC).
+    oldest: datetime | None = None
+    #: Results the retention policy says should already be gone.
+    past_lifetime: int = 0
+    groups: int = 0
 
 
 def age_bucket_at(stamp: float | None, now: float) -> str:

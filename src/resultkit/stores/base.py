@@ -28,7 +28,7 @@ from ..errors import ResultkitError, SerializationError
 from ..offload import Offloader, is_reference, resolve
 from ..purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ..records import EXTENDED_FIELDS, Kind, Payload, Record
-from ..summary import Summary
+from ..summary import StoreFigures, Summary
 from ..urls import BackendURL, Redactor, mask_url
 
 if TYPE_CHECKING:
@@ -385,6 +385,11 @@ class Store(ABC):
     def set_expiry(self, kind: Kind, items: Sequence[tuple[Record, float]]) -> int:
         """Give records without a lifetime one (stores with native TTL)."""
         return 0
+
+    def figures(self, plan: PurgePlan) -> StoreFigures | None:
+        """The metrics' figures counted natively (an aggregate query), or None: the
+        store has no such query and ``/metrics`` takes them from a ``stats`` scan."""
+        return None
 
     def summarize(self, plan: PurgePlan) -> Summary:
         """Counts, ages and sizes of every task result (exact: reads them all)."""

@@ -44,9 +44,12 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from ..errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
+from ..purge import PurgePlan
 from ..query import DEFAULT_FIND_LIMIT, MAX_FIND_LIMIT, Query
 from ..records import Kind
 from ..report import dumps_json
+from ..retention import RetentionPolicy
+from ..summary import StoreFigures
 from ..urls import Redactor
 from . import ServeAuth
 from .openapi import FILTERS, openapi_document
@@ -201,50 +204,83 @@ class _StorePool:
             store.close()
 
 
+def _figures_of_stats(report: StatsReport, oldest: datetime | None) -> dict[str, Any]:
+    """The metrics' figures from a ``stats`` scan (stores without a native count)."""
+    details = report.details
+    return {
+        "by_state": report.by_state,
+        "by_task": details.get("by_task") or {},
+        "total": report.total,
+        "groups": report.groups,
+        "unreadable": report.unreadable,
+        "no_ttl": details.get("no_ttl"),
+        "past_lifetime": details.get("past_lifetime"),
+        "bytes": details["bytes"] if isinstance(details.get("bytes"), (int, float)) else None,
+        "oldest": oldest,
+    }
+
+
+def _native_figures(figures: StoreFigures) -> dict[str, Any]:
+    """The metrics' figures a store counted natively, in the shape of the above."""
+    return {
+        "by_state": dict(sorted(figures.by_state.items())),
+        "by_task": dict(figures.by_task.most_common()),
+        "total": sum(figures.by_state.values()),
+        "groups": figures.groups,
+        "unreadable": 0,
+        "no_ttl": None,
+        "past_lifetime": figures.past_lifetime,
+        "bytes": figures.bytes,
+        "oldest": figures.oldest,
+    }
+
+
 class _StoreCollector(Collector):
-    """Prometheus metrics of the store, from the cached stats."""
+    """Prometheus metrics of the store, from the cached figures."""
 
     def __init__(self, cache: _Cached) -> None:
         self._cache = cache
 
     def collect(self) -> Any:
-        report, oldest = self._cache.get()
-        details = report.details
+        figures = self._cache.get()
         by_state = GaugeMetricFamily(
             "resultkit_results", "Stored task results by state.", labels=["state"]
         )
-        for state, count in report.by_state.items():
+        for state, count in figures["by_state"].items():
             by_state.add_metric([state], count)
         yield by_state
         by_task = GaugeMetricFamily(
             "resultkit_results_by_task", "Stored task results by task name.", labels=["task"]
         )
-        for task, count in (details.get("by_task") or {}).items():
+        for task, count in figures["by_task"].items():
             by_task.add_metric([str(task)], count)
         yield by_task
         yield GaugeMetricFamily(
-            "resultkit_results_total", "Stored task results (any state).", value=report.total
+            "resultkit_results_total", "Stored task results (any state).", value=figures["total"]
         )
-        yield GaugeMetricFamily("resultkit_groups", "Stored group results.", value=report.groups)
+        yield GaugeMetricFamily(
+            "resultkit_groups", "Stored group results.", value=figures["groups"]
+        )
         yield GaugeMetricFamily(
             "resultkit_unreadable",
             "Stored results that cannot be decoded.",
-            value=report.unreadable,
+            value=figures["unreadable"],
         )
-        if details.get("no_ttl") is not None:
+        if figures["no_ttl"] is not None:
             yield GaugeMetricFamily(
-                "resultkit_no_ttl", "Results stored without a lifetime.", value=details["no_ttl"]
+                "resultkit_no_ttl", "Results stored without a lifetime.", value=figures["no_ttl"]
             )
-        if details.get("past_lifetime") is not None:
+        if figures["past_lifetime"] is not None:
             yield GaugeMetricFamily(
                 "resultkit_past_lifetime",
                 "Results the retention policy says should be gone (expired backlog).",
-                value=details["past_lifetime"],
+                value=figures["past_lifetime"],
             )
-        if isinstance(details.get("bytes"), (int, float)):
+        if figures["bytes"] is not None:
             yield GaugeMetricFamily(
-                "resultkit_bytes", "Bytes of stored payloads.", value=details["bytes"]
+                "resultkit_bytes", "Bytes of stored payloads.", value=figures["bytes"]
             )
+        oldest = figures["oldest"]
         if oldest is not None:
             yield GaugeMetricFamily(
                 "resultkit_oldest_result_age_seconds",
@@ -349,8 +385,17 @@ def build_app(
 
     cache = _Cached(scan, cache_seconds)
     pool = _StorePool(target)
+    retention = RetentionPolicy.resolve(target.app, None)
+
+    def metric_figures() -> dict[str, Any]:
+        # SQL stores count natively (one GROUP BY); the others are scanned by stats.
+        with pool.borrowed() as (_, store):
+            native = store.figures(PurgePlan(retention, time.time()))
+        return _figures_of_stats(*cache.get()) if native is None else _native_figures(native)
+
+    metric_cache = _Cached(metric_figures, cache_seconds)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StoreCollector(cache))
+    registry.register(_StoreCollector(metric_cache))
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True)
     env.filters["pretty"] = _pretty

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 from ...purge import PurgePlan
-from ...summary import AGE_BUCKETS, LARGEST_COUNT, Summary
+from ...summary import AGE_BUCKETS, LARGEST_COUNT, StoreFigures, Summary
 
-__all__ = ["sealed_key_counts", "sql_summary"]
+__all__ = ["sealed_key_counts", "sql_figures", "sql_summary"]
 
 
 def sql_summary(
@@ -53,6 +54,41 @@ def sql_summary(
         ).scalar_one()
         summary.sealed = sealed_key_counts(conn, result, base64_text=base64_text)
     return summary
+
+
+def sql_figures(
+    engine: Any, table: Any, status: Any, name: Any, result: Any, expired: Any
+) -> StoreFigures:
+    """The metrics' figures of a SQL table in one GROUP BY scan: counts by state and
+    task, bytes (the lengths ``sql_summary`` adds up), the oldest ``date_done`` and the
+    results past their lifetime; the database does it all, no row comes to Python."""
+    import sqlalchemy as sa
+
+    figures = StoreFigures()
+    columns = [status] + ([name] if name is not None else [])
+    size = sa.func.coalesce(sa.func.length(result), 0)
+    query = sa.select(
+        *columns,
+        sa.func.count(),
+        sa.func.sum(size),
+        sa.func.min(table.c.date_done),
+        sa.func.sum(sa.case((expired, 1), else_=0)),
+    ).group_by(*columns)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            count, size_sum, oldest, past = row[-4:]
+            figures.by_state[row[0] or "?"] += count
+            if name is not None and row[1]:
+                figures.by_task[row[1]] += count
+            figures.bytes += int(size_sum or 0)
+            figures.past_lifetime += int(past or 0)
+            if oldest is not None:
+                if isinstance(oldest, str):  # SQLite's min() of a DATETIME column is text
+                    oldest = datetime.fromisoformat(oldest)
+                moment = oldest if oldest.tzinfo else oldest.replace(tzinfo=timezone.utc)
+                if figures.oldest is None or moment < figures.oldest:
+                    figures.oldest = moment
+    return figures
 
 
 def sealed_key_counts(conn: Any, result: Any, *, base64_text: bool = False) -> Counter[str]:

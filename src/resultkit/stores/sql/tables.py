@@ -17,12 +17,12 @@ import sqlalchemy as sa
 
 from ...purge import BeforeDelete, PurgeOutcome, PurgePlan
 from ...records import Kind, Record
-from ...summary import Summary
+from ...summary import StoreFigures, Summary
 from ..base import IndexPlan, Page, Store
 from . import find
 from .purge import purge_table, sql_expired
 from .statements import delete_ids, read_ids, state_counts, transient_error
-from .summary import sealed_key_counts, sql_summary
+from .summary import sealed_key_counts, sql_figures, sql_summary
 
 if TYPE_CHECKING:
     from ...query import FailureGroup, Query, ResultPage
@@ -217,6 +217,24 @@ class TableStore(Store):
             sql_expired(plan, table.c.date_done, table.c.status, name),
             base64_text=self.base64_results,
         )
+
+    def figures(self, plan: PurgePlan) -> StoreFigures:
+        """The metrics' figures in one aggregate query (see :func:`sql_figures`)."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return StoreFigures(groups=self.count(Kind.GROUP))
+        plan = self._plan(plan)
+        name = self._name(table)
+        figures = sql_figures(
+            self.engine,
+            table,
+            table.c.status,
+            name,
+            table.c.result,
+            sql_expired(plan, table.c.date_done, table.c.status, name),
+        )
+        figures.groups = self.count(Kind.GROUP)
+        return figures
 
     # ------------------------------------------------------------ queries
     def args_columns(self, table: sa.Table) -> tuple[str, str] | None:
