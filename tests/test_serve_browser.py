@@ -110,6 +110,19 @@ def shot(driver: Any, tmp_path: Path, name: str) -> None:
         shutil.copy(path, target / path.name)
 
 
+def follow(driver: Any, element: Any) -> None:
+    """Click *element* and wait until the page it leads to is loaded (not the old one)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, 60)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def downloaded(folder: Path, name: str, seconds: float = 60) -> Path:
     """The file *name* once Chromium has finished downloading it into *folder*."""
     path = folder / name
@@ -140,13 +153,13 @@ def test_a_user_filters_pages_exports_opens_and_erases_in_chromium(
     limit = driver.find_element(By.NAME, "limit")
     limit.clear()
     limit.send_keys("2")
-    driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]"))
     # Then the URL holds the filters, and the pages hold the three failures
     assert "state=FAILURE" in driver.current_url
     first = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#results tbody a")]
     assert len(first) == 2
     shot(driver, tmp_path, "filtered")
-    driver.find_element(By.ID, "next").click()
+    follow(driver, driver.find_element(By.ID, "next"))
     second = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#results tbody a")]
     assert set(first + second) == {"w1-fail", "w2-c2", "w3-weekly"}
     # When the filter's results are exported as CSV from the second page
@@ -159,7 +172,7 @@ def test_a_user_filters_pages_exports_opens_and_erases_in_chromium(
         exported = [row["task_id"] for row in csv.DictReader(handle)]
     assert sorted(exported) == ["w1-fail", "w2-c2", "w3-weekly"]
     # When a result is opened, its exception and traceback are shown
-    driver.find_element(By.LINK_TEXT, second[0]).click()
+    follow(driver, driver.find_element(By.LINK_TEXT, second[0]))
     assert driver.find_element(By.ID, "traceback").text.startswith("Traceback")
     shot(driver, tmp_path, "result")
     # The failures and health pages
@@ -171,10 +184,10 @@ def test_a_user_filters_pages_exports_opens_and_erases_in_chromium(
     shot(driver, tmp_path, "health")
     # When the failures are erased: first a count, then the confirmation
     driver.get(server.base + "/?state=FAILURE")
-    driver.find_element(By.CSS_SELECTOR, "#erase-form button").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "#erase-form button"))
     assert "Erase 3 results?" in driver.find_element(By.TAG_NAME, "h1").text
     shot(driver, tmp_path, "erase")
-    driver.find_element(By.CSS_SELECTOR, "#confirm-form button").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "#confirm-form button"))
     assert "3 of 3 results erased" in driver.find_element(By.ID, "deleted").text
     driver.get(server.base + "/?state=FAILURE")
     assert "no result on this page" in driver.find_element(By.ID, "results").text
