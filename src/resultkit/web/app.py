@@ -197,6 +197,16 @@ class _StorePool:
                 return
         store.close()
 
+    def warm(self) -> None:
+        """Open one store before the first request (its connection, the tables'
+        reflection), so the first page or scrape does not wait for it; a store that
+        cannot be opened yet is left to the requests, which say why."""
+        with contextlib.suppress(Exception), self.borrowed() as (_, store):
+            reflect = getattr(store, "table", None)  # SQL stores: reflected once, kept
+            if reflect is not None:
+                for kind in Kind:
+                    reflect(kind)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -704,6 +714,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> Any:
+        await run_in_threadpool(pool.warm)
         yield
         pool.close()
 
