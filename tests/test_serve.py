@@ -390,6 +390,46 @@ def test_hostile_strings_render_as_text_on_every_page(
     assert "&lt;script&gt;" in pages[2].text
     assert "&lt;script&gt;" in pages[3].text
     assert "&lt;script&gt;" in pages[4].text
+    assert "&lt;script&gt;" in pages[5].text  # the task name in largest and retention
+
+
+def section(page: str, element_id: str) -> str:
+    """The markup of the element with *element_id* (a table or an svg)."""
+    found = re.search(rf'<(table|svg) id="{element_id}".*?</\1>', page, re.S)
+    assert found, f"no #{element_id} on the page"
+    return found.group(0)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres", "mysql", "django"])
+def test_health_page_shows_days_largest_retention_and_doctor(
+    serve: Any, kind: str, request: Any, tmp_path: Path
+) -> None:
+    url = written_in(kind, request, tmp_path).url
+    counted = run("resultkit", "stats", url, "--json")
+    assert counted.code == 0, counted.stderr
+    expected = json.loads(counted.stdout)
+    page = serve(url).get("/health")
+    assert page.status_code == 200, page.text
+    # Results by day: fourteen bars, today's last, adding up to every dated result
+    days = re.findall(r"<title>(\d{4}-\d\d-\d\d): (\d+)</title>", section(page.text, "by-day"))
+    assert len(days) == 14
+    dated = expected["total"] - expected["age"].get("no date", 0)
+    assert sum(int(n) for _, n in days) == dated, expected["age"]
+    # The largest results, as stats lists them
+    largest = section(page.text, "largest")
+    assert [item["id"] for item in expected["largest"]] == re.findall(
+        r'<a href="/results/[^"]*">([^<]*)</a>', largest
+    )
+    # Each task's lifetime under the policy (Celery's default: a day)
+    retention = section(page.text, "retention")
+    for task in expected["by_task"]:
+        assert f"<td>{task}</td>" in retention
+    assert "<td>1d</td>" in retention or "<td>1 day</td>" in retention, retention
+    # doctor's checks with their status and fix
+    checks = re.findall(r'<tr class="(pass|warn|fail|skip)"><td>([^<]+)</td>', page.text)
+    assert len(checks) >= 3
+    if kind != "django":  # doctor checks Celery's backends; it fails django+ URLs
+        assert not [c for c in checks if c[0] == "fail"], checks
 
 
 # ------------------------------------------------------------------ security

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..boundary import guarded
@@ -390,6 +391,23 @@ class Store(ABC):
         """The metrics' figures counted natively (an aggregate query), or None: the
         store has no such query and ``/metrics`` takes them from a ``stats`` scan."""
         return None
+
+    def counts_by_day(self, since: datetime) -> dict[str, int]:
+        """Task results done on each UTC day from *since* (``YYYY-MM-DD``: count),
+        streamed; SQL stores count with a GROUP BY."""
+        floor = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        counts: dict[str, int] = {}
+        for page in self.pages(Kind.TASK, 5000):
+            for record in page.records:
+                done = record.date_done
+                if done is None:
+                    continue
+                moment = done if done.tzinfo else done.replace(tzinfo=timezone.utc)
+                if moment < floor:
+                    continue
+                day = moment.astimezone(timezone.utc).date().isoformat()
+                counts[day] = counts.get(day, 0) + 1
+        return counts
 
     def summarize(self, plan: PurgePlan) -> Summary:
         """Counts, ages and sizes of every task result (exact: reads them all)."""

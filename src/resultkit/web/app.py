@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -43,12 +43,14 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from ..durations import format_duration
 from ..errors import AppNotFound, ConfigurationError, ResultkitError, UsageError
 from ..purge import PurgePlan
 from ..query import DEFAULT_FIND_LIMIT, MAX_FIND_LIMIT, Query
 from ..records import Kind
 from ..report import dumps_json
 from ..retention import RetentionPolicy
+from ..retention import describe as describe_policy
 from ..summary import StoreFigures
 from ..urls import Redactor
 from . import ServeAuth
@@ -214,6 +216,14 @@ class _StorePool:
             store.close()
 
 
+#: Days the health page charts (today last).
+HEALTH_DAYS = 14
+
+
+def _life(seconds: float | None) -> str:
+    return "forever" if seconds is None else format_duration(seconds)
+
+
 def _figures_of_stats(report: StatsReport, oldest: datetime | None) -> dict[str, Any]:
     """The metrics' figures from a ``stats`` scan (stores without a native count)."""
     details = report.details
@@ -376,7 +386,7 @@ def build_app(
 ) -> Starlette:
     """See :func:`resultkit.web.create_app`."""
     from ..apps import load_app, resolve_target
-    from ..commands import failures, find, show, stats
+    from ..commands import doctor, failures, find, show, stats
 
     url: str | None = None
     app: Celery | None = None
@@ -404,6 +414,19 @@ def build_app(
         return _figures_of_stats(*cache.get()) if native is None else _native_figures(native)
 
     metric_cache = _Cached(metric_figures, cache_seconds)
+
+    def by_day() -> list[tuple[str, int]]:
+        # The last HEALTH_DAYS UTC days, today last; SQL stores count with a GROUP BY.
+        today = datetime.now(timezone.utc).date()
+        days = [(today - timedelta(days=n)).isoformat() for n in range(HEALTH_DAYS - 1, -1, -1)]
+        since = datetime.fromisoformat(days[0]).replace(tzinfo=timezone.utc)
+        with pool.borrowed() as (_, store):
+            counts = store.counts_by_day(since)
+        return [(day, counts.get(day, 0)) for day in days]
+
+    day_cache = _Cached(by_day, cache_seconds)
+    # doctor writes and forgets its probe results: at most once per cache time.
+    doctor_cache = _Cached(lambda: doctor(url, app=app), cache_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StoreCollector(metric_cache))
 
@@ -683,6 +706,17 @@ def build_app(
             oldest=oldest,
             by_state=list(report.by_state.items()),
             by_task=by_task,
+            lifetimes=[
+                (
+                    task,
+                    _life(retention.lifetime(task, "SUCCESS")),
+                    _life(retention.lifetime(task, "FAILURE")),
+                )
+                for task, _ in by_task
+            ],
+            policy=list(describe_policy(retention)),
+            by_day=day_cache.get(),
+            checks=doctor_cache.get().checks,
             took=cache.took_s,
         )
 

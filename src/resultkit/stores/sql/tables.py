@@ -11,6 +11,7 @@ from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
@@ -235,6 +236,18 @@ class TableStore(Store):
         )
         figures.groups = self.count(Kind.GROUP)
         return figures
+
+    def counts_by_day(self, since: datetime) -> dict[str, int]:
+        """Task results done on each day from *since*: one GROUP BY date(date_done)."""
+        table = self.table(Kind.TASK)
+        if table is None:
+            return {}
+        utc = since.astimezone(timezone.utc) if since.tzinfo else since
+        floor = utc if self.aware_dates else utc.replace(tzinfo=None)
+        day = sa.func.date(table.c.date_done)
+        query = sa.select(day, sa.func.count()).where(table.c.date_done >= floor).group_by(day)
+        with self.engine.connect() as conn:
+            return {str(d): int(n) for d, n in conn.execute(query) if d is not None}
 
     # ------------------------------------------------------------ queries
     def args_columns(self, table: sa.Table) -> tuple[str, str] | None:
