@@ -19,12 +19,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from resultkit.records import Kind
+from resultkit.stores import open_store
 from tests.conftest import BIN, ROOT, free_port, run, store_url_for
 from tests.test_find import ALL, STORES, write_dataset, written_in
 from tests.test_retry import FLAKY, failed_builds
@@ -306,7 +309,19 @@ def test_sql_metrics_counted_natively_equal_the_stats_figures(
     serve: Any, kind: str, request: Any, tmp_path: Path
 ) -> None:
     """SQL stores give /metrics from one GROUP BY: the same figures as ``stats``."""
-    url = written_in(kind, request, tmp_path).url
+    written = written_in(kind, request, tmp_path)
+    url = written.url
+    # Three results done two days ago: past Celery's default lifetime of a day
+    store = open_store(url, settings=written.settings)
+    table = store.table(Kind.TASK)  # type: ignore[attr-defined]
+    old = datetime.now(timezone.utc) - timedelta(days=2)
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(
+            table.update()
+            .where(table.c.task_id.in_(["w1-report", "w1-fail", "w1-mail"]))
+            .values(date_done=old if store.aware_dates else old.replace(tzinfo=None))  # type: ignore[attr-defined]
+        )
+    store.close()
     counted = run("resultkit", "stats", url, "--json")
     assert counted.code == 0, counted.stderr
     expected = json.loads(counted.stdout)
@@ -318,9 +333,9 @@ def test_sql_metrics_counted_natively_equal_the_stats_figures(
     assert samples["resultkit_results_total"][()] == expected["total"]
     assert samples["resultkit_groups"][()] == expected["groups"]
     assert samples["resultkit_bytes"][()] == expected["bytes"]
-    assert samples["resultkit_past_lifetime"][()] == expected["past_lifetime"]
+    assert samples["resultkit_past_lifetime"][()] == expected["past_lifetime"] == 3
     age = samples["resultkit_oldest_result_age_seconds"][()]
-    assert 0 <= age < 3600  # the dataset was written just now
+    assert 2 * 86400 <= age < 2 * 86400 + 3600  # the three made two days old
 
 
 # ------------------------------------------------------------------ pages
