@@ -100,8 +100,12 @@ def start_server(
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    """Start servers; each is stopped after the test."""
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start servers; each is stopped after the test.
+
+    A server runs in a folder of the test's own unless told otherwise: what it
+    writes there by default (the audit log) never lands in the checkout.
+    """
     started: list[Server] = []
 
     def start(
@@ -111,6 +115,9 @@ def serve() -> Iterator[Any]:
         cwd: Path | None = None,
         program: tuple[str, ...] = ("resultkit",),
     ) -> Server:
+        if cwd is None:
+            cwd = tmp_path_factory.mktemp("serve")
+            env = {"PYTHONPATH": str(ROOT), **(env or {})}
         server = start_server(*args, env=env, host=host, cwd=cwd, program=program)
         started.append(server)
         return server
@@ -233,7 +240,7 @@ def test_secrets_are_masked_in_every_answer(serve: Any, postgres_db: Any) -> Non
         assert "hunter2secret" not in body, path
 
 
-def test_schemathesis_finds_no_server_error(serve: Any, sqlite_url: str) -> None:
+def test_schemathesis_finds_no_server_error(serve: Any, sqlite_url: str, tmp_path: Path) -> None:
     # Given a server over a store, when schemathesis fuzzes every operation of its
     # OpenAPI document (the writes answer 403: read-only server)
     server = serve(sqlite_url)
@@ -253,6 +260,7 @@ def test_schemathesis_finds_no_server_error(serve: Any, sqlite_url: str) -> None
         text=True,
         timeout=280,
         check=False,
+        cwd=tmp_path,  # schemathesis keeps a cache (.schemathesis/) in its folder
     )
     # Then no answer is a 5xx
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
