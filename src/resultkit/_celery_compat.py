@@ -11,6 +11,8 @@ depends on which of these the installed Celery has asks here; the matrix of
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import pickle
 from collections.abc import Callable
@@ -27,6 +29,8 @@ __all__ = [
     "model_pickles_results",
     "pickle_group",
     "pickle_result",
+    "redis_set_takes_expires",
+    "tables_pickle_results",
     "unpickle_group",
 ]
 
@@ -36,6 +40,24 @@ T = TypeVar("T")
 CELERY_VERSION: tuple[int, int] = tuple(  # type: ignore[assignment]
     int(part) for part in celery.__version__.split(".")[:2]
 )
+
+
+def tables_pickle_results() -> bool:
+    """True when the installed Celery's SQL tables pickle results (5.4-5.6: the older
+    layout, which tables made with it have)."""
+    from celery.backends.database.models import Task
+
+    return model_pickles_results(Task)
+
+
+@functools.cache
+def redis_set_takes_expires(backend_class: type) -> bool:
+    """True when Celery's Redis backend ``set()`` takes a lifetime per key (``expires``).
+
+    Celery 5.4 sets every key with the backend's one ``expires``; later releases
+    take a lifetime per call, which the retention policies of ``resultkit-redis`` use.
+    """
+    return "expires" in inspect.signature(backend_class.set).parameters
 
 
 def model_pickles_results(model: Any) -> bool:

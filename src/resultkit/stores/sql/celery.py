@@ -32,6 +32,12 @@ from .tables import TableStore
 __all__ = ["SqlStore", "celery_table_names"]
 
 
+#: Why a row of the older layout is not decoded without ``accept_pickle`` (one line).
+PICKLED_LAYOUT = (
+    "this table has the layout of Celery 5.6 or older, whose result column holds a pickle"
+)
+
+
 def _pickle_group(value: Any) -> bytes:
     return pickled(None) if value is None else pickle_group(value)  # type: ignore[return-value]
 
@@ -127,6 +133,11 @@ class SqlStore(TableStore):
         return table is not None and "children" not in table.c
 
     @property
+    def keeps_children(self) -> bool:
+        """The older layout has no ``children`` column: Celery 5.4-5.6 do not keep them."""
+        return not self.legacy
+
+    @property
     def extended(self) -> bool:
         table = self.table(Kind.TASK)
         return table is not None and "name" in table.c
@@ -145,11 +156,13 @@ class SqlStore(TableStore):
         try:
             return self.codec.read(payload)
         except PickleRefused:
+            if self.legacy:
+                raise PickleRefused(PICKLED_LAYOUT) from None
             raise
         except SerializationError:
             if self.legacy and isinstance(payload, bytes) and payload[:1] == b"\x80":
                 if not self.codec.accept_pickle:
-                    raise PickleRefused() from None
+                    raise PickleRefused(PICKLED_LAYOUT) from None
                 return pickle.loads(payload), Payload(None, "pickle")
             raise
 
@@ -164,7 +177,7 @@ class SqlStore(TableStore):
                     # The older layout pickles the GroupResult object; its tuple is what
                     # every other layout stores, in the app's serializer.
                     if not self.codec.accept_pickle:
-                        raise PickleRefused()
+                        raise PickleRefused(PICKLED_LAYOUT)
                     value, form = unpickle_group(bytes(payload)), Payload(None, self.codec.hint)
                 else:
                     value, form = self._decode_column(payload)
