@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 import celery
 import sqlalchemy as sa
+from celery.backends.base import BaseBackend
 
 __all__ = [
     "CELERY_VERSION",
+    "CELERY_CALLS_RETRY_HOOK",
     "bytes_table",
     "decode_stored_result",
     "ensure_retryable",
@@ -40,6 +42,11 @@ T = TypeVar("T")
 CELERY_VERSION: tuple[int, int] = tuple(  # type: ignore[assignment]
     int(part) for part in celery.__version__.split(".")[:2]
 )
+
+
+#: Celery's retry loops call ``on_backend_retryable_error`` after each failure (5.6+);
+#: before, a backend that must drop lost connections does so itself.
+CELERY_CALLS_RETRY_HOOK: bool = hasattr(BaseBackend, "on_backend_retryable_error")
 
 
 def tables_pickle_results() -> bool:
