@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from celery.backends.base import BaseBackend
 
 __all__ = [
-    "CELERY_VERSION",
     "CELERY_CALLS_RETRY_HOOK",
+    "CELERY_VERSION",
     "bytes_table",
     "decode_stored_result",
     "ensure_retryable",
