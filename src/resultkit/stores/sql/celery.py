@@ -16,11 +16,20 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
 from ..._celery_compat import decode_stored_result, pickle_group, unpickle_group
-from ...codec import NOT_READ, PickleRefused, json_at_once, unreadable
+from ...codec import (
+    JSON_FAMILY,
+    NOT_READ,
+    PickleRefused,
+    encode_payload,
+    json_at_once,
+    materialize,
+    unreadable,
+)
 from ...errors import SerializationError
 from ...records import EXTENDED_FIELDS, Kind, Payload, Record, as_datetime
 from ..base import OnConflict, WriteResult
@@ -202,6 +211,14 @@ class SqlStore(TableStore):
                     # The old PickleType column pickled every result, whatever the
                     # app's serializer; the result itself was never "a pickle result".
                     form = form._replace(serializer=self.codec.hint)
+                    if self.codec.hint == "resultkit-json":
+                        # Records of that serializer hold its tree (type tags, marked
+                        # strings), never the Python values: made of them here.
+                        task["result"] = orjson.loads(
+                            encode_payload(
+                                task["result"], "resultkit-json", source_serializer="pickle"
+                            )
+                        )
             else:
                 task["result"] = None
             if mapping.get("children") is not None:
@@ -239,7 +256,15 @@ class SqlStore(TableStore):
         # and kwargs are in the app's serializer all the same.
         encode_result = None
         if self.legacy:
-            encode_result = _pickle_group if record.kind is Kind.GROUP else pickled
+            if record.kind is Kind.GROUP:
+                encode_result = _pickle_group
+            elif record.serializer in JSON_FAMILY:
+                # A JSON tree: pickled as the values its type tags stand for, as the
+                # application gets them from Celery (a Decimal, not its tag).
+                serializer = record.serializer
+                encode_result = lambda value: pickled(materialize(value, serializer))  # noqa: E731
+            else:
+                encode_result = pickled
         columns = self.columns(record.kind, table)
         row = row_values(record.id, meta, columns, encode, encode_result)
         if record.kind is Kind.TASK:
