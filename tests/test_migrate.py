@@ -95,6 +95,7 @@ def celery_writes(url: str, **settings: Any) -> list[str]:
     return ids
 
 
+@pytest.mark.compat
 def test_what_celery_wrote_reads_back_identically_after_redis_to_postgres_and_back(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, own_redis: Any
 ) -> None:
@@ -151,6 +152,7 @@ def test_a_redis_result_keeps_its_remaining_lifetime(
     assert 7100 <= other.client().ttl("celery-task-meta-ttl-2h") <= 7200
 
 
+@pytest.mark.compat
 def test_a_result_from_sql_gets_date_done_plus_result_expires(
     cli: Any, sqlite_db: SqlDB, redis_db: RedisDB
 ) -> None:
@@ -175,6 +177,7 @@ def test_a_result_from_sql_gets_date_done_plus_result_expires(
 # ------------------------------------------------------------- filters
 
 
+@pytest.mark.compat
 def test_filters_select_by_state_task_and_date(cli: Any, sqlite_db: SqlDB, tmp_path: Path) -> None:
     seed(
         sqlite_db.url,
@@ -313,6 +316,7 @@ def test_rpc_is_refused_with_an_explanation(cli: Any, redis_db: RedisDB) -> None
 # ----------------------------------------------------- pickle, transcoding
 
 
+@pytest.mark.compat
 def test_pickle_is_never_decoded_without_accept_pickle(
     cli: Any, redis_db: RedisDB, sqlite_db: SqlDB, own_redis: Any
 ) -> None:
@@ -334,6 +338,7 @@ def test_pickle_is_never_decoded_without_accept_pickle(
     assert reader.AsyncResult("p1").result == {"set": {1, 2}}
 
 
+@pytest.mark.compat
 @NEEDS_RESULT_COMPRESSION
 def test_transcoding_to_msgpack_with_compression(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, own_redis: Any
@@ -364,6 +369,7 @@ def test_transcoding_to_msgpack_with_compression(
     )
 
 
+@pytest.mark.compat
 @NEEDS_RESULT_COMPRESSION
 def test_compressed_results_keep_their_compression(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB
@@ -383,6 +389,7 @@ def test_compressed_results_keep_their_compression(
 # -------------------------------------------------------- app settings
 
 
+@pytest.mark.compat
 def test_app_settings_give_key_prefix_and_table_names(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
@@ -416,6 +423,7 @@ CREATE TABLE celery_taskmeta (
 """
 
 
+@pytest.mark.compat
 def test_the_older_layout_with_a_pickled_result_column(
     cli: Any, sqlite_db: SqlDB, redis_db: RedisDB
 ) -> None:
@@ -595,6 +603,7 @@ def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(
 # ---------------------------------------------------- resultkit's serializers
 
 
+@pytest.mark.compat
 def test_resultkit_json_results_keep_their_types_and_verify(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
@@ -642,6 +651,7 @@ def test_resultkit_json_results_keep_their_types_and_verify(
         assert reader.AsyncResult(task_id).get(timeout=5) == value
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("pure_python", [False, True], ids=["c", "pure-python"])
 def test_numbers_json_holds_inexactly_survive_every_hop(
     cli: Any,

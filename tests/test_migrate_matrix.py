@@ -14,6 +14,9 @@ from tests.celery_view import assert_celery_reads
 from tests.conftest import STORE_KINDS, accept_pickle_args, open_test_store, store_url_for
 from tests.samples import standard_set
 
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
+
 PAIRS = [(a, b) for a, b in itertools.permutations(STORE_KINDS, 2)]
 
 

@@ -17,6 +17,9 @@ from resultkit._celery_compat import CELERY_VERSION
 from tests.conftest import SqlDB
 from tests.worker import celery_worker, load, write_app
 
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
+
 DATABASES = ["postgres_db", "mysql_db", "sqlite_db"]
 
 

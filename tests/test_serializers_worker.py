@@ -13,6 +13,9 @@ from tests.conftest import PICKLED_LAYOUT
 from tests.test_serializers import same
 from tests.worker import celery_worker, load
 
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
+
 TYPES = """
 import dataclasses, datetime as dt, enum, math, uuid
 from decimal import Decimal

@@ -16,6 +16,9 @@ from resultkit.stores import OnConflict, Store
 from tests.conftest import PICKLED_LAYOUT, open_test_store, store_url_for
 from tests.samples import NOW, failure, group, standard_set, task
 
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture
 def store(store_url: str) -> Store:
