@@ -11,7 +11,6 @@ depends on which of these the installed Celery has asks here; the matrix of
 
 from __future__ import annotations
 
-import functools
 import inspect
 import io
 import pickle
@@ -57,14 +56,21 @@ def tables_pickle_results() -> bool:
     return model_pickles_results(Task)
 
 
-@functools.cache
-def redis_set_takes_expires(backend_class: type) -> bool:
+def redis_set_takes_expires(backend_class: Any) -> bool:
     """True when Celery's Redis backend ``set()`` takes a lifetime per key (``expires``).
 
-    Celery 5.4 sets every key with the backend's one ``expires``; later releases
-    take a lifetime per call, which the retention policies of ``resultkit-redis`` use.
+    Celery 5.4-5.6 set every key with the backend's one ``expires``; 5.7 takes a
+    lifetime per call, which the retention policies of ``resultkit-redis`` use.
     """
-    return "expires" in inspect.signature(backend_class.set).parameters
+    found = _SET_TAKES_EXPIRES.get(backend_class)
+    if found is None:
+        found = _SET_TAKES_EXPIRES[backend_class] = (
+            "expires" in inspect.signature(backend_class.set).parameters
+        )
+    return found
+
+
+_SET_TAKES_EXPIRES: dict[Any, bool] = {}
 
 
 def model_pickles_results(model: Any) -> bool:

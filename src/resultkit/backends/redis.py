@@ -66,7 +66,7 @@ class _RetentionMixin:
         lifetime = self.retention.lifetime(_TASK_NAME.get(), state)
         if redis_set_takes_expires(type(self)):
             return self.set(key, value, expires=_redis_ttl(lifetime))  # type: ignore[attr-defined]
-        # Celery 5.4's set() has no lifetime per key: the same store, with this one.
+        # Celery 5.4-5.6's set() has no lifetime per key: the same store, with this one.
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:  # type: ignore[attr-defined]
             raise BackendStoreError("value too large for Redis backend")
         return self.ensure(  # type: ignore[attr-defined]
@@ -75,7 +75,7 @@ class _RetentionMixin:
 
     def _set_expiring(self, key: Any, value: Any, expires: int) -> None:
         """Store *value* at *key* for *expires* seconds (0: no TTL) and publish it, as
-        the later releases' ``RedisBackend._set`` does."""
+        Celery 5.7's ``RedisBackend._set`` does."""
         with self.client.pipeline() as pipe:  # type: ignore[attr-defined]
             pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
