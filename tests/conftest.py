@@ -27,6 +27,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from resultkit._celery_compat import CELERY_VERSION, tables_pickle_results
+from resultkit.codec import Codec
+from resultkit.stores import Store, open_store
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,6 +385,44 @@ def sentinel(own_redis: Any, tmp_path: Path) -> Iterator[tuple[int, RedisServer]
 
 
 # ------------------------------------------------------------------ stores
+
+#: The installed Celery's SQL tables pickle results (5.4-5.6): the stores read them
+#: only with accept_pickle, as a user passes --accept-pickle.
+PICKLED_LAYOUT = tables_pickle_results()
+
+
+def accepts_pickle(url: str) -> bool:
+    """Whether a store at *url* is opened with accept_pickle in the tests: Celery's SQL
+    tables when the installed Celery pickles their result column."""
+    return PICKLED_LAYOUT and url.startswith("db+")
+
+
+def accept_pickle_args(*urls: str) -> tuple[str, ...]:
+    """``--accept-pickle`` when one of *urls* is such a store, else nothing."""
+    return ("--accept-pickle",) if any(accepts_pickle(url) for url in urls) else ()
+
+
+def open_test_store(url: str) -> Store:
+    """The store at *url*, with accept_pickle where :func:`accepts_pickle` says."""
+    return open_store(url, codec=Codec(accept_pickle=accepts_pickle(url)))
+
+
+@pytest.fixture(autouse=True)
+def _one_database_per_celery_session_manager() -> None:
+    """Celery 5.4's ``db+`` backend keeps one ``SessionManager`` per process, which
+    creates the tables in the first database it meets only (fixed in Celery 5.5).
+    Each test has databases of its own, as a process of its own would: the manager
+    forgets the earlier ones before each test.  The limitation itself is proven by
+    ``test_resultkit_db.py::test_celerys_backend_makes_its_tables_in_a_second_database``.
+    """
+    if CELERY_VERSION == (5, 4):
+        from celery.backends.database import DatabaseBackend
+
+        defaults = DatabaseBackend.ResultSession.__defaults__ or ()
+        for manager in defaults:
+            if hasattr(manager, "prepared"):
+                manager.prepared = False
+
 
 STORE_KINDS = ("redis", "postgres", "mysql", "sqlite", "django", "file", "archive")
 

@@ -31,6 +31,7 @@ def plain(url: str) -> Celery:
     return app
 
 
+@pytest.mark.compat
 def test_writes_go_to_both_and_reads_fall_back_to_old(
     redis_db: RedisDB, postgres_db: SqlDB
 ) -> None:
@@ -45,6 +46,7 @@ def test_writes_go_to_both_and_reads_fall_back_to_old(
     assert plain(redis_db.url).AsyncResult("fresh").state == "PENDING"
 
 
+@pytest.mark.compat
 def test_writing_old_can_be_switched_off(redis_db: RedisDB, sqlite_db: SqlDB) -> None:
     app = dual_app(sqlite_db.url, redis_db.url, write_old=False)
     app.backend.store_result("only-new", 1, "SUCCESS")
@@ -69,6 +71,7 @@ def test_bad_settings_fail_clearly(settings: dict[str, Any], words: str) -> None
         _ = app.backend
 
 
+@pytest.mark.compat
 def test_a_failing_old_is_counted_and_never_fails_a_store(own_redis: Any, sqlite_db: SqlDB) -> None:
     server = own_redis()
     app = dual_app(sqlite_db.url, server.url)
@@ -91,6 +94,7 @@ def test_an_unreachable_new_fails_loudly(redis_db: RedisDB) -> None:
     assert plain(redis_db.url).AsyncResult("lost").state == "PENDING"
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
 @pytest.mark.parametrize("direction", ["redis to postgres", "postgres to redis"])
 def test_real_workers_through_the_dual_backend(
@@ -130,6 +134,7 @@ def test_real_workers_through_the_dual_backend(
     assert plain(new).AsyncResult(single.id).state == "PENDING"
 
 
+@pytest.mark.compat
 def test_old_stopped_mid_run_loses_nothing(
     own_redis: Any, postgres_db: SqlDB, amqp_url: str, tmp_path: Path
 ) -> None:
@@ -155,6 +160,7 @@ def test_old_stopped_mid_run_loses_nothing(
     )
 
 
+@pytest.mark.compat
 def test_cutover_status_counts_where_results_live(
     redis_db: RedisDB, sqlite_db: SqlDB, tmp_path: Path
 ) -> None:

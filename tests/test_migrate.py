@@ -19,15 +19,28 @@ import pytest
 import sqlalchemy as sa
 from celery.app.task import Context
 
+from resultkit._celery_compat import CELERY_VERSION
 from resultkit.records import Kind
 from resultkit.stores import OnConflict, open_store
 from tests.celery_view import assert_celery_reads, celery_app
-from tests.conftest import ROOT, RedisDB, SqlDB, run_on_terminal
+from tests.conftest import (
+    ROOT,
+    RedisDB,
+    SqlDB,
+    accept_pickle_args,
+    open_test_store,
+    run_on_terminal,
+)
 from tests.samples import NOW, failure, group, standard_set, task
+
+#: Celery's result_compression (the marker Celery reads compressed results by) is new in 5.7.
+NEEDS_RESULT_COMPRESSION = pytest.mark.skipif(
+    CELERY_VERSION < (5, 7), reason="Celery reads compressed results from 5.7 on"
+)
 
 
 def seed(url: str, records: list[Any]) -> None:
-    store = open_store(url)
+    store = open_test_store(url)
     store.write_many(records, OnConflict.SKIP)
     store.close()
 
@@ -82,6 +95,7 @@ def celery_writes(url: str, **settings: Any) -> list[str]:
     return ids
 
 
+@pytest.mark.compat
 def test_what_celery_wrote_reads_back_identically_after_redis_to_postgres_and_back(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, own_redis: Any
 ) -> None:
@@ -91,8 +105,9 @@ def test_what_celery_wrote_reads_back_identically_after_redis_to_postgres_and_ba
     before = {i: original.backend.get_task_meta(i) for i in ids}
     # When they go to PostgreSQL and from there to another Redis
     other = own_redis().url
-    assert cli("migrate", redis_db.url, postgres_db.url, "--verify", "--json").code == 0
-    assert cli("migrate", postgres_db.url, other, "--verify", "--json").code == 0
+    pickled = accept_pickle_args(postgres_db.url)
+    assert cli("migrate", redis_db.url, postgres_db.url, "--verify", "--json", *pickled).code == 0
+    assert cli("migrate", postgres_db.url, other, "--verify", "--json", *pickled).code == 0
     # Then Celery's DatabaseBackend and RedisBackend read them as Celery wrote them
     for url in (postgres_db.url, other):
         app = celery_app(url)
@@ -137,6 +152,7 @@ def test_a_redis_result_keeps_its_remaining_lifetime(
     assert 7100 <= other.client().ttl("celery-task-meta-ttl-2h") <= 7200
 
 
+@pytest.mark.compat
 def test_a_result_from_sql_gets_date_done_plus_result_expires(
     cli: Any, sqlite_db: SqlDB, redis_db: RedisDB
 ) -> None:
@@ -146,7 +162,9 @@ def test_a_result_from_sql_gets_date_done_plus_result_expires(
         [task("fresh", done=NOW - timedelta(hours=1)), task("stale", done=NOW - timedelta(days=2))],
     )
     # When they are migrated to Redis
-    summary = cli("migrate", sqlite_db.url, redis_db.url, "--json").json
+    summary = cli(
+        "migrate", sqlite_db.url, redis_db.url, "--json", *accept_pickle_args(sqlite_db.url)
+    ).json
     # Then the fresh one lives about 23 more hours and the stale one is not resurrected
     assert (summary["copied"], summary["expired"]) == (1, 1)
     ttl = redis_db.client.ttl("celery-task-meta-fresh")
@@ -159,6 +177,7 @@ def test_a_result_from_sql_gets_date_done_plus_result_expires(
 # ------------------------------------------------------------- filters
 
 
+@pytest.mark.compat
 def test_filters_select_by_state_task_and_date(cli: Any, sqlite_db: SqlDB, tmp_path: Path) -> None:
     seed(
         sqlite_db.url,
@@ -172,7 +191,9 @@ def test_filters_select_by_state_task_and_date(cli: Any, sqlite_db: SqlDB, tmp_p
 
     def copied(*args: str) -> set[str]:
         fresh = f"jsonl://{tmp_path}/{len(args)}-{abs(hash(args))}.jsonl.gz"
-        result = cli("migrate", sqlite_db.url, fresh, *args, "--json")
+        result = cli(
+            "migrate", sqlite_db.url, fresh, *args, "--json", *accept_pickle_args(sqlite_db.url)
+        )
         assert result.code == 0, result.output
         return set(open_store(fresh).read_many(Kind.TASK, list("abcd")))
 
@@ -295,6 +316,7 @@ def test_rpc_is_refused_with_an_explanation(cli: Any, redis_db: RedisDB) -> None
 # ----------------------------------------------------- pickle, transcoding
 
 
+@pytest.mark.compat
 def test_pickle_is_never_decoded_without_accept_pickle(
     cli: Any, redis_db: RedisDB, sqlite_db: SqlDB, own_redis: Any
 ) -> None:
@@ -316,6 +338,8 @@ def test_pickle_is_never_decoded_without_accept_pickle(
     assert reader.AsyncResult("p1").result == {"set": {1, 2}}
 
 
+@pytest.mark.compat
+@NEEDS_RESULT_COMPRESSION
 def test_transcoding_to_msgpack_with_compression(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, own_redis: Any
 ) -> None:
@@ -345,6 +369,8 @@ def test_transcoding_to_msgpack_with_compression(
     )
 
 
+@pytest.mark.compat
+@NEEDS_RESULT_COMPRESSION
 def test_compressed_results_keep_their_compression(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB
 ) -> None:
@@ -363,6 +389,7 @@ def test_compressed_results_keep_their_compression(
 # -------------------------------------------------------- app settings
 
 
+@pytest.mark.compat
 def test_app_settings_give_key_prefix_and_table_names(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
@@ -396,6 +423,7 @@ CREATE TABLE celery_taskmeta (
 """
 
 
+@pytest.mark.compat
 def test_the_older_layout_with_a_pickled_result_column(
     cli: Any, sqlite_db: SqlDB, redis_db: RedisDB
 ) -> None:
@@ -575,6 +603,7 @@ def test_a_progress_bar_shows_on_a_terminal_and_not_in_a_pipe(
 # ---------------------------------------------------- resultkit's serializers
 
 
+@pytest.mark.compat
 def test_resultkit_json_results_keep_their_types_and_verify(
     cli: Any, redis_db: RedisDB, postgres_db: SqlDB, tmp_path: Path
 ) -> None:
@@ -606,7 +635,14 @@ def test_resultkit_json_results_keep_their_types_and_verify(
         (postgres_db.url, f"jsonl://{archive}"),
     ):
         result = cli(
-            "migrate", source, target, "--source-serializer", "resultkit-json", "--verify", "--json"
+            "migrate",
+            source,
+            target,
+            "--source-serializer",
+            "resultkit-json",
+            "--verify",
+            "--json",
+            *accept_pickle_args(source, target),
         )
         assert result.code == 0, result.output
         assert result.json["verified"] == len(values), result.output
@@ -615,6 +651,7 @@ def test_resultkit_json_results_keep_their_types_and_verify(
         assert reader.AsyncResult(task_id).get(timeout=5) == value
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("pure_python", [False, True], ids=["c", "pure-python"])
 def test_numbers_json_holds_inexactly_survive_every_hop(
     cli: Any,
@@ -647,7 +684,8 @@ def test_numbers_json_holds_inexactly_survive_every_hop(
     ]
     env = {"RESULTKIT_PURE_PYTHON": "1"} if pure_python else None
     for source, target in itertools.pairwise(hops):
-        result = cli("migrate", source, target, "--verify", "--json", env=env)
+        pickled = accept_pickle_args(source, target)
+        result = cli("migrate", source, target, "--verify", "--json", *pickled, env=env)
         assert result.code == 0, (source, target, result.output)
         assert result.json["verified"] == len(values), (source, target, result.output)
     # Then Celery reads every value back exactly, wherever it reads them

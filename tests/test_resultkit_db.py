@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from celery import Celery, chord, group
 from celery.app.task import Context
 
+from resultkit._celery_compat import CELERY_VERSION
 from tests.conftest import SqlDB
 from tests.worker import celery_worker, load, write_app
+
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
 
 DATABASES = ["postgres_db", "mysql_db", "sqlite_db"]
 
@@ -186,6 +191,27 @@ def test_cleanup_deletes_in_batches_with_the_policy(db: SqlDB) -> None:
     with db.engine.connect() as conn:
         left = conn.execute(sa.text("SELECT count(*) FROM celery_taskmeta")).scalar_one()
     assert left == 20 - 11  # c1 and c10..c19 were done in 2000
+
+
+@pytest.mark.xfail(
+    CELERY_VERSION == (5, 4),
+    reason=(
+        "Celery 5.4's DatabaseBackend shares one SessionManager per process, which makes "
+        "the tables of the first database only (fixed in Celery 5.5); docs/compatibility.md"
+    ),
+    raises=sqlalchemy.exc.DBAPIError,
+    strict=True,
+)
+def test_celerys_backend_makes_its_tables_in_a_second_database(
+    postgres_db: SqlDB, sqlite_db: SqlDB
+) -> None:
+    # Given Celery's own db+ backend used on one database of this process
+    app_for(postgres_db.url).backend.store_result("first", 1, "SUCCESS")
+    # When another app of the same process uses it on a second database (resultkit-dual
+    # with db+ on both sides, say), its tables are made there too
+    second = app_for(sqlite_db.url)
+    second.backend.store_result("second", 2, "SUCCESS")
+    assert second.AsyncResult("second").result == 2
 
 
 def test_lost_connections_are_retried_and_nothing_is_dropped(postgres_db: SqlDB) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from celery import chord, group
 
 from tests.conftest import RedisDB
 from tests.samples import RETENTION_POLICY
 from tests.worker import celery_worker, load, write_app
+
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
 
 
 def test_a_worker_stores_each_result_with_the_ttl_its_task_and_state_call_for(

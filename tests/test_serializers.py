@@ -27,6 +27,9 @@ from kombu.serialization import registry
 from resultkit import compression, serializers
 from resultkit.errors import SerializationError
 
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
+
 CODECS = {
     "resultkit-json": (serializers.json_dumps, serializers.json_loads),
     "resultkit-msgpack": (serializers.msgpack_dumps, serializers.msgpack_loads),

@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import PICKLED_LAYOUT
 from tests.test_serializers import same
 from tests.worker import celery_worker, load
+
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
 
 TYPES = """
 import dataclasses, datetime as dt, enum, math, uuid
@@ -127,6 +131,11 @@ def fails():
 def test_worker_returns_every_supported_type(
     backend: str, serializer: str, request: Any, tmp_path: Path, amqp_url: str
 ) -> None:
+    if backend == "postgres" and PICKLED_LAYOUT:
+        pytest.skip(
+            "Celery 5.4-5.6's SQL tables pickle the result whatever result_serializer says: "
+            "no serializer of ours is used there (docs/compatibility.md)"
+        )
     url = (
         request.getfixturevalue("redis_db").url
         if backend == "redis"

@@ -12,14 +12,17 @@ import pytest
 from resultkit.compare import differences
 from resultkit.errors import ConfigurationError
 from resultkit.records import Kind, Payload, Record
-from resultkit.stores import OnConflict, Store, open_store
-from tests.conftest import store_url_for
+from resultkit.stores import OnConflict, Store
+from tests.conftest import PICKLED_LAYOUT, open_test_store, store_url_for
 from tests.samples import NOW, failure, group, standard_set, task
+
+#: Every test here runs in the compatibility matrix too (noxfile.py).
+pytestmark = pytest.mark.compat
 
 
 @pytest.fixture
 def store(store_url: str) -> Store:
-    opened = open_store(store_url)
+    opened = open_test_store(store_url)
     yield opened
     opened.close()
 
@@ -40,7 +43,15 @@ def test_written_records_read_back_equal(store: Store) -> None:
         found = store.read_many(kind, [r.id for r in wanted])
         assert set(found) == {r.id for r in wanted}
         for record in wanted:
-            assert differences(record, found[record.id].meta, store.extended_fields) == []
+            assert (
+                differences(
+                    record,
+                    found[record.id].meta,
+                    store.extended_fields,
+                    children=store.keeps_children,
+                )
+                == []
+            )
 
 
 def test_scan_pages_through_every_record_exactly_once(store: Store) -> None:
@@ -124,14 +135,63 @@ def test_delete_many_removes_exactly_the_given_ids(store: Store) -> None:
 
 @pytest.mark.parametrize("kind", ["redis", "postgres", "mysql", "sqlite", "file"])
 def test_celery_reads_what_the_store_wrote(kind: str, request: Any, tmp_path: Path) -> None:
-    store = open_store(store_url_for(kind, request, tmp_path))
+    store = open_test_store(store_url_for(kind, request, tmp_path))
     assert store.celery_readable
     records = standard_set("cel")
     store.write_many(records, OnConflict.SKIP)
     tasks = by_kind(records, Kind.TASK)
     seen = store.celery_read_many(Kind.TASK, [r.id for r in tasks])
     for record in tasks:
-        assert differences(record, seen.get(record.id), store.extended_fields) == []
+        found = seen.get(record.id)
+        assert (
+            differences(record, found, store.extended_fields, children=store.keeps_children) == []
+        )
     groups = store.celery_read_many(Kind.GROUP, ["cel-group"])
     assert groups["cel-group"]["result"] == ["cel-ok-0", "cel-ok-1"]
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "sqlite"])
+def test_the_older_layout_keeps_everything_but_the_children(
+    kind: str, request: Any, tmp_path: Path
+) -> None:
+    # Given the tables of the installed Celery, and the standard set (with children)
+    store = open_test_store(store_url_for(kind, request, tmp_path))
+    records = standard_set("old")
+    store.write_many(records, OnConflict.SKIP)
+    tasks = by_kind(records, Kind.TASK)
+    assert any(r.meta and r.meta.get("children") for r in tasks)
+    found = store.read_many(Kind.TASK, [r.id for r in tasks])
+    # Then every field but the children reads back equal, whatever the release
+    for record in tasks:
+        assert (
+            differences(record, found[record.id].meta, store.extended_fields, children=False) == []
+        )
+    # ... and the children too, unless the tables are those of Celery 5.4-5.6, which have
+    # no column for them (a limitation of Celery's layout; docs/compatibility.md)
+    assert store.keeps_children is not PICKLED_LAYOUT
+    kept = [bool(found[r.id].meta.get("children")) for r in tasks if r.meta.get("children")]
+    assert kept == [store.keeps_children] * len(kept)
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "sqlite"])
+def test_without_accept_pickle_the_older_layout_is_refused_saying_how_to_opt_in(
+    kind: str, request: Any, tmp_path: Path, cli: Any
+) -> None:
+    # Given the tables of Celery 5.4-5.6 (or 5.7's), with results in them
+    url = store_url_for(kind, request, tmp_path)
+    writer = open_test_store(url)
+    writer.write_many([task("old-1", result={"v": 1})], OnConflict.SKIP)
+    writer.close()
+    # When they are read without --accept-pickle
+    result = cli("migrate", url, f"jsonl://{tmp_path / 'out.jsonl.gz'}", "--json")
+    if not PICKLED_LAYOUT:
+        assert (result.code, result.json["copied"]) == (0, 1), result.output
+        return
+    # Then the one failure says, in one line, which layout it is and how to opt in
+    assert result.code == 1, result.output
+    error = result.json["failures"][0]["error"]
+    assert "\n" not in error
+    assert "layout of Celery 5.6 or older" in error
+    assert "pass --accept-pickle" in error

@@ -11,6 +11,7 @@ depends on which of these the installed Celery has asks here; the matrix of
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from typing import Any, TypeVar
 
 import celery
 import sqlalchemy as sa
+from celery.backends.base import BaseBackend
 
 __all__ = [
+    "CELERY_CALLS_RETRY_HOOK",
     "CELERY_VERSION",
     "bytes_table",
     "decode_stored_result",
@@ -27,6 +30,8 @@ __all__ = [
     "model_pickles_results",
     "pickle_group",
     "pickle_result",
+    "redis_set_takes_expires",
+    "tables_pickle_results",
     "unpickle_group",
 ]
 
@@ -36,6 +41,36 @@ T = TypeVar("T")
 CELERY_VERSION: tuple[int, int] = tuple(  # type: ignore[assignment]
     int(part) for part in celery.__version__.split(".")[:2]
 )
+
+
+#: Celery's retry loops call ``on_backend_retryable_error`` after each failure (5.6+);
+#: before, a backend that must drop lost connections does so itself.
+CELERY_CALLS_RETRY_HOOK: bool = hasattr(BaseBackend, "on_backend_retryable_error")
+
+
+def tables_pickle_results() -> bool:
+    """True when the installed Celery's SQL tables pickle results (5.4-5.6: the older
+    layout, which tables made with it have)."""
+    from celery.backends.database.models import Task
+
+    return model_pickles_results(Task)
+
+
+def redis_set_takes_expires(backend_class: Any) -> bool:
+    """True when Celery's Redis backend ``set()`` takes a lifetime per key (``expires``).
+
+    Celery 5.4-5.6 set every key with the backend's one ``expires``; 5.7 takes a
+    lifetime per call, which the retention policies of ``resultkit-redis`` use.
+    """
+    found = _SET_TAKES_EXPIRES.get(backend_class)
+    if found is None:
+        found = _SET_TAKES_EXPIRES[backend_class] = (
+            "expires" in inspect.signature(backend_class.set).parameters
+        )
+    return found
+
+
+_SET_TAKES_EXPIRES: dict[Any, bool] = {}
 
 
 def model_pickles_results(model: Any) -> bool:

@@ -64,9 +64,9 @@ JSON_OPENERS = frozenset((b"{", b"["))
 class PickleRefused(SerializationError):
     """A payload is pickle and the caller did not accept pickle."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "the payload is pickle") -> None:
         super().__init__(
-            "the payload is pickle, which can run code when decoded: pass --accept-pickle "
+            f"{what}, which can run code when decoded: pass --accept-pickle "
             "if you trust everyone who can write to this backend"
         )
 

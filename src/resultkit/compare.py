@@ -95,9 +95,18 @@ def as_values(record: Record) -> dict[str, Any]:
 
 
 def differences(
-    record: Record, target_meta: dict[str, Any] | None, fields: tuple[str, ...] = EXTENDED_FIELDS
+    record: Record,
+    target_meta: dict[str, Any] | None,
+    fields: tuple[str, ...] = EXTENDED_FIELDS,
+    *,
+    children: bool = True,
 ) -> list[str]:
-    """Names of the fields that differ between *record* and *target_meta* (empty: equal)."""
+    """Names of the fields that differ between *record* and *target_meta* (empty: equal).
+
+    *fields* are the extended fields and *children* whether the children are
+    compared: those the target's layout keeps (Celery 5.4-5.6's tables have
+    no ``children`` column).
+    """
     if target_meta is None:
         return ["missing"]
     if "unreadable" in target_meta:
@@ -119,7 +128,9 @@ def differences(
             diffs.append(name)
     if _plain(source.get("result")) != _plain(target_meta.get("result")):
         diffs.append("result")
-    if _plain(source.get("children") or []) != _plain(target_meta.get("children") or []):
+    if children and _plain(source.get("children") or []) != _plain(
+        target_meta.get("children") or []
+    ):
         diffs.append("children")
     left, right = as_datetime(source.get("date_done")), as_datetime(target_meta.get("date_done"))
     if (left is None) != (right is None) or (

@@ -41,6 +41,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .. import offload
 from .._celery_compat import (
+    CELERY_CALLS_RETRY_HOOK,
     bytes_table,
     ensure_retryable,
     model_pickles_results,
@@ -191,6 +192,12 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         )
         return bool(retryable) and isinstance(exc, retryable)
 
+    def _drop_lost_connections(self, exc: Exception) -> None:
+        """Before Celery 5.6 its retry loops (``store_result``, ``get_task_meta``) call
+        no hook: a retryable error drops the pool here, before Celery tries again."""
+        if not CELERY_CALLS_RETRY_HOOK and self.always_retry and self.exception_safe_to_retry(exc):
+            self.on_backend_retryable_error(exc)
+
     def on_backend_retryable_error(self, exc: Exception) -> None:
         # A lost connection poisons the pool: start again with fresh ones.
         if self._engine is not None:
@@ -304,6 +311,15 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
+        try:
+            return self._store_one(task_id, result, state, traceback, request)
+        except Exception as exc:
+            self._drop_lost_connections(exc)
+            raise
+
+    def _store_one(
+        self, task_id: str, result: Any, state: str, traceback: Any, request: Any
+    ) -> Any:
         self._ready_tables()
         row = self._row(task_id, result, state, traceback, request)
         notify = self.dialect == "postgresql" and state in states.READY_STATES
@@ -347,6 +363,13 @@ class ResultkitDatabaseBackend(SqlChords, DatabaseBackend):  # type: ignore[misc
         return self.meta_from_decoded(data)  # type: ignore[no-any-return]
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        try:
+            return self._read_one(task_id)
+        except Exception as exc:
+            self._drop_lost_connections(exc)
+            raise
+
+    def _read_one(self, task_id: str) -> dict[str, Any]:
         self._ready_tables()
         statement = self._statements.get("get")
         if statement is None:

@@ -16,7 +16,9 @@ import contextvars
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.exceptions import BackendStoreError
 
+from .._celery_compat import redis_set_takes_expires
 from ..retention import RetentionPolicy
 from ._offload import OffloadKeyValueMixin
 
@@ -64,7 +66,22 @@ class _RetentionMixin:
 
     def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
         lifetime = self.retention.lifetime(_TASK_NAME.get(), state)
-        return self.set(key, value, expires=_redis_ttl(lifetime))  # type: ignore[attr-defined]
+        if redis_set_takes_expires(type(self)):
+            return self.set(key, value, expires=_redis_ttl(lifetime))  # type: ignore[attr-defined]
+        # Celery 5.4-5.6's set() has no lifetime per key: the same store, with this one.
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:  # type: ignore[attr-defined]
+            raise BackendStoreError("value too large for Redis backend")
+        return self.ensure(  # type: ignore[attr-defined]
+            self._set_expiring, (key, value, _redis_ttl(lifetime))
+        )
+
+    def _set_expiring(self, key: Any, value: Any, expires: int) -> None:
+        """Store *value* at *key* for *expires* seconds (0: no TTL) and publish it, as
+        Celery 5.7's ``RedisBackend._set`` does."""
+        with self.client.pipeline() as pipe:  # type: ignore[attr-defined]
+            pipe.set(key, value, ex=expires or None)
+            pipe.publish(key, value)
+            pipe.execute()
 
 
 class ResultkitRedisBackend(OffloadKeyValueMixin, _RetentionMixin, RedisBackend):  # type: ignore[misc]

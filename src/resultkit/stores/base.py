@@ -483,6 +483,11 @@ class Store(ABC):
         """Extended fields this layout keeps (compared by ``--verify``)."""
         return EXTENDED_FIELDS
 
+    @property
+    def keeps_children(self) -> bool:
+        """Whether this layout keeps a task's children (compared by ``--verify`` if so)."""
+        return True
+
     def celery_backend_for(
         self, payload: Any = None, *, extended: bool = True, serializer: str | None = None
     ) -> Any:

@@ -43,7 +43,7 @@ def verify(
         seen = {i: as_values(r) for i, r in dst.read_many(kind, ids).items() if r.meta is not None}
     verified = []
     for record in candidates:
-        diffs = differences(record, seen.get(record.id), fields)
+        diffs = differences(record, seen.get(record.id), fields, children=dst.keeps_children)
         if diffs:
             tally.note_mismatch(record, diffs)
             why_not[record.id] = f"mismatched: {', '.join(diffs)} differ in the target"

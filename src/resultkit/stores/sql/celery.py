@@ -28,8 +28,10 @@ from ...codec import (
     JSON_OPENERS,
     NOT_READ,
     PickleRefused,
+    encode_payload,
     json_at_once,
     long_digits,
+    materialize,
     unreadable,
 )
 from ...errors import SerializationError
@@ -62,6 +64,12 @@ def _json_column(value: Any) -> Any:
         return orjson.loads(value)
     except orjson.JSONDecodeError:
         return NOT_READ
+
+
+#: Why a row of the older layout is not decoded without ``accept_pickle`` (one line).
+PICKLED_LAYOUT = (
+    "this table has the layout of Celery 5.6 or older, whose result column holds a pickle"
+)
 
 
 def _pickle_group(value: Any) -> bytes:
@@ -162,6 +170,11 @@ class SqlStore(TableStore):
         return table is not None and "children" not in table.c
 
     @property
+    def keeps_children(self) -> bool:
+        """The older layout has no ``children`` column: Celery 5.4-5.6 do not keep them."""
+        return not self.legacy
+
+    @property
     def extended(self) -> bool:
         table = self.table(Kind.TASK)
         return table is not None and "name" in table.c
@@ -180,11 +193,13 @@ class SqlStore(TableStore):
         try:
             return self.codec.read(payload)
         except PickleRefused:
+            if self.legacy:
+                raise PickleRefused(PICKLED_LAYOUT) from None
             raise
         except SerializationError:
             if self.legacy and isinstance(payload, bytes) and payload[:1] == b"\x80":
                 if not self.codec.accept_pickle:
-                    raise PickleRefused() from None
+                    raise PickleRefused(PICKLED_LAYOUT) from None
                 return pickle.loads(payload), Payload(None, "pickle")
             raise
 
@@ -199,7 +214,7 @@ class SqlStore(TableStore):
                     # The older layout pickles the GroupResult object; its tuple is what
                     # every other layout stores, in the app's serializer.
                     if not self.codec.accept_pickle:
-                        raise PickleRefused()
+                        raise PickleRefused(PICKLED_LAYOUT)
                     value, form = unpickle_group(bytes(payload)), Payload(None, self.codec.hint)
                 else:
                     value, form = self._decode_column(payload)
@@ -236,6 +251,14 @@ class SqlStore(TableStore):
                         # The old PickleType column pickled every result, whatever the
                         # app's serializer; the result itself was never "a pickle result".
                         form = form._replace(serializer=self.codec.hint)
+                        if self.codec.hint == "resultkit-json":
+                            # Records of that serializer hold its tree (type tags, marked
+                            # strings), never the Python values: made of them here.
+                            task["result"] = orjson.loads(
+                                encode_payload(
+                                    task["result"], "resultkit-json", source_serializer="pickle"
+                                )
+                            )
             else:
                 task["result"] = None
             children = mapping.get("children")
@@ -279,7 +302,15 @@ class SqlStore(TableStore):
         # and kwargs are in the app's serializer all the same.
         encode_result = None
         if self.legacy:
-            encode_result = _pickle_group if record.kind is Kind.GROUP else pickled
+            if record.kind is Kind.GROUP:
+                encode_result = _pickle_group
+            elif record.serializer in JSON_FAMILY:
+                # A JSON tree: pickled as the values its type tags stand for, as the
+                # application gets them from Celery (a Decimal, not its tag).
+                serializer = record.serializer
+                encode_result = lambda value: pickled(materialize(value, serializer))  # noqa: E731
+            else:
+                encode_result = pickled
         columns = self.columns(record.kind, table)
         row = row_values(record.id, meta, columns, encode, encode_result)
         if record.kind is Kind.TASK:
