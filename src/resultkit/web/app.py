@@ -522,6 +522,21 @@ def build_app(
         params = [(k, v) for k, v in items if k not in _WRITE_FIELDS and v.strip()]
         return params, extra
 
+    async def written_query(
+        request: Request,
+    ) -> tuple[Query, list[tuple[str, str]], dict[str, str]] | Response:
+        """A write's checked form: the query its filters make, the filters and the
+        other fields; or the refusal to answer with (403, CSRF, a bad filter)."""
+        given = await writing(request)
+        if isinstance(given, Response):
+            return given
+        params, extra = given
+        try:
+            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
+        except BadRequest as exc:
+            return error(request, 400, str(exc))
+        return query, params, extra
+
     def audit(event: str, request: Request, fields: dict[str, Any]) -> None:
         from ..commands.erase import append_audit_entry
 
@@ -531,14 +546,10 @@ def build_app(
     async def write_export(request: Request) -> Response:
         from ..commands import export
 
-        given = await writing(request)
+        given = await written_query(request)
         if isinstance(given, Response):
             return given
-        params, extra = given
-        try:
-            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
-        except BadRequest as exc:
-            return error(request, 400, str(exc))
+        query, _, extra = given
         kind = extra.get("format", "jsonl") or "jsonl"
         if kind not in ("jsonl", "csv"):
             return error(request, 400, f"format {kind!r}: choose jsonl or csv")
@@ -576,14 +587,10 @@ def build_app(
     async def write_erase(request: Request) -> Response:
         from ..commands import erase
 
-        given = await writing(request)
+        given = await written_query(request)
         if isinstance(given, Response):
             return given
-        params, extra = given
-        try:
-            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
-        except BadRequest as exc:
-            return error(request, 400, str(exc))
+        query, params, extra = given
         confirmed = extra.get("confirm") == "yes"
         try:
             report = await run_in_threadpool(
@@ -609,14 +616,10 @@ def build_app(
     async def write_retry(request: Request) -> Response:
         from ..commands import retry
 
-        given = await writing(request)
+        given = await written_query(request)
         if isinstance(given, Response):
             return given
-        params, extra = given
-        try:
-            query, _, _ = query_of((k, v) for k, v in params if k not in _PAGING)
-        except BadRequest as exc:
-            return error(request, 400, str(exc))
+        query, params, extra = given
         task_id = extra.get("task_id") or None
         confirmed = extra.get("confirm") == "yes"
         by_filter = task_id is None
